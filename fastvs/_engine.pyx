@@ -1,0 +1,785 @@
+# cython: language_level=3
+"""The batch loop: parse -> look up -> schedule -> state -> rewrite, per packet.
+
+The role of ip_vs_core.c (ip_vs_in_hook, ip_vs_out_hook, handle_response) with the
+control-plane pieces of ip_vs_ctl.c that the data path reads (services, real servers,
+timeouts). The loop runs without the GIL and touches no Python object; the Python
+methods around it configure the engine and read its state between batches.
+"""
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdlib cimport calloc, realloc, free
+from libc.string cimport memset, memcpy
+
+from fastvs._types cimport *
+from fastvs._bytes cimport ldraw16, ldraw32
+from fastvs._packet cimport pkt_parse
+from fastvs._conntab cimport (ConnTable, ct_init, ct_destroy, ct_hash_pkt, ct_lookup,
+                              ct_alloc, ct_link, ct_unhash, ct_free, ct_due, addr_eq,
+                              CT_NONE, CT_DIR_IN, CT_DIR_OUT, fv_hash_key)
+from fastvs._proto cimport (TCP_STATES, TCP_STATE_ACTIVE, TCP_TBL_INPUT, TCP_TBL_OUTPUT,
+                            TCP_TBL_INPUT_ONLY, tcp_state_idx, nat_dnat, nat_snat,
+                            ip_decrease_ttl)
+from fastvs.sched._base cimport SchedOps
+
+import ipaddress
+
+cdef extern from *:
+    """
+    #define FV_LIKELY(x) __builtin_expect(!!(x), 1)
+    #define FV_UNLIKELY(x) __builtin_expect(!!(x), 0)
+    """
+    bint FV_LIKELY(bint) nogil
+    bint FV_UNLIKELY(bint) nogil
+
+# Kernel defaults (tcp_timeouts[], udp_timeouts[]), seconds
+TCP_TIMEOUT_NAMES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT",
+                     "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK")
+DEFAULT_TCP_TIMEOUTS = (2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120)
+DEFAULT_UDP_TIMEOUT = 300
+
+cdef int64_t NS = 1000000000
+
+ctypedef struct EngineState:
+    ConnTable ct
+    Dest* dests
+    int32_t ndests
+    int32_t cap_dests
+    Service* svcs
+    int32_t nsvcs
+    int32_t cap_svcs
+    int32_t* svc_hash          # service index + 1, 0 = empty
+    uint64_t svc_mask
+    int64_t tcp_timeout[TCP_S_LAST]
+    int64_t udp_timeout
+    int64_t now                # ns; never runs backwards
+    bint started
+    # options
+    bint keep_ttl
+    bint director_view
+    bint truncated_balance
+    bint expire_nodest_conn
+    int conn_reuse_mode
+    # counters
+    uint64_t counts[V_NCODES]
+    Stats total
+
+
+# -- services --------------------------------------------------------------------------
+
+cdef inline int32_t svc_find(const EngineState* st, uint8_t proto, const uint32_t* addr,
+                             uint16_t port_be) noexcept nogil:
+    cdef uint32_t zero[4]
+    cdef uint64_t pos
+    cdef int32_t s
+    if st.nsvcs == 0:
+        return -1
+    zero[0] = 0
+    zero[1] = 0
+    zero[2] = 0
+    zero[3] = 0
+    pos = fv_hash_key(addr, zero, port_be, 0, proto, st.ct.seed) & st.svc_mask
+    while True:
+        s = st.svc_hash[pos]
+        if s == 0:
+            return -1
+        s -= 1
+        if st.svcs[s].proto == proto and st.svcs[s].port_be == port_be \
+                and addr_eq(st.svcs[s].addr, addr):
+            return s
+        pos = (pos + 1) & st.svc_mask
+
+
+cdef inline bint is_local_addr(const EngineState* st, const uint32_t* addr) noexcept nogil:
+    cdef int32_t i
+    for i in range(st.nsvcs):
+        if addr_eq(st.svcs[i].addr, addr):
+            return True
+    return False
+
+
+# -- connections -------------------------------------------------------------------------
+
+cdef inline void dest_bind(Dest* d, Conn* c) noexcept nogil:
+    """ip_vs_bind_dest: count the new connection, mark the dest overloaded at -x."""
+    if c.flags & CONN_F_INACTIVE:
+        d.inactconns += 1
+    else:
+        d.activeconns += 1
+    if d.u_threshold and <uint32_t>(d.activeconns + d.inactconns) >= d.u_threshold:
+        d.flags |= DEST_F_OVERLOAD
+
+
+cdef inline void dest_unbind(Dest* d, Conn* c) noexcept nogil:
+    """ip_vs_unbind_dest: uncount, and clear overload below -y (or 3/4 of -x)."""
+    cdef int64_t total
+    if c.flags & CONN_F_INACTIVE:
+        d.inactconns -= 1
+    else:
+        d.activeconns -= 1
+    total = d.activeconns + d.inactconns
+    if d.l_threshold:
+        if total < d.l_threshold:
+            d.flags &= ~DEST_F_OVERLOAD
+    elif d.u_threshold:
+        if total * 4 < <int64_t>d.u_threshold * 3:
+            d.flags &= ~DEST_F_OVERLOAD
+    else:
+        d.flags &= ~DEST_F_OVERLOAD
+
+
+cdef inline void conn_expire(EngineState* st, uint32_t idx) noexcept nogil:
+    cdef Conn* c = &st.ct.conns[idx]
+    if c.dest >= 0:
+        dest_unbind(&st.dests[c.dest], c)
+    ct_free(&st.ct, idx)
+
+
+cdef inline void conn_expire_now(EngineState* st, uint32_t idx) noexcept nogil:
+    """ip_vs_conn_expire_now: the entry leaves the hash at once (a new connection
+    with the same key is found instead), its counters go when its timer runs, which
+    is before the next packet."""
+    ct_unhash(&st.ct, idx)
+    st.ct.conns[idx].expires = st.now
+
+
+cdef inline void expire_due(EngineState* st) noexcept nogil:
+    cdef uint32_t idx
+    while True:
+        idx = ct_due(&st.ct, st.now)
+        if idx == CT_NONE:
+            return
+        conn_expire(st, idx)
+
+
+cdef inline void set_state(EngineState* st, Conn* c, int direction, uint8_t tcpflags) noexcept nogil:
+    """ip_vs_set_state: move the TCP state machine, keep the dest's counters right,
+    and take the new state's timeout."""
+    cdef int tbl, fidx
+    cdef uint8_t new_state
+    cdef Dest* d
+    if c.proto != IPPROTO_TCP_:
+        c.timeout = st.udp_timeout
+        return
+    tbl = TCP_TBL_OUTPUT if direction == DIR_OUTPUT else TCP_TBL_INPUT
+    if c.flags & CONN_F_NOOUTPUT:
+        if direction == DIR_OUTPUT:
+            c.flags &= ~CONN_F_NOOUTPUT
+        else:
+            tbl = TCP_TBL_INPUT_ONLY
+    fidx = tcp_state_idx(tcpflags)
+    if fidx < 0:
+        new_state = TCP_S_CLOSE
+    else:
+        new_state = TCP_STATES[tbl][fidx][c.state]
+    if new_state != c.state and c.dest >= 0:
+        d = &st.dests[c.dest]
+        if not (c.flags & CONN_F_INACTIVE) and not TCP_STATE_ACTIVE[new_state]:
+            d.activeconns -= 1
+            d.inactconns += 1
+            c.flags |= CONN_F_INACTIVE
+        elif (c.flags & CONN_F_INACTIVE) and TCP_STATE_ACTIVE[new_state]:
+            d.activeconns += 1
+            d.inactconns -= 1
+            c.flags &= ~CONN_F_INACTIVE
+    c.state = new_state
+    c.timeout = st.tcp_timeout[new_state]
+
+
+cdef inline uint32_t conn_new(EngineState* st, int32_t s, int32_t di,
+                              const PacketMeta* m) noexcept nogil:
+    """ip_vs_conn_new + ip_vs_bind_dest + ip_vs_conn_stats."""
+    cdef uint32_t idx = ct_alloc(&st.ct)
+    cdef Conn* c
+    cdef Dest* d = &st.dests[di]
+    if idx == CT_NONE:
+        return CT_NONE
+    c = &st.ct.conns[idx]
+    memcpy(c.caddr, m.saddr, 16)
+    memcpy(c.vaddr, m.daddr, 16)
+    memcpy(c.daddr, d.addr, 16)
+    c.cport_be = m.sport_be
+    c.vport_be = m.dport_be
+    c.dport_be = d.port_be if d.port_be else m.dport_be
+    c.proto = m.proto
+    c.af = m.af
+    c.state = 0
+    c.fwd = d.fwd
+    c.flags = CONN_F_INACTIVE
+    if d.fwd != FWD_MASQ:
+        c.flags |= CONN_F_NOOUTPUT
+    c.dest = di
+    c.svc = s
+    c.timeout = 3 * NS
+    c.expires = st.now + c.timeout
+    dest_bind(d, c)
+    ct_link(&st.ct, idx)
+    d.stats.conns += 1
+    st.svcs[s].stats.conns += 1
+    st.total.conns += 1
+    return idx
+
+
+# -- the per-packet path ------------------------------------------------------------------
+
+cdef inline int not_ipvs(EngineState* st, uint8_t* p, const PacketMeta* m, int code) noexcept nogil:
+    """Traffic IPVS leaves alone. Offline it is written unchanged; in the director's
+    view it is delivered locally (addressed to a VIP) or routed on with TTL - 1."""
+    if not st.director_view or m.af != 4:
+        return code
+    if is_local_addr(st, m.daddr):
+        return V_DROP_LOCAL
+    if not st.keep_ttl:
+        if m.ttl <= 1:
+            return V_DROP_TTL
+        ip_decrease_ttl(p + m.l3off)
+    return V_PASS_ROUTED
+
+
+cdef inline int handle_response(EngineState* st, uint8_t* p, const PacketMeta* m,
+                                uint32_t idx) noexcept nogil:
+    """A real server's reply (ip_vs_out_hook -> handle_response), after ip_forward
+    has checked and decremented the TTL."""
+    cdef Conn* c = &st.ct.conns[idx]
+    cdef Dest* d
+    if not st.keep_ttl and m.ttl <= 1:
+        return V_DROP_TTL
+    if c.fwd != FWD_MASQ:
+        if not st.keep_ttl:
+            ip_decrease_ttl(p + m.l3off)
+        return V_PASS_NOT_MASQ
+    nat_snat(p, m, c, not st.keep_ttl)
+    if c.dest >= 0:
+        d = &st.dests[c.dest]
+        d.stats.outpkts += 1
+        d.stats.outbytes += m.l3len
+        st.svcs[c.svc].stats.outpkts += 1
+        st.svcs[c.svc].stats.outbytes += m.l3len
+        st.total.outpkts += 1
+        st.total.outbytes += m.l3len
+    set_state(st, c, DIR_OUTPUT, m.tcpflags)
+    c.expires = st.now + c.timeout
+    return V_FWD_OUT
+
+
+cdef inline bint new_conn_expected(const Conn* c, int mode) noexcept nogil:
+    """is_new_conn_expected: a SYN may replace a TCP connection in TIME_WAIT or
+    CLOSE (and, with conn_reuse_mode bit 2, FIN_WAIT of a DR/TUN connection)."""
+    if c.proto != IPPROTO_TCP_:
+        return False
+    return (c.state == TCP_S_TIME_WAIT or c.state == TCP_S_CLOSE
+            or ((mode & 2) and c.state == TCP_S_FIN_WAIT and (c.flags & CONN_F_NOOUTPUT)))
+
+
+cdef inline int dp_packet(EngineState* st, uint8_t* p, uint32_t caplen, uint32_t wirelen,
+                          uint16_t linktype) noexcept nogil:
+    cdef PacketMeta m
+    cdef int rc, direction
+    cdef uint64_t h
+    cdef uint32_t idx
+    cdef int32_t s, di
+    cdef Conn* c
+    cdef Dest* d
+    cdef SchedOps* ops
+    m.af = 0
+    m.l3len = 0
+    rc = pkt_parse(p, caplen, wirelen, linktype, &m)
+    if rc != PKT_OK:
+        if rc == V_PASS_NOT_SERVICE or rc == V_PASS_PROTO or rc == V_PASS_FRAGMENT:
+            return not_ipvs(st, p, &m, rc)
+        return rc
+    if m.cut and not st.truncated_balance:
+        return V_DROP_CAPTURE_CUT
+
+    h = ct_hash_pkt(&st.ct, &m)
+    direction = CT_DIR_IN
+    idx = ct_lookup(&st.ct, &m, h, &direction)
+    if idx != CT_NONE and direction == CT_DIR_OUT:
+        return handle_response(st, p, &m, idx)
+
+    if idx != CT_NONE:
+        c = &st.ct.conns[idx]
+        # a SYN for a connection that is finishing or whose server was quiesced
+        if m.proto == IPPROTO_TCP_ and (m.tcpflags & TH_SYN):
+            if st.expire_nodest_conn and c.dest >= 0 and st.dests[c.dest].weight == 0:
+                conn_expire_now(st, idx)
+                idx = CT_NONE
+            elif st.conn_reuse_mode and new_conn_expected(c, st.conn_reuse_mode):
+                conn_expire_now(st, idx)
+                idx = CT_NONE
+        if idx != CT_NONE and c.dest >= 0 and not (st.dests[c.dest].flags & DEST_F_AVAILABLE):
+            if st.expire_nodest_conn:
+                conn_expire_now(st, idx)
+                idx = CT_NONE
+            else:
+                return V_DROP_DEST_UNAVAILABLE
+
+    if idx == CT_NONE:
+        # tcp_conn_schedule / udp_conn_schedule
+        s = svc_find(st, m.proto, m.daddr, m.dport_be)
+        if s < 0:
+            return not_ipvs(st, p, &m, V_PASS_NOT_SERVICE)
+        if m.proto == IPPROTO_TCP_ and ((m.tcpflags & TH_RST) or not (m.tcpflags & TH_SYN)):
+            return V_DROP_TCP_NO_CONN
+        if m.sport_be == 0x1400:        # client port 20 (FTP data) is never scheduled
+            return not_ipvs(st, p, &m, V_PASS_NOT_SERVICE)
+        ops = <SchedOps*>st.svcs[s].sched
+        di = ops.pick(&st.svcs[s], st.dests, &m)
+        if di < 0:
+            return V_DROP_NO_DEST
+        idx = conn_new(st, s, di, &m)
+        if idx == CT_NONE:
+            return V_DROP_CONN_FULL
+
+    c = &st.ct.conns[idx]
+    if c.dest >= 0:
+        d = &st.dests[c.dest]
+        d.stats.inpkts += 1
+        d.stats.inbytes += m.l3len
+        st.svcs[c.svc].stats.inpkts += 1
+        st.svcs[c.svc].stats.inbytes += m.l3len
+        st.total.inpkts += 1
+        st.total.inbytes += m.l3len
+    set_state(st, c, DIR_INPUT, m.tcpflags)
+    c.expires = st.now + c.timeout
+    # ip_vs_nat_xmit: the route to the real server decrements the TTL first
+    if not st.keep_ttl and m.ttl <= 1:
+        return V_DROP_TTL
+    if c.fwd == FWD_MASQ:
+        nat_dnat(p, &m, c, not st.keep_ttl)
+        return V_FWD_IN
+    if not st.keep_ttl:
+        ip_decrease_ttl(p + m.l3off)
+    return V_FWD_DR if c.fwd == FWD_DROUTE else V_FWD_TUN
+
+
+cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
+                       const uint32_t* off, const uint32_t* caplen, const uint32_t* wirelen,
+                       const int64_t* ts, const uint16_t* linktype, uint8_t* verdict,
+                       Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef Py_ssize_t written = 0
+    cdef int v
+    for i in range(n):
+        if not st.started or ts[i] > st.now:
+            st.now = ts[i]
+            st.started = True
+        if st.ct.heap_n and st.ct.heap_t[0] <= st.now:
+            expire_due(st)
+        if FV_UNLIKELY(<uint64_t>off[i] + caplen[i] > <uint64_t>buflen):
+            v = V_DROP_BAD_SLOT
+        else:
+            v = dp_packet(st, buf + off[i], caplen[i], wirelen[i], linktype[i])
+        verdict[i] = <uint8_t>v
+        st.counts[v] += 1
+        written += v < V_DROP_BASE
+    return written
+
+
+# -- the Python face ------------------------------------------------------------------------
+
+cdef bytes _addr16(str addr, int* af):
+    ip = ipaddress.ip_address(addr)
+    if ip.version == 4:
+        af[0] = 4
+        return ip.packed + bytes(12)
+    af[0] = 6
+    return ip.packed
+
+
+cdef str _addr_str(const uint32_t* a, int af):
+    cdef bytes raw = (<const uint8_t*>a)[:16]
+    if af == 6:
+        return str(ipaddress.IPv6Address(raw))
+    return str(ipaddress.IPv4Address(raw[:4]))
+
+
+cdef inline int _port(uint16_t be):
+    return ((be & 0xff) << 8) | (be >> 8)
+
+
+cdef inline uint16_t _port_be(int port):
+    return <uint16_t>(((port & 0xff) << 8) | ((port >> 8) & 0xff))
+
+
+cdef dict _stats(const Stats* s):
+    return {"conns": s.conns, "inpkts": s.inpkts, "outpkts": s.outpkts,
+            "inbytes": s.inbytes, "outbytes": s.outbytes}
+
+
+PROTO_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
+PROTO_NAMES = {6: "TCP", 17: "UDP", 132: "SCTP"}
+FWD_NAMES = {FWD_MASQ: "Masq", FWD_LOCALNODE: "Local", FWD_TUNNEL: "Tunnel", FWD_DROUTE: "Route"}
+
+
+cdef class Engine:
+    """One IPVS director's data path and state. Configure it, then feed it batches.
+
+    Not thread-safe; use one engine per core (shard flows by 5-tuple hash).
+    """
+    cdef EngineState st
+
+    def __cinit__(self, unsigned int capacity=1 << 20, seed=None):
+        memset(&self.st, 0, sizeof(EngineState))
+        if capacity < 1 or capacity > (1 << 30):
+            raise ValueError(f"capacity must be between 1 and 2**30, not {capacity}")
+        if seed is None:
+            import secrets
+            seed = secrets.randbits(64)
+        if ct_init(&self.st.ct, capacity, <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)) != 0:
+            raise MemoryError(f"cannot allocate a connection table for {capacity} connections")
+        for i, t in enumerate(DEFAULT_TCP_TIMEOUTS):
+            self.st.tcp_timeout[i] = t * NS
+        self.st.udp_timeout = DEFAULT_UDP_TIMEOUT * NS
+        self.st.truncated_balance = True
+        self.st.conn_reuse_mode = 1
+
+    def __dealloc__(self):
+        cdef int32_t i
+        ct_destroy(&self.st.ct)
+        if self.st.svcs != NULL:
+            for i in range(self.st.nsvcs):
+                free(self.st.svcs[i].dest_list)
+        free(self.st.svcs)
+        free(self.st.dests)
+        free(self.st.svc_hash)
+
+    # -- options -------------------------------------------------------------------------
+    def set_options(self, *, keep_ttl=None, director_view=None, truncated=None,
+                    expire_nodest_conn=None, conn_reuse_mode=None):
+        if keep_ttl is not None:
+            self.st.keep_ttl = bool(keep_ttl)
+        if director_view is not None:
+            self.st.director_view = bool(director_view)
+        if truncated is not None:
+            if truncated not in ("balance", "drop"):
+                raise ValueError("truncated must be 'balance' or 'drop'")
+            self.st.truncated_balance = truncated == "balance"
+        if expire_nodest_conn is not None:
+            self.st.expire_nodest_conn = bool(expire_nodest_conn)
+        if conn_reuse_mode is not None:
+            self.st.conn_reuse_mode = int(conn_reuse_mode)
+
+    def set_timeouts(self, tcp=0, tcpfin=0, udp=0):
+        """ipvsadm --set: 0 leaves a value as it is."""
+        if tcp:
+            self.st.tcp_timeout[TCP_S_ESTABLISHED] = int(tcp) * NS
+        if tcpfin:
+            self.st.tcp_timeout[TCP_S_FIN_WAIT] = int(tcpfin) * NS
+        if udp:
+            self.st.udp_timeout = int(udp) * NS
+
+    def set_state_timeout(self, str state, seconds):
+        """Set one TCP state's timeout (the kernel's /proc/sys/net/ipv4/vs tables)."""
+        self.st.tcp_timeout[TCP_TIMEOUT_NAMES.index(state.upper())] = int(seconds) * NS
+
+    def timeouts(self):
+        out = {name: self.st.tcp_timeout[i] // NS for i, name in enumerate(TCP_TIMEOUT_NAMES)}
+        out["UDP"] = self.st.udp_timeout // NS
+        return out
+
+    # -- configuration --------------------------------------------------------------------
+    def add_service(self, str proto, str addr, int port, sched not None,
+                    unsigned int persist_timeout=0):
+        """Add a virtual service; returns its index. ``sched`` is a scheduler capsule
+        from fastvs.sched.get()."""
+        cdef int af = 4
+        cdef bytes a16 = _addr16(addr, &af)
+        cdef uint8_t p = PROTO_NUMBERS[proto]
+        cdef Service* s
+        cdef SchedOps* ops = <SchedOps*>PyCapsule_GetPointer(sched, b"fastvs.SchedOps")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port} out of range")
+        if svc_find(&self.st, p, <const uint32_t*><const char*>a16, _port_be(port)) >= 0:
+            raise ValueError(f"service {proto} {addr}:{port} exists")
+        if self.st.nsvcs == self.st.cap_svcs:
+            self._grow_svcs()
+        s = &self.st.svcs[self.st.nsvcs]
+        memset(s, 0, sizeof(Service))
+        memcpy(s.addr, <const char*>a16, 16)
+        s.af = af
+        s.proto = p
+        s.port_be = _port_be(port)
+        s.persist_timeout = persist_timeout
+        s.sched = ops
+        s.sched_cursor = -1
+        s.dest_list = NULL
+        if ops.init_svc != NULL:
+            ops.init_svc(s, self.st.dests)
+        self.st.nsvcs += 1
+        self._rehash_svcs()
+        return self.st.nsvcs - 1
+
+    def add_dest(self, int svc, str addr, int port, int weight=1, str fwd="masq",
+                 unsigned int u_threshold=0, unsigned int l_threshold=0, bint at_head=True):
+        """Add a real server to a service; returns its index. ``at_head`` links it at
+        the head of the list, as the kernel does (ipvsadm -a)."""
+        cdef int af = 4
+        cdef bytes a16 = _addr16(addr, &af)
+        cdef Service* s
+        cdef Dest* d
+        cdef int32_t di
+        cdef int32_t* lst
+        self._check_svc(svc)
+        if weight < 0:
+            raise ValueError("weight must not be negative")
+        if l_threshold > u_threshold and u_threshold:
+            raise ValueError("lower threshold above upper threshold")
+        if self.st.ndests == self.st.cap_dests:
+            self._grow_dests()
+        di = self.st.ndests
+        d = &self.st.dests[di]
+        memset(d, 0, sizeof(Dest))
+        memcpy(d.addr, <const char*>a16, 16)
+        d.af = af
+        d.port_be = _port_be(port)
+        d.weight = weight
+        d.fwd = {"masq": FWD_MASQ, "route": FWD_DROUTE, "tunnel": FWD_TUNNEL,
+                 "local": FWD_LOCALNODE}[fwd]
+        d.u_threshold = u_threshold
+        d.l_threshold = l_threshold
+        d.flags = DEST_F_AVAILABLE
+        d.svc = svc
+        self.st.ndests += 1
+        s = &self.st.svcs[svc]
+        lst = <int32_t*>realloc(s.dest_list, (s.ndests + 1) * sizeof(int32_t))
+        if lst == NULL:
+            raise MemoryError()
+        s.dest_list = lst
+        if at_head:
+            for i in range(s.ndests, 0, -1):
+                lst[i] = lst[i - 1]
+            lst[0] = di
+        else:
+            lst[s.ndests] = di
+        s.ndests += 1
+        self._dest_changed(svc)
+        return di
+
+    def edit_dest(self, int dest, weight=None, u_threshold=None, l_threshold=None):
+        """ipvsadm -e: change a real server's weight or thresholds in place."""
+        cdef Dest* d
+        self._check_dest(dest)
+        d = &self.st.dests[dest]
+        if weight is not None:
+            if weight < 0:
+                raise ValueError("weight must not be negative")
+            d.weight = weight
+        if u_threshold is not None:
+            if u_threshold == 0 or u_threshold > d.u_threshold:
+                d.flags &= ~DEST_F_OVERLOAD
+            d.u_threshold = u_threshold
+        if l_threshold is not None:
+            d.l_threshold = l_threshold
+        self._dest_changed(d.svc)
+
+    def remove_dest(self, int dest):
+        """ipvsadm -d: unlink a real server. Its connections stay until they expire;
+        their packets are dropped, or with expire_nodest_conn the connection ends."""
+        cdef Dest* d
+        cdef Service* s
+        cdef int32_t i, j = 0
+        self._check_dest(dest)
+        d = &self.st.dests[dest]
+        if not (d.flags & DEST_F_AVAILABLE):
+            raise ValueError("real server already removed")
+        d.flags &= ~DEST_F_AVAILABLE
+        s = &self.st.svcs[d.svc]
+        for i in range(s.ndests):
+            if s.dest_list[i] != dest:
+                s.dest_list[j] = s.dest_list[i]
+                j += 1
+        s.ndests = j
+        self._dest_changed(d.svc)
+
+    cdef _dest_changed(self, int svc):
+        cdef Service* s = &self.st.svcs[svc]
+        cdef SchedOps* ops = <SchedOps*>s.sched
+        if ops.dest_changed != NULL:
+            ops.dest_changed(s, self.st.dests)
+
+    cdef _check_svc(self, int svc):
+        if not 0 <= svc < self.st.nsvcs:
+            raise IndexError(f"no service {svc}")
+
+    cdef _check_dest(self, int dest):
+        if not 0 <= dest < self.st.ndests:
+            raise IndexError(f"no real server {dest}")
+
+    cdef _grow_svcs(self):
+        cdef int32_t cap = self.st.cap_svcs * 2 if self.st.cap_svcs else 8
+        cdef Service* p = <Service*>realloc(self.st.svcs, cap * sizeof(Service))
+        if p == NULL:
+            raise MemoryError()
+        self.st.svcs = p
+        self.st.cap_svcs = cap
+
+    cdef _grow_dests(self):
+        cdef int32_t cap = self.st.cap_dests * 2 if self.st.cap_dests else 16
+        cdef Dest* p = <Dest*>realloc(self.st.dests, cap * sizeof(Dest))
+        if p == NULL:
+            raise MemoryError()
+        self.st.dests = p
+        self.st.cap_dests = cap
+
+    cdef _rehash_svcs(self):
+        cdef uint64_t nb = 16
+        cdef int32_t i
+        cdef uint64_t pos
+        cdef uint32_t zero[4]
+        cdef int32_t* tbl
+        memset(zero, 0, sizeof(zero))
+        while nb < <uint64_t>self.st.nsvcs * 4:
+            nb <<= 1
+        tbl = <int32_t*>calloc(nb, sizeof(int32_t))
+        if tbl == NULL:
+            raise MemoryError()
+        for i in range(self.st.nsvcs):
+            pos = fv_hash_key(self.st.svcs[i].addr, zero, self.st.svcs[i].port_be, 0,
+                              self.st.svcs[i].proto, self.st.ct.seed) & (nb - 1)
+            while tbl[pos]:
+                pos = (pos + 1) & (nb - 1)
+            tbl[pos] = i + 1
+        free(self.st.svc_hash)
+        self.st.svc_hash = tbl
+        self.st.svc_mask = nb - 1
+
+    # -- the data path ---------------------------------------------------------------------
+    def process(self, uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t[::1] caplen,
+                const uint32_t[::1] wirelen, const int64_t[::1] ts,
+                const uint16_t[::1] linktype, uint8_t[::1] verdict):
+        """Run a batch through the director in place. Returns how many packets are
+        to be written out (verdict < 64); ``verdict`` says what happened to each."""
+        cdef Py_ssize_t n = off.shape[0]
+        cdef Py_ssize_t written
+        if (caplen.shape[0] != n or wirelen.shape[0] != n or ts.shape[0] != n
+                or linktype.shape[0] != n or verdict.shape[0] < n):
+            raise ValueError("batch arrays disagree in length")
+        if n == 0:
+            return 0
+        cdef uint8_t* b = &buf[0] if buf.shape[0] else NULL
+        with nogil:
+            written = dp_run(&self.st, b, buf.shape[0], &off[0], &caplen[0], &wirelen[0],
+                             &ts[0], &linktype[0], &verdict[0], n)
+        return written
+
+    def advance(self, int64_t now_ns):
+        """Move the clock to ``now_ns`` (never backwards) and expire what is due."""
+        if not self.st.started or now_ns > self.st.now:
+            self.st.now = now_ns
+            self.st.started = True
+        with nogil:
+            expire_due(&self.st)
+
+    # -- reading state -----------------------------------------------------------------------
+    @property
+    def now(self):
+        return self.st.now
+
+    @property
+    def capacity(self):
+        return self.st.ct.capacity
+
+    @property
+    def conn_count(self):
+        return self.st.ct.count
+
+    def counters(self):
+        """Packets per verdict code since the engine was made: {code: count}."""
+        return {i: self.st.counts[i] for i in range(V_NCODES) if self.st.counts[i]}
+
+    def total_stats(self):
+        return _stats(&self.st.total)
+
+    def services(self):
+        """Services with their real servers in list order, stats and counters."""
+        out = []
+        cdef int32_t i, j
+        cdef Service* s
+        cdef Dest* d
+        for i in range(self.st.nsvcs):
+            s = &self.st.svcs[i]
+            reals = []
+            for j in range(s.ndests):
+                d = &self.st.dests[s.dest_list[j]]
+                reals.append(self._dest_info(s.dest_list[j]))
+            out.append({
+                "index": i,
+                "proto": PROTO_NAMES[s.proto],
+                "addr": _addr_str(s.addr, s.af),
+                "port": _port(s.port_be),
+                "af": s.af,
+                "scheduler": (<SchedOps*>s.sched).name.decode(),
+                "persistent": s.persist_timeout,
+                "stats": _stats(&s.stats),
+                "reals": reals,
+            })
+        return out
+
+    def dest_info(self, int dest):
+        self._check_dest(dest)
+        return self._dest_info(dest)
+
+    cdef dict _dest_info(self, int32_t di):
+        cdef Dest* d = &self.st.dests[di]
+        return {
+            "index": di,
+            "addr": _addr_str(d.addr, d.af),
+            "port": _port(d.port_be),
+            "af": d.af,
+            "fwd": FWD_NAMES[d.fwd],
+            "weight": d.weight,
+            "activeconns": d.activeconns,
+            "inactconns": d.inactconns,
+            "persistconns": d.persistconns,
+            "available": bool(d.flags & DEST_F_AVAILABLE),
+            "overloaded": bool(d.flags & DEST_F_OVERLOAD),
+            "u_threshold": d.u_threshold,
+            "l_threshold": d.l_threshold,
+            "stats": _stats(&d.stats),
+        }
+
+    def connections(self):
+        """Every live connection (ipvsadm -L -n -c), as dicts; expires in seconds left."""
+        out = []
+        cdef uint32_t i
+        cdef Conn* c
+        for i in range(self.st.ct.capacity):
+            c = &self.st.ct.conns[i]
+            if not (c.in_use & 2):
+                continue
+            out.append(self._conn_info(c))
+        return out
+
+    cdef dict _conn_info(self, Conn* c):
+        if c.proto == IPPROTO_TCP_:
+            state = TCP_TIMEOUT_NAMES[c.state]
+        else:
+            state = PROTO_NAMES.get(c.proto, "?")
+        return {
+            "proto": PROTO_NAMES.get(c.proto, str(c.proto)),
+            "caddr": _addr_str(c.caddr, c.af), "cport": _port(c.cport_be),
+            "vaddr": _addr_str(c.vaddr, c.af), "vport": _port(c.vport_be),
+            "daddr": _addr_str(c.daddr, c.af), "dport": _port(c.dport_be),
+            "state": state,
+            "expires_ns": max(0, c.expires - self.st.now),
+            "dest": c.dest,
+            "active": not (c.flags & CONN_F_INACTIVE),
+        }
+
+    def lookup(self, str proto, str caddr, int cport, str vaddr, int vport):
+        """The connection of client caddr:cport to vaddr:vport, or None."""
+        cdef PacketMeta m
+        cdef int af = 4, direction = 0
+        cdef bytes a = _addr16(caddr, &af)
+        cdef bytes b = _addr16(vaddr, &af)
+        memset(&m, 0, sizeof(m))
+        memcpy(m.saddr, <const char*>a, 16)
+        memcpy(m.daddr, <const char*>b, 16)
+        m.sport_be = _port_be(cport)
+        m.dport_be = _port_be(vport)
+        m.proto = PROTO_NUMBERS[proto]
+        cdef uint32_t idx = ct_lookup(&self.st.ct, &m, ct_hash_pkt(&self.st.ct, &m), &direction)
+        if idx == CT_NONE or direction != CT_DIR_IN:
+            return None
+        return self._conn_info(&self.st.ct.conns[idx])

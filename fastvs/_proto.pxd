@@ -1,0 +1,145 @@
+# cython: language_level=3
+"""Protocol handlers: TCP state machine and NAT rewrites for TCP and UDP.
+
+The roles of ip_vs_proto_tcp.c and ip_vs_proto_udp.c. The transitions, the active
+state set and the timeouts are the kernel's tables; the rewrites patch checksums
+incrementally (RFC 1624) like tcp_fast_csum_update / udp_fast_csum_update, except a
+UDP datagram that arrived without a checksum (0), which gets a full one, as
+udp_dnat_handler does, a computed 0 being sent as 0xFFFF (RFC 768).
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from fastvs._types cimport *
+from fastvs._bytes cimport ld16, ldraw16, ldraw32, straw16, straw32
+from fastvs._csum cimport csum_fold, csum_partial, csum_diff4, csum_diff2, csum_apply, ip_send_check
+
+# Transitions [direction table][flag class][state]: INPUT, OUTPUT, INPUT-ONLY;
+# flag classes syn, fin, ack, rst (tcp_state_idx); states NONE..SYNACK.
+cdef enum:
+    sNO = TCP_S_NONE
+    sES = TCP_S_ESTABLISHED
+    sSS = TCP_S_SYN_SENT
+    sSR = TCP_S_SYN_RECV
+    sFW = TCP_S_FIN_WAIT
+    sTW = TCP_S_TIME_WAIT
+    sCL = TCP_S_CLOSE
+    sCW = TCP_S_CLOSE_WAIT
+    sLA = TCP_S_LAST_ACK
+    sLI = TCP_S_LISTEN
+    sSA = TCP_S_SYNACK
+
+cdef enum:
+    TCP_TBL_INPUT = 0
+    TCP_TBL_OUTPUT = 1
+    TCP_TBL_INPUT_ONLY = 2
+
+cdef uint8_t[3][4][11] TCP_STATES = [
+    # INPUT
+    [[sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR],   # syn
+     [sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sTW],   # fin
+     [sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES],   # ack
+     [sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sSR]],  # rst
+    # OUTPUT
+    [[sSS, sES, sSS, sSR, sSS, sSS, sSS, sSS, sSS, sLI, sSR],
+     [sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW],
+     [sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES],
+     [sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL]],
+    # INPUT-ONLY (connections with no output seen: DR and TUN)
+    [[sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR],
+     [sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW],
+     [sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES],
+     [sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL]],
+]
+
+# tcp_state_active_table: these states count in ActiveConn, the rest in InActConn
+cdef bint[11] TCP_STATE_ACTIVE = [False, True, True, True, False, False, False,
+                                  False, False, False, True]
+
+
+cdef inline int tcp_state_idx(uint8_t flags) noexcept nogil:
+    """The flag class of a segment: RST beats SYN beats FIN beats ACK; -1 for none."""
+    if flags & TH_RST:
+        return 3
+    if flags & TH_SYN:
+        return 0
+    if flags & TH_FIN:
+        return 1
+    if flags & TH_ACK:
+        return 2
+    return -1
+
+
+cdef inline uint16_t be16(uint16_t v) noexcept nogil:
+    return <uint16_t>((v >> 8) | (v << 8))
+
+
+cdef inline void l4_rewrite(uint8_t* p, const PacketMeta* m, uint32_t old_addr,
+                            uint32_t new_addr, uint16_t old_port, uint16_t new_port,
+                            int port_off) noexcept nogil:
+    """Patch a TCP/UDP port at ``port_off`` (0 = source, 2 = destination) and fix
+    the checksum for it and for the pseudo-header address that changed."""
+    cdef uint8_t* th = p + m.l4off
+    cdef uint16_t check
+    cdef uint64_t s
+    cdef uint32_t l4len
+    straw16(th + port_off, new_port)
+    if m.proto == IPPROTO_TCP_:
+        check = ldraw16(th + 16)
+        check = csum_apply(check, csum_diff4(old_addr, new_addr) + csum_diff2(old_port, new_port))
+        straw16(th + 16, check)
+        return
+    # UDP
+    check = ldraw16(th + 6)
+    if check != 0:
+        check = csum_apply(check, csum_diff4(old_addr, new_addr) + csum_diff2(old_port, new_port))
+    elif not m.cut:
+        # no checksum came in: the kernel computes a full one over the datagram
+        # (pseudo-header with the new addresses, length = IP payload length)
+        l4len = m.l3len - (m.l4off - m.l3off)
+        s = csum_partial(th, l4len, 0)
+        s += ldraw32(p + m.l3off + 12)
+        s += ldraw32(p + m.l3off + 16)
+        s += be16(<uint16_t>IPPROTO_UDP_)
+        s += be16(<uint16_t>l4len)
+        check = <uint16_t>~csum_fold(s)
+    else:
+        # the payload was not captured: nothing to sum, leave "no checksum"
+        return
+    if check == 0:
+        check = 0xffff          # CSUM_MANGLED_0: 0 would mean "no checksum"
+    straw16(th + 6, check)
+
+
+cdef inline void nat_dnat(uint8_t* p, const PacketMeta* m, const Conn* c, bint dec_ttl) noexcept nogil:
+    """Client -> real server: destination becomes RIP:rport (ip_vs_nat_xmit)."""
+    cdef uint8_t* iph = p + m.l3off
+    cdef uint32_t old_addr = ldraw32(iph + 16)
+    cdef uint16_t old_port = ldraw16(p + m.l4off + 2)
+    if dec_ttl:
+        iph[8] -= 1
+    straw32(iph + 16, c.daddr[0])
+    # the datagram's pseudo-header now holds the new address (UDP full sum reads it)
+    l4_rewrite(p, m, old_addr, c.daddr[0], old_port, c.dport_be, 2)
+    ip_send_check(iph, (iph[0] & 0x0f) * 4)
+
+
+cdef inline void nat_snat(uint8_t* p, const PacketMeta* m, const Conn* c, bint dec_ttl) noexcept nogil:
+    """Real server -> client: source becomes VIP:vport (handle_response)."""
+    cdef uint8_t* iph = p + m.l3off
+    cdef uint32_t old_addr = ldraw32(iph + 12)
+    cdef uint16_t old_port = ldraw16(p + m.l4off)
+    if dec_ttl:
+        iph[8] -= 1
+    straw32(iph + 12, c.vaddr[0])
+    l4_rewrite(p, m, old_addr, c.vaddr[0], old_port, c.vport_be, 0)
+    ip_send_check(iph, (iph[0] & 0x0f) * 4)
+
+
+cdef inline void ip_decrease_ttl(uint8_t* iph) noexcept nogil:
+    """The kernel's ip_decrease_ttl: TTL - 1 with its own checksum arithmetic
+    (add 0x0100 to the checksum with an end-around carry), byte for byte."""
+    cdef uint32_t check = ld16(iph + 10)
+    check += 0x0100
+    check = (check + (check >= 0xffff)) & 0xffff
+    iph[10] = <uint8_t>(check >> 8)
+    iph[11] = <uint8_t>check
+    iph[8] -= 1

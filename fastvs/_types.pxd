@@ -1,0 +1,175 @@
+# cython: language_level=3
+"""Shared C types: verdicts, states, flags and the structs of the data path.
+
+The struct roles follow the kernel's: Dest is struct ip_vs_dest, Service is struct
+ip_vs_service, Conn is struct ip_vs_conn (include/net/ip_vs.h).
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+
+# Verdicts (mirrors fastvs/verdicts.py; < V_DROP_BASE means written out)
+cdef enum:
+    V_PASS_NOT_IP = 0
+    V_PASS_NOT_SERVICE = 1
+    V_PASS_PROTO = 2
+    V_PASS_FRAGMENT = 3
+    V_PASS_IPV6 = 4
+    V_PASS_NOT_MASQ = 5
+    V_PASS_ROUTED = 6
+    V_FWD_IN = 32
+    V_FWD_OUT = 33
+    V_FWD_DR = 34
+    V_FWD_TUN = 35
+    V_DROP_BASE = 64
+    V_DROP_BAD_SLOT = 64
+    V_DROP_L2_TRUNCATED = 65
+    V_DROP_IP_TRUNCATED = 66
+    V_DROP_IP_VERSION = 67
+    V_DROP_IP_HDRLEN = 68
+    V_DROP_IP_CSUM = 69
+    V_DROP_IP_TOTLEN = 70
+    V_DROP_IP_OPTIONS = 71
+    V_DROP_L4_TRUNCATED = 72
+    V_DROP_L4_MALFORMED = 73
+    V_DROP_TCP_NO_CONN = 74
+    V_DROP_NO_DEST = 75
+    V_DROP_CONN_FULL = 76
+    V_DROP_TTL = 77
+    V_DROP_DEST_UNAVAILABLE = 78
+    V_DROP_LOCAL = 79
+    V_DROP_CAPTURE_CUT = 80
+    V_DROP_SNAT_FAILED = 81
+    V_NCODES = 256
+
+# Parser result: the packet is an IPVS candidate (TCP/UDP over IP, headers present)
+cdef enum:
+    PKT_OK = 255
+
+# IP protocols
+cdef enum:
+    IPPROTO_ICMP_ = 1
+    IPPROTO_TCP_ = 6
+    IPPROTO_UDP_ = 17
+    IPPROTO_ICMPV6_ = 58
+    IPPROTO_SCTP_ = 132
+
+# TCP flags (th->flags byte)
+cdef enum:
+    TH_FIN = 0x01
+    TH_SYN = 0x02
+    TH_RST = 0x04
+    TH_PUSH = 0x08
+    TH_ACK = 0x10
+
+# IPVS TCP states (IP_VS_TCP_S_*), UDP has one state
+cdef enum:
+    TCP_S_NONE = 0
+    TCP_S_ESTABLISHED = 1
+    TCP_S_SYN_SENT = 2
+    TCP_S_SYN_RECV = 3
+    TCP_S_FIN_WAIT = 4
+    TCP_S_TIME_WAIT = 5
+    TCP_S_CLOSE = 6
+    TCP_S_CLOSE_WAIT = 7
+    TCP_S_LAST_ACK = 8
+    TCP_S_LISTEN = 9
+    TCP_S_SYNACK = 10
+    TCP_S_LAST = 11
+    UDP_S_NORMAL = 0
+
+# Forwarding methods (IP_VS_CONN_F_FWD_MASK values)
+cdef enum:
+    FWD_MASQ = 0
+    FWD_LOCALNODE = 1
+    FWD_TUNNEL = 2
+    FWD_DROUTE = 3
+
+# Connection flags (IP_VS_CONN_F_*)
+cdef enum:
+    CONN_F_NOOUTPUT = 0x0004
+    CONN_F_INACTIVE = 0x0100
+    CONN_F_TEMPLATE = 0x1000
+
+# Dest flags (IP_VS_DEST_F_*)
+cdef enum:
+    DEST_F_AVAILABLE = 0x0001
+    DEST_F_OVERLOAD = 0x0002
+
+# Directions for the state machine
+cdef enum:
+    DIR_INPUT = 0
+    DIR_OUTPUT = 1
+
+ctypedef struct Stats:
+    uint64_t conns
+    uint64_t inpkts
+    uint64_t outpkts
+    uint64_t inbytes
+    uint64_t outbytes
+
+ctypedef struct PacketMeta:
+    uint32_t saddr[4]        # network byte order words; IPv4 uses word 0
+    uint32_t daddr[4]
+    uint32_t l3off           # offset of the IP header in the frame
+    uint32_t l4off           # offset of the TCP/UDP header in the frame
+    uint32_t caplen          # bytes captured
+    uint32_t l3len           # IP datagram length (total length; the bytes IPVS counts)
+    uint16_t sport_be
+    uint16_t dport_be
+    uint8_t af               # 4 or 6
+    uint8_t proto
+    uint8_t tcpflags
+    uint8_t ttl
+    uint8_t cut              # 1 when the capture cut the datagram short
+
+ctypedef struct Dest:
+    uint32_t addr[4]
+    uint16_t port_be
+    uint8_t af
+    uint8_t fwd
+    int32_t weight
+    uint32_t flags
+    int32_t activeconns
+    int32_t inactconns
+    int32_t persistconns
+    uint32_t u_threshold
+    uint32_t l_threshold
+    int32_t svc
+    Stats stats
+
+ctypedef struct Service:
+    uint32_t addr[4]
+    uint16_t port_be
+    uint8_t af
+    uint8_t proto
+    uint32_t fwmark
+    uint32_t flags
+    uint32_t persist_timeout
+    int32_t ndests
+    int32_t* dest_list       # indexes into the engine's Dest array, in list order
+    void* sched              # SchedOps*
+    int32_t sched_cursor     # rr/wrr: position in dest_list, -1 = the list head
+    int32_t wrr_cw           # wrr: current weight
+    int32_t wrr_mw           # wrr: max weight - (gcd - 1)
+    int32_t wrr_di           # wrr: gcd of the weights
+    Stats stats
+
+ctypedef struct Conn:
+    uint32_t caddr[4]
+    uint32_t vaddr[4]
+    uint32_t daddr[4]
+    uint16_t cport_be
+    uint16_t vport_be
+    uint16_t dport_be
+    uint8_t proto
+    uint8_t af
+    uint8_t state
+    uint8_t fwd
+    uint16_t flags
+    int32_t dest             # index into Dest array, -1 for none
+    int32_t svc
+    int64_t expires          # ns; the connection is gone for a packet at or after this
+    int64_t timeout          # ns
+    uint64_t hash            # keyed hash of the in key (the out key hashes alike)
+    uint64_t hash_out
+    uint32_t in_use
+    uint32_t heap_pos         # this connection's place in the timer heap

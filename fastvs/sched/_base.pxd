@@ -1,0 +1,36 @@
+# cython: language_level=3
+"""The scheduler interface (struct ip_vs_scheduler) and helpers every scheduler uses.
+
+A scheduler module fills one SchedOps and exports it as a PyCapsule named ``OPS``;
+``fastvs.sched`` finds it by name. The engine calls ``pick`` only for a packet that
+opens a connection, and ``dest_changed`` after the real-server list or a weight
+changed (the kernel's add_dest / upd_dest / del_dest hooks).
+"""
+from libc.stdint cimport int32_t, int64_t
+from fastvs._types cimport Service, Dest, PacketMeta, DEST_F_OVERLOAD
+
+ctypedef int32_t (*sched_pick_fn)(Service* svc, Dest* dests, const PacketMeta* m) noexcept nogil
+ctypedef void (*sched_update_fn)(Service* svc, Dest* dests) noexcept nogil
+
+ctypedef struct SchedOps:
+    const char* name
+    sched_pick_fn pick
+    sched_update_fn init_svc        # may be NULL
+    sched_update_fn dest_changed    # may be NULL
+
+cdef inline int64_t dest_overhead(const Dest* d) noexcept nogil:
+    """ip_vs_dest_conn_overhead: active connections weigh 256 inactive ones."""
+    return (<int64_t>d.activeconns << 8) + d.inactconns
+
+cdef inline bint dest_overloaded(const Dest* d) noexcept nogil:
+    return (d.flags & DEST_F_OVERLOAD) != 0
+
+cdef inline int32_t list_pos(const Service* svc, int32_t dest) noexcept nogil:
+    """Position of a dest in the service's list, -1 for the list head (or not found)."""
+    cdef int32_t i
+    if dest < 0:
+        return -1
+    for i in range(svc.ndests):
+        if svc.dest_list[i] == dest:
+            return i
+    return -1

@@ -1,0 +1,41 @@
+# cython: language_level=3
+"""Round-robin (ip_vs_rr.c): the next usable real server after the last one picked."""
+from cpython.pycapsule cimport PyCapsule_New
+from libc.stdint cimport int32_t
+from fastvs._types cimport Service, Dest, PacketMeta
+from fastvs.sched._base cimport SchedOps, dest_overloaded, list_pos
+
+
+cdef int32_t rr_pick(Service* svc, Dest* dests, const PacketMeta* m) noexcept nogil:
+    # The cursor is a dest (the kernel keeps a list node), or -1 for the list head.
+    # From the head one pass covers the list; from a dest the walk wraps round and
+    # the cursor's own dest is tried last.
+    cdef int32_t n = svc.ndests
+    cdef int32_t start = list_pos(svc, svc.sched_cursor)
+    cdef int32_t k, d
+    for k in range(n):
+        d = svc.dest_list[(start + 1 + k) % n]
+        if not dest_overloaded(&dests[d]) and dests[d].weight > 0:
+            svc.sched_cursor = d
+            return d
+    return -1
+
+
+cdef void rr_init(Service* svc, Dest* dests) noexcept nogil:
+    svc.sched_cursor = -1
+
+
+cdef void rr_changed(Service* svc, Dest* dests) noexcept nogil:
+    # ip_vs_rr_del_dest: a removed cursor dest falls back to the head
+    if svc.sched_cursor >= 0 and list_pos(svc, svc.sched_cursor) < 0:
+        svc.sched_cursor = -1
+
+
+cdef SchedOps RR
+RR.name = b"rr"
+RR.pick = rr_pick
+RR.init_svc = rr_init
+RR.dest_changed = rr_changed
+
+NAME = "rr"
+OPS = PyCapsule_New(&RR, b"fastvs.SchedOps", NULL)

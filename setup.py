@@ -1,0 +1,59 @@
+"""Build every Cython module under fastvs/ with one directive set.
+
+FASTVS_DEBUG=1 turns on bounds checks, wraparound and line tracing, and defines the
+FASTVS_DEBUG C macro; FASTVS_SANITIZE=1 adds AddressSanitizer/UBSan flags.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("FASTVS_DEBUG") == "1"
+SANITIZE = os.environ.get("FASTVS_SANITIZE") == "1"
+
+directives = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+    "embedsignature": True,
+}
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+cflags = ["-O3", "-fno-strict-aliasing"]
+ldflags: list[str] = []
+if DEBUG:
+    directives["linetrace"] = True
+    macros += [("CYTHON_TRACE_NOGIL", "1"), ("FASTVS_DEBUG", "1")]
+    cflags = ["-O1", "-g"]
+if SANITIZE:
+    cflags += ["-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+    ldflags += ["-fsanitize=address,undefined"]
+
+here = Path(__file__).parent
+extensions = []
+for pyx in sorted(here.glob("fastvs/**/*.pyx")):
+    rel = pyx.relative_to(here)
+    name = ".".join(rel.with_suffix("").parts)
+    extensions.append(
+        Extension(
+            name,
+            [str(rel)],
+            include_dirs=[np.get_include(), "fastvs"],
+            define_macros=macros,
+            extra_compile_args=cflags,
+            extra_link_args=ldflags,
+        )
+    )
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives=directives,
+        annotate=os.environ.get("FASTVS_ANNOTATE") == "1",
+        nthreads=2,
+    ),
+)
