@@ -17,7 +17,7 @@ from fastvs._packet cimport pkt_parse
 from fastvs._conntab cimport (ConnTable, ct_init, ct_destroy, ct_hash_pkt, ct_lookup,
                               ct_alloc, ct_link, ct_unhash, ct_free, ct_due, addr_eq,
                               CT_NONE, CT_DIR_IN, CT_DIR_OUT, fv_hash_key)
-from fastvs._proto cimport (TCP_STATES, TCP_STATE_ACTIVE, TCP_TBL_INPUT, TCP_TBL_OUTPUT,
+from fastvs._proto cimport (fv_tcp_states, fv_tcp_active, TCP_TBL_INPUT, TCP_TBL_OUTPUT,
                             TCP_TBL_INPUT_ONLY, tcp_state_idx, nat_dnat, nat_snat,
                             ip_decrease_ttl)
 from fastvs.sched._base cimport SchedOps
@@ -171,14 +171,14 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction, uint8_t tcpf
     if fidx < 0:
         new_state = TCP_S_CLOSE
     else:
-        new_state = TCP_STATES[tbl][fidx][c.state]
+        new_state = fv_tcp_states[tbl][fidx][c.state]
     if new_state != c.state and c.dest >= 0:
         d = &st.dests[c.dest]
-        if not (c.flags & CONN_F_INACTIVE) and not TCP_STATE_ACTIVE[new_state]:
+        if not (c.flags & CONN_F_INACTIVE) and not fv_tcp_active[new_state]:
             d.activeconns -= 1
             d.inactconns += 1
             c.flags |= CONN_F_INACTIVE
-        elif (c.flags & CONN_F_INACTIVE) and TCP_STATE_ACTIVE[new_state]:
+        elif (c.flags & CONN_F_INACTIVE) and fv_tcp_active[new_state]:
             d.activeconns += 1
             d.inactconns -= 1
             c.flags &= ~CONN_F_INACTIVE
@@ -409,7 +409,7 @@ cdef dict _stats(const Stats* s):
 
 PROTO_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
 PROTO_NAMES = {6: "TCP", 17: "UDP", 132: "SCTP"}
-FWD_NAMES = {FWD_MASQ: "Masq", FWD_LOCALNODE: "Local", FWD_TUNNEL: "Tunnel", FWD_DROUTE: "Route"}
+FWD_NAMES = {FWD_MASQ: "masq", FWD_LOCALNODE: "local", FWD_TUNNEL: "tunnel", FWD_DROUTE: "route"}
 
 
 cdef class Engine:
@@ -705,7 +705,7 @@ cdef class Engine:
                 reals.append(self._dest_info(s.dest_list[j]))
             out.append({
                 "index": i,
-                "proto": PROTO_NAMES[s.proto],
+                "proto": PROTO_NAMES[s.proto].lower(),
                 "addr": _addr_str(s.addr, s.af),
                 "port": _port(s.port_be),
                 "af": s.af,

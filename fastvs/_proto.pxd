@@ -13,46 +13,66 @@ from fastvs._bytes cimport ld16, ldraw16, ldraw32, straw16, straw32
 from fastvs._csum cimport csum_fold, csum_partial, csum_diff4, csum_diff2, csum_apply, ip_send_check
 
 # Transitions [direction table][flag class][state]: INPUT, OUTPUT, INPUT-ONLY;
-# flag classes syn, fin, ack, rst (tcp_state_idx); states NONE..SYNACK.
-cdef enum:
-    sNO = TCP_S_NONE
-    sES = TCP_S_ESTABLISHED
-    sSS = TCP_S_SYN_SENT
-    sSR = TCP_S_SYN_RECV
-    sFW = TCP_S_FIN_WAIT
-    sTW = TCP_S_TIME_WAIT
-    sCL = TCP_S_CLOSE
-    sCW = TCP_S_CLOSE_WAIT
-    sLA = TCP_S_LAST_ACK
-    sLI = TCP_S_LISTEN
-    sSA = TCP_S_SYNACK
-
+# flag classes syn, fin, ack, rst (tcp_state_idx); states NONE..SYNACK
+# (ip_vs_proto_tcp.c tcp_states[]).
 cdef enum:
     TCP_TBL_INPUT = 0
     TCP_TBL_OUTPUT = 1
     TCP_TBL_INPUT_ONLY = 2
 
-cdef uint8_t[3][4][11] TCP_STATES = [
-    # INPUT
-    [[sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR],   # syn
-     [sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sTW],   # fin
-     [sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES],   # ack
-     [sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sSR]],  # rst
-    # OUTPUT
-    [[sSS, sES, sSS, sSR, sSS, sSS, sSS, sSS, sSS, sLI, sSR],
-     [sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW],
-     [sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES],
-     [sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL]],
-    # INPUT-ONLY (connections with no output seen: DR and TUN)
-    [[sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR],
-     [sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW],
-     [sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES],
-     [sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL]],
-]
-
-# tcp_state_active_table: these states count in ActiveConn, the rest in InActConn
-cdef bint[11] TCP_STATE_ACTIVE = [False, True, True, True, False, False, False,
-                                  False, False, False, True]
+cdef extern from *:
+    """
+    #define sNO 0
+    #define sES 1
+    #define sSS 2
+    #define sSR 3
+    #define sFW 4
+    #define sTW 5
+    #define sCL 6
+    #define sCW 7
+    #define sLA 8
+    #define sLI 9
+    #define sSA 10
+    /* [table][flag class: syn fin ack rst][current state] -> next state */
+    static const unsigned char fv_tcp_states[3][4][11] = {
+      /* INPUT:  sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA */
+      {
+        /* syn */ {sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR},
+        /* fin */ {sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sTW},
+        /* ack */ {sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES},
+        /* rst */ {sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sSR},
+      },
+      /* OUTPUT:  sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA */
+      {
+        /* syn */ {sSS, sES, sSS, sSR, sSS, sSS, sSS, sSS, sSS, sLI, sSR},
+        /* fin */ {sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW},
+        /* ack */ {sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES},
+        /* rst */ {sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL},
+      },
+      /* INPUT-ONLY:  sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA */
+      {
+        /* syn */ {sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR},
+        /* fin */ {sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW},
+        /* ack */ {sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES},
+        /* rst */ {sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL},
+      },
+    };
+    /* tcp_state_active_table: ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK */
+    static const int fv_tcp_active[11] = {0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1};
+    #undef sNO
+    #undef sES
+    #undef sSS
+    #undef sSR
+    #undef sFW
+    #undef sTW
+    #undef sCL
+    #undef sCW
+    #undef sLA
+    #undef sLI
+    #undef sSA
+    """
+    const unsigned char fv_tcp_states[3][4][11]
+    const int fv_tcp_active[11]
 
 
 cdef inline int tcp_state_idx(uint8_t flags) noexcept nogil:

@@ -1,0 +1,24 @@
+"""fastvs: the Linux LVS/IPVS director's data path in user space."""
+
+from fastvs.batch import PacketBatch
+from fastvs.errors import CaptureError, EngineError, FastvsError, RulesError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CaptureError",
+    "Director",
+    "EngineError",
+    "FastvsError",
+    "PacketBatch",
+    "RulesError",
+    "__version__",
+]
+
+
+def __getattr__(name: str):  # lazy: keep `import fastvs` free of compiled modules
+    if name == "Director":
+        from fastvs.director import Director
+
+        return Director
+    raise AttributeError(name)

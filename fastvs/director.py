@@ -1,0 +1,210 @@
+"""Director: an IPVS director built from rules, fed packet batches.
+
+The Python face of the engine (the role ip_vs_ctl.c plays for the kernel): it turns a
+:class:`~fastvs.rules.Rules` into engine services and real servers in the order the
+kernel would have built them, runs batches, and reports listings, connections and
+per-reason packet counts as plain Python data.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from fastvs import sched as _sched
+from fastvs import verdicts as V
+from fastvs._engine import DEFAULT_TCP_TIMEOUTS, Engine
+from fastvs.batch import PacketBatch
+from fastvs.errors import RulesError
+from fastvs.rules import RealServer, Rules, VirtualService
+
+DEFAULT_CAPACITY = 1 << 20
+
+RATE_KEYS = ("cps", "inpps", "outpps", "inbps", "outbps")
+
+
+class Director:
+    """An LVS director in user space.
+
+    ``capacity`` bounds the connection table (a full table drops new connections,
+    counted as ``drop_conn_full``); ``seed`` fixes the table's hash key (default:
+    random per process, as the kernel's). ``keep_ttl`` leaves TTL alone instead of
+    decrementing it as the forwarding path does; ``director_view`` treats traffic that
+    IPVS does not take as the director's own stack would (addressed to a VIP: delivered
+    locally, i.e. dropped from the output; anything else: routed with TTL - 1) instead
+    of writing it unchanged; ``truncated`` says what to do with packets a snap length
+    cut short: ``"balance"`` them by their headers (default) or ``"drop"`` them.
+    """
+
+    def __init__(
+        self,
+        rules: Rules,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        seed: int | None = None,
+        keep_ttl: bool = False,
+        director_view: bool = False,
+        truncated: str = "balance",
+        expire_nodest_conn: bool = False,
+        conn_reuse_mode: int = 1,
+    ) -> None:
+        self.engine = Engine(capacity, seed)
+        self.engine.set_options(
+            keep_ttl=keep_ttl,
+            director_view=director_view,
+            truncated=truncated,
+            expire_nodest_conn=expire_nodest_conn,
+            conn_reuse_mode=conn_reuse_mode,
+        )
+        self.rules = rules
+        self._svc_index: dict[Any, int] = {}
+        self._dest_index: dict[tuple[Any, tuple[str, int]], int] = {}
+        self.first_ts: int | None = None
+        self.packets = 0
+        self._apply(rules)
+
+    # -- configuration ---------------------------------------------------------------
+    def _apply(self, rules: Rules) -> None:
+        t = rules.timeouts
+        self.engine.set_timeouts(t.tcp, t.tcpfin, t.udp)
+        for svc in rules.services:
+            self._add_service(svc)
+
+    def _add_service(self, svc: VirtualService) -> None:
+        where = f"service {svc.spec()}"
+        if svc.proto not in ("tcp", "udp"):
+            raise RulesError(f"{where}: {svc.proto} services are not supported yet (TCP and UDP are)", line=svc.line)
+        if svc.family != 4:
+            raise RulesError(f"{where}: IPv6 services are not supported yet", line=svc.line)
+        try:
+            ops = _sched.get(svc.scheduler)
+        except KeyError:
+            raise RulesError(
+                f"{where}: scheduler {svc.scheduler!r} is not implemented yet "
+                f"(available: {', '.join(_sched.available())})",
+                line=svc.line,
+            ) from None
+        if svc.persistent is not None:
+            warnings.warn(
+                f"{where}: persistence (-p) is not implemented yet; connections are "
+                "scheduled independently",
+                stacklevel=3,
+            )
+        idx = self.engine.add_service(svc.proto, svc.addr, svc.port, ops, svc.persistent or 0)
+        self._svc_index[svc.key] = idx
+        for rs, _ in svc.replay():
+            self._add_dest(svc, idx, rs)
+
+    def _add_dest(self, svc: VirtualService, svc_idx: int, rs: RealServer) -> None:
+        if rs.family != 4:
+            raise RulesError(f"real server {rs.addrport()}: IPv6 is not supported yet", line=svc.line)
+        di = self.engine.add_dest(
+            svc_idx,
+            rs.addr,
+            rs.port or svc.port,
+            rs.weight,
+            rs.fwd,
+            rs.u_threshold,
+            rs.l_threshold,
+            svc.link_at_head,
+        )
+        self._dest_index[(svc.key, rs.key)] = di
+
+    # -- data path ---------------------------------------------------------------------
+    def process(self, batch: PacketBatch) -> int:
+        """Run one batch in place; fills ``batch.verdict``. Returns packets written."""
+        n = len(batch)
+        if n and self.first_ts is None:
+            self.first_ts = int(batch.ts[0])
+        self.packets += n
+        return self.engine.process(
+            batch.buf, batch.off, batch.caplen, batch.wirelen, batch.ts, batch.linktype, batch.verdict
+        )
+
+    def process_packets(self, frames: list[bytes], ts_ns: list[int] | None = None,
+                        linktype: int = 1) -> tuple[list[bytes], list[int]]:
+        """Convenience for small jobs and tests: frames in, (frames out, verdicts)."""
+        b = PacketBatch.from_packets(frames, ts_ns, linktype)
+        self.process(b)
+        return [b.packet(i) for i in range(len(b))], [int(v) for v in b.verdict]
+
+    # -- reading state -------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        """Packets per verdict name (``fwd_in``, ``drop_ttl``, ...)."""
+        return {V.name(code): n for code, n in sorted(self.engine.counters().items())}
+
+    def summary(self) -> dict[str, Any]:
+        c = self.engine.counters()
+        written = sum(n for code, n in c.items() if code < V.DROP_BASE)
+        dropped = sum(n for code, n in c.items() if code >= V.DROP_BASE)
+        return {
+            "packets_in": self.packets,
+            "packets_out": written,
+            "dropped": dropped,
+            "forwarded_in": c.get(V.FWD_IN, 0),
+            "forwarded_out": c.get(V.FWD_OUT, 0),
+            "passed": sum(n for code, n in c.items() if code < V.FWD_IN),
+            "drops": {V.name(code): n for code, n in sorted(c.items()) if code >= V.DROP_BASE},
+            "passes": {V.name(code): n for code, n in sorted(c.items()) if code < V.FWD_IN},
+            "connections": self.engine.conn_count,
+        }
+
+    def _span_seconds(self) -> float:
+        if self.first_ts is None:
+            return 0.0
+        return max(0.0, (self.engine.now - self.first_ts) / 1e9)
+
+    def _with_rates(self, stats: dict[str, int]) -> dict[str, int]:
+        span = self._span_seconds()
+        out = dict(stats)
+        if span > 0:
+            out["cps"] = round(stats["conns"] / span)
+            out["inpps"] = round(stats["inpkts"] / span)
+            out["outpps"] = round(stats["outpkts"] / span)
+            out["inbps"] = round(stats["inbytes"] / span)
+            out["outbps"] = round(stats["outbytes"] / span)
+        else:
+            out.update(dict.fromkeys(RATE_KEYS, 0))
+        return out
+
+    def services(self) -> list[dict[str, Any]]:
+        """Services in the shape fastvs.listing formats (``ipvsadm -L -n``). Rates are
+        averages over the capture's time span (ipvsadm shows a 2 s estimator)."""
+        out = []
+        by_index = {idx: key for key, idx in self._svc_index.items()}
+        rules_by_key = {s.key: s for s in self.rules.services}
+        for s in self.engine.services():
+            rs = rules_by_key.get(by_index.get(s["index"]))
+            s["stats"] = self._with_rates(s["stats"])
+            s["fwmark"] = 0
+            s["persistent"] = rs.persistent if rs else None
+            s["netmask"] = rs.netmask if rs else None
+            for r in s["reals"]:
+                r["stats"] = self._with_rates(r["stats"])
+            out.append(s)
+        return out
+
+    def connections(self) -> list[dict[str, Any]]:
+        """Live connections (``ipvsadm -L -n -c``), ``expire`` in whole seconds left."""
+        conns = self.engine.connections()
+        for c in conns:
+            c["expire"] = c["expires_ns"] // 1_000_000_000
+        return conns
+
+    def lookup(self, proto: str, caddr: str, cport: int, vaddr: str, vport: int) -> dict[str, Any] | None:
+        return self.engine.lookup(proto, caddr, cport, vaddr, vport)
+
+    @property
+    def timeouts(self) -> dict[str, int]:
+        return self.engine.timeouts()
+
+
+def verdict_counts(verdicts: np.ndarray) -> dict[str, int]:
+    """Count a verdict array by name (for tests and reports)."""
+    codes, counts = np.unique(verdicts, return_counts=True)
+    return {V.name(int(c)): int(n) for c, n in zip(codes, counts, strict=True)}
+
+
+__all__ = ["Director", "DEFAULT_CAPACITY", "DEFAULT_TCP_TIMEOUTS", "verdict_counts"]
