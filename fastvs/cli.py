@@ -1,0 +1,315 @@
+"""The ``fastvs`` command: process captures, list rules, generate traffic, benchmark.
+
+Exit status: 0 success; 1 other fastvs error; 2 bad rules (or bad command-line usage);
+3 bad or missing capture file; 4 engine error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastvs.errors import FastvsError, RulesError
+
+DEMO_FILES = ("demo.pcap", "demo.rules")
+
+
+def demo_path(name: str) -> Path:
+    """A bundled demo file (installed with the package)."""
+    return Path(str(resources.files("fastvs") / "demo" / name))
+
+
+def _load_rules(path: str, order: str) -> Any:
+    from fastvs.rules import load_rules
+
+    if not os.path.exists(path):
+        raise RulesError("no such file", source=path)
+    return load_rules(path, order=order)  # type: ignore[arg-type]
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="fastvs", leave=False)
+
+
+# -- process ------------------------------------------------------------------------------
+def cmd_process(a: argparse.Namespace) -> int:
+    from fastvs.director import Director
+    from fastvs.listing import format_conns, format_list, format_stats, to_json
+    from fastvs.pcap import Writer, open_capture
+
+    demo = a.input is None
+    inp = str(demo_path("demo.pcap")) if demo else a.input
+    rules_path = a.rules or (str(demo_path("demo.rules")) if demo else None)
+    if rules_path is None:
+        raise RulesError("no rules given: use -r RULES (ipvsadm -S -n format)")
+    rules = _load_rules(rules_path, a.rules_order)
+    if not os.path.exists(inp):
+        from fastvs.errors import CaptureError
+
+        raise CaptureError(f"{inp}: no such file")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        director = Director(
+            rules,
+            capacity=a.capacity,
+            seed=a.seed,
+            keep_ttl=a.keep_ttl,
+            director_view=a.director_view,
+            truncated=a.truncated,
+            expire_nodest_conn=a.expire_nodest_conn,
+        )
+    for w in caught:
+        print(f"fastvs: warning: {w.message}", file=sys.stderr)
+
+    t0 = time.perf_counter()
+    reader = open_capture(inp, chunk_bytes=a.chunk_mb << 20, keep_going=a.keep_going)
+    size = os.path.getsize(inp)
+    show = not a.quiet and not a.no_progress and sys.stderr.isatty() and size > (8 << 20)
+    bar = _progress(size, show)
+    writer = Writer(a.output, like=reader) if a.output else None
+    dropped = Writer(a.dropped, like=reader) if a.dropped else None
+    try:
+        with reader:
+            for batch in reader:
+                director.process(batch)
+                if writer is not None:
+                    writer.write(batch)
+                if dropped is not None:
+                    dropped.write(batch, batch.verdict >= 64)
+                if bar is not None:
+                    bar.update(int(batch.caplen.sum()) + 16 * len(batch))
+        if writer is not None:
+            writer.close()
+        if dropped is not None:
+            dropped.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        if dropped is not None:
+            dropped.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - t0
+
+    summary = director.summary()
+    summary["input"] = inp
+    summary["rules"] = rules_path
+    summary["output"] = a.output
+    summary["seconds"] = round(elapsed, 6)
+    summary["bad_records"] = reader.bad_records
+    services = director.services()
+    conns = director.connections() if a.conns or a.json else []
+    if a.json:
+        doc = to_json(services, conns, summary["drops"])
+        doc["summary"] = summary
+        doc["verdicts"] = director.counters()
+        json.dump(doc, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+        return 0
+    if a.quiet:
+        return 0
+    out = sys.stdout
+    if demo:
+        out.write(f"fastvs demo: {inp}\n  rules: {rules_path}\n\n")
+    out.write(format_list(services))
+    out.write("\n")
+    out.write(format_stats(services))
+    if a.conns:
+        out.write("\n")
+        out.write(format_conns(conns))
+    out.write("\n")
+    out.write(_summary_text(summary, director.counters()))
+    return 0
+
+
+def _summary_text(s: dict[str, Any], counters: dict[str, int]) -> str:
+    rate = s["packets_in"] / s["seconds"] if s["seconds"] > 0 else 0.0
+    lines = [
+        f"packets in {s['packets_in']}  out {s['packets_out']}  dropped {s['dropped']}"
+        f"  ({s['seconds']:.3f} s, {rate / 1e6:.2f} Mpps end to end)",
+        f"  forwarded to real servers {s['forwarded_in']}  replies rewritten {s['forwarded_out']}"
+        f"  passed untouched {s['passed']}  connections live {s['connections']}",
+    ]
+    for name, n in counters.items():
+        if not name.startswith("fwd_"):
+            lines.append(f"  {name:<24} {n}")
+    if s.get("bad_records"):
+        lines.append(f"  bad capture records skipped {s['bad_records']}")
+    if s.get("output"):
+        lines.append(f"  written to {s['output']}")
+    return "\n".join(lines) + "\n"
+
+
+# -- list ---------------------------------------------------------------------------------
+def cmd_list(a: argparse.Namespace) -> int:
+    from fastvs.listing import format_list, format_stats, format_timeout, to_json
+    from fastvs.rules import format_rules
+
+    rules = _load_rules(a.rules, a.rules_order)
+    if a.save:
+        sys.stdout.write(format_rules(rules))
+        return 0
+    zero = dict.fromkeys(("conns", "inpkts", "outpkts", "inbytes", "outbytes",
+                          "cps", "inpps", "outpps", "inbps", "outbps"), 0)
+    services = []
+    for svc in rules.services:
+        services.append({
+            "proto": svc.proto, "addr": svc.addr, "port": svc.port, "fwmark": svc.fwmark,
+            "scheduler": svc.scheduler, "persistent": svc.persistent, "netmask": svc.netmask,
+            "ops": svc.ops, "sched_flags": list(svc.sched_flags), "stats": dict(zero),
+            "reals": [{"addr": r.addr, "port": r.port, "fwd": r.fwd, "weight": r.weight,
+                       "activeconns": 0, "inactconns": 0, "stats": dict(zero)} for r in svc.reals],
+        })
+    if a.json:
+        json.dump(to_json(services), sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    elif a.stats:
+        sys.stdout.write(format_stats(services))
+    elif a.timeout:
+        t = rules.timeouts.effective()
+        sys.stdout.write(format_timeout(t.tcp, t.tcpfin, t.udp))
+    else:
+        sys.stdout.write(format_list(services))
+    return 0
+
+
+# -- gen ----------------------------------------------------------------------------------
+def cmd_gen(a: argparse.Namespace) -> int:
+    from fastvs.gen import generate
+
+    rules = _load_rules(a.replies_for or a.rules, a.rules_order) if (a.replies_for or a.rules) else None
+    res = generate(
+        a.output,
+        flows=a.flows,
+        packets=a.packets,
+        rules=rules,
+        replies=a.replies_for is not None,
+        seed=a.seed,
+        udp_share=a.udp_share,
+        rst_share=a.rst_share,
+        payload=a.payload,
+        progress=not a.quiet and sys.stderr.isatty(),
+    )
+    if not a.quiet:
+        print(f"wrote {res.packets} packets of {res.flows} flows "
+              f"({res.tcp_flows} TCP, {res.udp_flows} UDP) to {a.output}")
+    return 0
+
+
+# -- bench --------------------------------------------------------------------------------
+def cmd_bench(a: argparse.Namespace) -> int:
+    from fastvs.bench import main as bench_main
+
+    return bench_main(a)
+
+
+# -- parser -------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fastvs",
+        description="The Linux LVS/IPVS director's data path in user space.",
+    )
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    pr = sub.add_parser(
+        "process",
+        help="run a capture through the director (no arguments: the bundled demo)",
+        description="Run every packet of a capture through an LVS director in NAT mode "
+        "and write what the director would have sent on the wire.",
+    )
+    pr.add_argument("input", nargs="?", help="capture to read (pcap or pcapng); default: the demo")
+    pr.add_argument("-o", "--output", help="write the balanced capture here")
+    pr.add_argument("-r", "--rules", help="rules in ipvsadm -S -n format")
+    pr.add_argument("--dropped", metavar="PCAP", help="write dropped packets here")
+    pr.add_argument("--json", action="store_true", help="print listing, connections and counters as JSON")
+    pr.add_argument("-c", "--conns", action="store_true", help="also list connections (ipvsadm -L -n -c)")
+    pr.add_argument("--seed", type=int, default=None, help="connection-table hash seed (default random)")
+    pr.add_argument("--capacity", type=int, default=1 << 20, help="connection table size (default 1048576)")
+    pr.add_argument("--keep-ttl", action="store_true", help="do not decrement TTL on forwarded packets")
+    pr.add_argument("--director-view", action="store_true",
+                    help="non-IPVS traffic as the director's stack sees it: to a VIP is "
+                    "delivered locally (dropped from the output), the rest routed (TTL-1)")
+    pr.add_argument("--truncated", choices=("balance", "drop"), default="balance",
+                    help="packets cut by the snap length: balance by headers (default) or drop")
+    pr.add_argument("--expire-nodest-conn", action="store_true",
+                    help="end connections whose real server was removed (sysctl expire_nodest_conn)")
+    pr.add_argument("--rules-order", choices=("kernel", "file"), default="kernel",
+                    help="real-server list order: as ipvsadm -R builds it (default) or file order")
+    pr.add_argument("--chunk-mb", type=int, default=64, help="read the capture in chunks of this size")
+    pr.add_argument("--keep-going", action="store_true", help="skip a truncated last record instead of failing")
+    pr.add_argument("-q", "--quiet", action="store_true")
+    pr.add_argument("--no-progress", action="store_true")
+    pr.set_defaults(func=cmd_process)
+
+    ls = sub.add_parser("list", help="list rules like ipvsadm -L -n")
+    ls.add_argument("-r", "--rules", required=True)
+    ls.add_argument("--stats", action="store_true", help="ipvsadm -L -n --stats layout")
+    ls.add_argument("--timeout", action="store_true", help="ipvsadm -L --timeout")
+    ls.add_argument("-S", "--save", action="store_true", help="print the rules as ipvsadm -S -n")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--rules-order", choices=("kernel", "file"), default="kernel")
+    ls.set_defaults(func=cmd_list)
+
+    g = sub.add_parser("gen", help="generate synthetic traffic")
+    g.add_argument("-o", "--output", required=True)
+    g.add_argument("--flows", type=int, default=1000)
+    g.add_argument("--packets", type=int, default=10000)
+    g.add_argument("--replies-for", metavar="RULES",
+                   help="add the real servers' replies, from the server these rules pick")
+    g.add_argument("-r", "--rules", help="aim the traffic at these rules' services (no replies)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--udp-share", type=float, default=0.2)
+    g.add_argument("--rst-share", type=float, default=0.1)
+    g.add_argument("--payload", type=int, default=0, help="payload bytes per data segment")
+    g.add_argument("--rules-order", choices=("kernel", "file"), default="kernel")
+    g.add_argument("-q", "--quiet", action="store_true")
+    g.set_defaults(func=cmd_gen)
+
+    b = sub.add_parser("bench", help="measure throughput against references")
+    b.add_argument("--flows", type=int, nargs="+", default=[1000, 100_000])
+    b.add_argument("--packets", type=int, default=2_000_000)
+    b.add_argument("--rounds", type=int, default=3)
+    b.add_argument("--json", metavar="FILE", help="write results as JSON")
+    b.add_argument("--plot", metavar="PNG", help="plot throughput (needs matplotlib)")
+    b.add_argument("--no-refs", action="store_true", help="skip the C and dpkt references")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def _version() -> str:
+    from fastvs import __version__
+
+    return f"fastvs {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return int(a.func(a) or 0)
+    except FastvsError as e:
+        print(f"fastvs: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("fastvs: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
