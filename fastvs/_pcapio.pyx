@@ -419,7 +419,7 @@ def write_pcapng(uint8_t[::1] out, const uint8_t[::1] buf, const uint32_t[::1] o
     cdef Py_ssize_t n = off.shape[0]
     cdef Py_ssize_t nif = if_div.shape[0]
     cdef Py_ssize_t i, pos = 0, written = 0
-    cdef int64_t t, bad
+    cdef int64_t t, d, bad
     cdef uint64_t units
     cdef uint32_t cl, blen
     cdef uint8_t* o
@@ -454,7 +454,14 @@ def write_pcapng(uint8_t[::1] out, const uint8_t[::1] buf, const uint32_t[::1] o
             # two's complement for a time before the epoch: the reader's int64 cast
             # gives it back unchanged (pcapng timestamps are 64-bit unsigned units)
             t = ts[i]
-            units = <uint64_t>(t // if_div[iface[i]])
+            d = if_div[iface[i]]
+            # the common resolutions get a constant divisor (a multiply, not an idiv)
+            if d == 1000:
+                units = <uint64_t>(t // 1000)
+            elif d == 1:
+                units = <uint64_t>t
+            else:
+                units = <uint64_t>(t // d)
             st32(o + pos, BT_EPB, big_endian)
             st32(o + pos + 4, blen, big_endian)
             st32(o + pos + 8, iface[i], big_endian)
