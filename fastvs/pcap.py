@@ -650,6 +650,7 @@ class Writer:
         # pcapng: interfaces written so far and ns per timestamp unit of each
         self.interfaces: list[Interface] = []
         self._if_div = np.zeros(0, np.int64)
+        self._out = np.empty(0, np.uint8)
 
         if fmt == "pcap":
             src = like.interfaces[0] if like is not None and like.interfaces else None
@@ -671,7 +672,10 @@ class Writer:
         self._stdout = self.path == "-"
         self._tmp = self.path if self._stdout else self.path + ".tmp"
         try:
-            self._f: BinaryIO = sys.stdout.buffer if self._stdout else open(self._tmp, "wb")  # noqa: SIM115
+            # unbuffered: each batch is one large write straight from the output array
+            self._f: BinaryIO = (
+                sys.stdout.buffer if self._stdout else open(self._tmp, "wb", buffering=0)  # noqa: SIM115
+            )
         except OSError as e:
             raise CaptureError(f"{self._tmp}: cannot create: {e.strerror or e}") from None
         try:
@@ -765,7 +769,12 @@ class Writer:
 
     def _write_bytes(self, data: bytes | np.ndarray) -> None:
         try:
-            self._f.write(data)
+            view = memoryview(data).cast("B")
+            while view:  # a raw file may take less than asked (signals, pipes)
+                k = self._f.write(view)
+                if k is None:  # non-blocking stdout with a full pipe: nothing taken yet
+                    continue
+                view = view[k:]
         except OSError as e:
             raise CaptureError(f"{self._tmp}: write failed: {e.strerror or e}") from None
 
@@ -806,7 +815,11 @@ class Writer:
                     f"{self.path}: packet {int(bad[0])} of the batch has link type "
                     f"{int(batch.linktype[bad[0]])}, the classic pcap file has {self.linktype}"
                 )
-        out = np.empty(_pcapio.pcap_out_size(caplen, sel8, pcapng), np.uint8)
+        size = _pcapio.pcap_out_size(caplen, sel8, pcapng)
+        if size > len(self._out):
+            # kept across batches: refilling warm pages beats faulting in fresh ones
+            self._out = np.empty(size, np.uint8)
+        out = self._out[:size]
         try:
             if pcapng:
                 k = _pcapio.write_pcapng(
