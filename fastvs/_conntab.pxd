@@ -166,6 +166,7 @@ cdef inline void heap_set(ConnTable* t, uint32_t pos, int64_t when, uint32_t idx
     t.heap_t[pos] = when
     t.heap_i[pos] = idx
     t.conns[idx].heap_pos = pos
+    t.conns[idx].heap_key = when
 
 
 cdef inline void heap_up(ConnTable* t, uint32_t pos) noexcept nogil:
@@ -219,6 +220,7 @@ cdef inline uint32_t ct_due(ConnTable* t, int64_t now) noexcept nogil:
         if t.conns[idx].expires <= now:
             return idx
         t.heap_t[0] = t.conns[idx].expires
+        t.conns[idx].heap_key = t.heap_t[0]
         heap_down(t, 0)
     return CT_NONE
 
@@ -257,6 +259,18 @@ cdef inline void ct_unhash(ConnTable* t, uint32_t idx) noexcept nogil:
         ct_bucket_del(t, c.hash, idx, CT_DIR_IN)
         ct_bucket_del(t, c.hash_out, idx, CT_DIR_OUT)
         c.in_use &= ~2
+
+
+cdef inline void ct_expire_at(ConnTable* t, uint32_t idx, int64_t when) noexcept nogil:
+    """Set a connection's expiry. A later time only updates ``expires`` (the heap key
+    catches up lazily in ct_due); an earlier one moves the heap key forward too, since
+    a key must never be later than the expiry it stands for."""
+    cdef uint32_t pos = t.conns[idx].heap_pos
+    t.conns[idx].expires = when
+    if t.conns[idx].heap_key > when:
+        t.heap_t[pos] = when
+        t.conns[idx].heap_key = when
+        heap_up(t, pos)
 
 
 cdef inline void ct_free(ConnTable* t, uint32_t idx) noexcept nogil:

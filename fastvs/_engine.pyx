@@ -15,7 +15,7 @@ from fastvs._types cimport *
 from fastvs._bytes cimport ldraw16, ldraw32
 from fastvs._packet cimport pkt_parse
 from fastvs._conntab cimport (ConnTable, ct_init, ct_destroy, ct_hash_pkt, ct_lookup,
-                              ct_alloc, ct_link, ct_unhash, ct_free, ct_due, addr_eq,
+                              ct_alloc, ct_link, ct_unhash, ct_free, ct_due, ct_expire_at, addr_eq,
                               CT_NONE, CT_DIR_IN, CT_DIR_OUT, fv_hash_key)
 from fastvs._proto cimport (fv_tcp_states, fv_tcp_active, TCP_TBL_INPUT, TCP_TBL_OUTPUT,
                             TCP_TBL_INPUT_ONLY, tcp_state_idx, nat_dnat, nat_snat,
@@ -140,7 +140,7 @@ cdef inline void conn_expire_now(EngineState* st, uint32_t idx) noexcept nogil:
     with the same key is found instead), its counters go when its timer runs, which
     is before the next packet."""
     ct_unhash(&st.ct, idx)
-    st.ct.conns[idx].expires = st.now
+    ct_expire_at(&st.ct, idx, st.now)
 
 
 cdef inline void expire_due(EngineState* st) noexcept nogil:
@@ -258,7 +258,7 @@ cdef inline int handle_response(EngineState* st, uint8_t* p, const PacketMeta* m
         st.total.outpkts += 1
         st.total.outbytes += m.l3len
     set_state(st, c, DIR_OUTPUT, m.tcpflags)
-    c.expires = st.now + c.timeout
+    ct_expire_at(&st.ct, idx, st.now + c.timeout)
     return V_FWD_OUT
 
 
@@ -341,7 +341,7 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, uint32_t caplen, uint32_t
         st.total.inpkts += 1
         st.total.inbytes += m.l3len
     set_state(st, c, DIR_INPUT, m.tcpflags)
-    c.expires = st.now + c.timeout
+    ct_expire_at(&st.ct, idx, st.now + c.timeout)
     # ip_vs_nat_xmit: the route to the real server decrements the TTL first
     if not st.keep_ttl and m.ttl <= 1:
         return V_DROP_TTL

@@ -169,6 +169,7 @@ ctypedef struct Conn:
     int32_t svc
     int64_t expires          # ns; the connection is gone for a packet at or after this
     int64_t timeout          # ns
+    int64_t heap_key         # this connection's key in the timer heap (<= expires)
     uint64_t hash            # keyed hash of the in key (the out key hashes alike)
     uint64_t hash_out
     uint32_t in_use

@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="end connections whose real server was removed (sysctl expire_nodest_conn)")
     pr.add_argument("--rules-order", choices=("kernel", "file"), default="kernel",
                     help="real-server list order: as ipvsadm -R builds it (default) or file order")
-    pr.add_argument("--chunk-mb", type=int, default=64, help="read the capture in chunks of this size")
+    pr.add_argument("--chunk-mb", type=int, default=4, help="read the capture in chunks of this size")
     pr.add_argument("--keep-going", action="store_true", help="skip a truncated last record instead of failing")
     pr.add_argument("-q", "--quiet", action="store_true")
     pr.add_argument("--no-progress", action="store_true")
