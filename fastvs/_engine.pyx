@@ -12,7 +12,6 @@ from libc.stdlib cimport calloc, realloc, free
 from libc.string cimport memset, memcpy
 
 from fastvs._types cimport *
-from fastvs._bytes cimport ldraw16, ldraw32
 from fastvs._packet cimport pkt_parse
 from fastvs._conntab cimport (ConnTable, ct_init, ct_destroy, ct_hash_pkt, ct_lookup,
                               ct_alloc, ct_link, ct_unhash, ct_free, ct_due, ct_expire_at, addr_eq,
@@ -696,12 +695,10 @@ cdef class Engine:
         out = []
         cdef int32_t i, j
         cdef Service* s
-        cdef Dest* d
         for i in range(self.st.nsvcs):
             s = &self.st.svcs[i]
             reals = []
             for j in range(s.ndests):
-                d = &self.st.dests[s.dest_list[j]]
                 reals.append(self._dest_info(s.dest_list[j]))
             out.append({
                 "index": i,
