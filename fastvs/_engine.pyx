@@ -323,6 +323,7 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, uint32_t caplen, uint32_t
         if m.sport_be == 0x1400:        # client port 20 (FTP data) is never scheduled
             return not_ipvs(st, p, &m, V_PASS_NOT_SERVICE)
         ops = <SchedOps*>st.svcs[s].sched
+        m.now = st.now
         di = ops.pick(&st.svcs[s], st.dests, &m)
         if di < 0:
             return V_DROP_NO_DEST
@@ -435,9 +436,13 @@ cdef class Engine:
 
     def __dealloc__(self):
         cdef int32_t i
+        cdef SchedOps* ops
         ct_destroy(&self.st.ct)
         if self.st.svcs != NULL:
             for i in range(self.st.nsvcs):
+                ops = <SchedOps*>self.st.svcs[i].sched
+                if ops != NULL and ops.done_svc != NULL:
+                    ops.done_svc(&self.st.svcs[i], self.st.dests)
                 free(self.st.svcs[i].dest_list)
         free(self.st.svcs)
         free(self.st.dests)
@@ -479,7 +484,7 @@ cdef class Engine:
 
     # -- configuration --------------------------------------------------------------------
     def add_service(self, str proto, str addr, int port, sched not None,
-                    unsigned int persist_timeout=0):
+                    unsigned int persist_timeout=0, unsigned int flags=0):
         """Add a virtual service; returns its index. ``sched`` is a scheduler capsule
         from fastvs.sched.get()."""
         cdef int af = 4
@@ -500,12 +505,13 @@ cdef class Engine:
         s.proto = p
         s.port_be = _port_be(port)
         s.persist_timeout = persist_timeout
+        s.flags = flags
         s.sched = ops
         s.sched_cursor = -1
         s.dest_list = NULL
+        self.st.nsvcs += 1
         if ops.init_svc != NULL:
             ops.init_svc(s, self.st.dests)
-        self.st.nsvcs += 1
         self._rehash_svcs()
         return self.st.nsvcs - 1
 

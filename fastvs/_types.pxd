@@ -89,6 +89,15 @@ cdef enum:
     CONN_F_INACTIVE = 0x0100
     CONN_F_TEMPLATE = 0x1000
 
+# Service flags (IP_VS_SVC_F_*)
+cdef enum:
+    SVC_F_PERSISTENT = 0x0001
+    SVC_F_HASHED = 0x0002
+    SVC_F_ONEPACKET = 0x0004
+    SVC_F_SCHED1 = 0x0008
+    SVC_F_SCHED2 = 0x0010
+    SVC_F_SCHED3 = 0x0020
+
 # Dest flags (IP_VS_DEST_F_*)
 cdef enum:
     DEST_F_AVAILABLE = 0x0001
@@ -120,6 +129,7 @@ ctypedef struct PacketMeta:
     uint8_t tcpflags
     uint8_t ttl
     uint8_t cut              # 1 when the capture cut the datagram short
+    int64_t now              # the engine's clock (ns) when the packet is processed
 
 ctypedef struct Dest:
     uint32_t addr[4]
@@ -142,11 +152,12 @@ ctypedef struct Service:
     uint8_t af
     uint8_t proto
     uint32_t fwmark
-    uint32_t flags
+    uint32_t flags           # IP_VS_SVC_F_* (persistent, one-packet, sched flags 1-3)
     uint32_t persist_timeout
     int32_t ndests
     int32_t* dest_list       # indexes into the engine's Dest array, in list order
     void* sched              # SchedOps*
+    void* sched_data         # a scheduler's own state (allocated by its init_svc)
     int32_t sched_cursor     # rr/wrr: position in dest_list, -1 = the list head
     int32_t wrr_cw           # wrr: current weight
     int32_t wrr_mw           # wrr: max weight - (gcd - 1)

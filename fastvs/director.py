@@ -92,7 +92,7 @@ class Director:
                 "scheduled independently",
                 stacklevel=3,
             )
-        idx = self.engine.add_service(svc.proto, svc.addr, svc.port, ops, svc.persistent or 0)
+        idx = self.engine.add_service(svc.proto, svc.addr, svc.port, ops, svc.persistent or 0, svc.flags)
         self._svc_index[svc.key] = idx
         for rs, _ in svc.replay():
             self._add_dest(svc, idx, rs)

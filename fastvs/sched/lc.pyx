@@ -27,6 +27,7 @@ cdef SchedOps LC
 LC.name = b"lc"
 LC.pick = lc_pick
 LC.init_svc = NULL
+LC.done_svc = NULL
 LC.dest_changed = NULL
 
 NAME = "lc"

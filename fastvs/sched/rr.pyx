@@ -35,6 +35,7 @@ cdef SchedOps RR
 RR.name = b"rr"
 RR.pick = rr_pick
 RR.init_svc = rr_init
+RR.done_svc = NULL
 RR.dest_changed = rr_changed
 
 NAME = "rr"

@@ -41,6 +41,7 @@ cdef SchedOps WLC
 WLC.name = b"wlc"
 WLC.pick = wlc_pick
 WLC.init_svc = NULL
+WLC.done_svc = NULL
 WLC.dest_changed = NULL
 
 NAME = "wlc"

@@ -99,6 +99,7 @@ cdef SchedOps WRR
 WRR.name = b"wrr"
 WRR.pick = wrr_pick
 WRR.init_svc = wrr_init
+WRR.done_svc = NULL
 WRR.dest_changed = wrr_changed
 
 NAME = "wrr"
