@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import dpkt
+
 from conftest import GOLDEN, ip_datagram
 
 FASTVS = [sys.executable, "-m", "fastvs.cli"]

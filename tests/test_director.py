@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import pytest
-from packets import checksums_ok, tcp, udp
 
 from fastvs import verdicts as V
 from fastvs.director import Director
 from fastvs.rules import parse_rules
+
+from packets import checksums_ok, tcp, udp
 
 VIP, RIP1, RIP2, CL = "10.10.0.1", "192.168.0.10", "192.168.0.11", "100.64.0.1"
 S = 1_000_000_000

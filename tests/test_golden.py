@@ -12,12 +12,13 @@ import re
 
 import dpkt
 import pytest
-from conftest import GOLDEN, GOLDEN_CASES, ip_datagram
 
 from fastvs.director import Director
 from fastvs.listing import format_stats
 from fastvs.pcap import open_capture
 from fastvs.rules import load_rules
+
+from conftest import GOLDEN, GOLDEN_CASES, ip_datagram
 
 pytestmark = pytest.mark.kernel
 

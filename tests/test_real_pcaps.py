@@ -20,7 +20,6 @@ from pathlib import Path
 import dpkt
 import numpy as np
 import pytest
-from conftest import REAL
 
 from fastvs import verdicts as V
 from fastvs._packet import parse
@@ -28,6 +27,8 @@ from fastvs.cli import main as cli_main
 from fastvs.director import Director
 from fastvs.pcap import open_capture
 from fastvs.rules import parse_rules
+
+from conftest import REAL
 
 FILES = sorted(p.name for p in REAL.iterdir() if p.suffix in (".pcap", ".pcapng")) if REAL else []
 pytestmark = pytest.mark.skipif(REAL is None, reason="../shared/pcaps/real is not present")
