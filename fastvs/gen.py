@@ -74,6 +74,7 @@ import numpy as np
 
 from fastvs.batch import IFACE_DTYPE, LEN_DTYPE, LINK_DTYPE, OFF_DTYPE, TS_DTYPE, PacketBatch
 from fastvs.rules import Rules, VirtualService
+from fastvs.verdicts import FWD_IN as V_FWD_IN
 
 __all__ = ["GenResult", "generate", "generate_batch"]
 
@@ -94,6 +95,7 @@ ETH_IP = 14 + 20
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 
 DEFAULT_TARGETS = (("tcp", "10.10.0.1", 80), ("udp", "10.10.0.1", 53))
+MAX_PAYLOAD = 1460  # TCP segment in a 1500-byte MTU
 CHUNK_BYTES = 8 << 20  # frame bytes built per chunk
 CHUNK_MAX = 1 << 16  # packets per chunk at most
 LOGNORMAL_SIGMA = 1.0
@@ -480,7 +482,7 @@ class _Chunk:
         self.buf = np.empty(base, np.uint8)
         self.regions: list[tuple[int, int]] = []
         pos = 0
-        for g, sel in zip(self.groups, self.gsel):
+        for g, sel in zip(self.groups, self.gsel, strict=True):
             size = len(sel) * g.length
             self.buf[pos : pos + size].reshape(len(sel), g.length)[:] = g.template
             self.regions.append((pos, size))
@@ -496,7 +498,7 @@ class _Chunk:
 
     def views_on(self, buf: np.ndarray) -> list[np.ndarray]:
         """Structured views of each group's region of ``buf`` (this chunk's or a copy)."""
-        return [buf[a : a + n].view(g.dtype) for (a, n), g in zip(self.regions, self.groups)]
+        return [buf[a : a + n].view(g.dtype) for (a, n), g in zip(self.regions, self.groups, strict=True)]
 
     def write(self, idx: np.ndarray, p: _Plan, *, full: bool) -> None:
         """Write the variable fields of packets ``idx`` (``full=False``: only what depends
@@ -585,8 +587,8 @@ class _Generator:
             raise ValueError("packets must not be negative")
         if not 0.0 <= udp_share <= 1.0 or not 0.0 <= rst_share <= 1.0:
             raise ValueError("udp_share and rst_share must be between 0 and 1")
-        if payload < 0 or payload > 1472:
-            raise ValueError("payload must be between 0 and 1472 bytes (one Ethernet MTU)")
+        if payload < 0 or payload > MAX_PAYLOAD:
+            raise ValueError(f"payload must be between 0 and {MAX_PAYLOAD} bytes (a 1500-byte MTU)")
         if gap_ns < 0:
             raise ValueError("gap_ns must not be negative")
         if concurrency is None:
@@ -647,7 +649,7 @@ class _Generator:
         cand_f = ch.f[cand].tolist()
         known = p.known
         a = 0
-        for pos, fl in zip(cand.tolist(), cand_f):
+        for pos, fl in zip(cand.tolist(), cand_f, strict=True):
             if known[fl]:
                 continue
             self._feed(ch, shadow_buf, shadow_views, stale, opens, a, pos)
@@ -670,11 +672,24 @@ class _Generator:
                 rows = ch.row[idx[gi == g_i]]
                 if len(rows):
                     sv[rows] = v[rows]
-        self.shadow.process(ch.batch(sbuf, a, b))
+        seg = ch.batch(sbuf, a, b)
+        self.shadow.process(seg)
         o0, o1 = np.searchsorted(opens, [a, b])
-        self._resolve(ch.f[opens[o0:o1]])
+        idx = opens[o0:o1]
+        # the opening packet, DNAT'd by the shadow, carries the pick: its new destination
+        # (the same as shadow.lookup's daddr/dport, without a lookup per flow)
+        fwd = seg.verdict[idx - a] == V_FWD_IN
+        fl = ch.f[idx[fwd]]
+        o = ch.off[idx[fwd]]
+        p.rip[fl] = ((sbuf[o + 30].astype(np.int64) << 24) | (sbuf[o + 31].astype(np.int64) << 16)
+                     | (sbuf[o + 32].astype(np.int64) << 8) | sbuf[o + 33])
+        p.rport[fl] = (sbuf[o + 36].astype(np.int64) << 8) | sbuf[o + 37]
+        p.known[fl] = True
+        if not fwd.all():
+            self._resolve(ch.f[idx[~fwd]])
 
     def _resolve(self, flows: np.ndarray) -> None:
+        """Picks by ``shadow.lookup`` (opening packets the shadow did not DNAT: DR/TUN)."""
         p = self.plan
         lookup = self.shadow.lookup
         for fl in flows.tolist():
