@@ -1,0 +1,54 @@
+"""Stub for the compiled AF_PACKET batch I/O (fastvs/_afpacket.pyx)."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+SOL_PACKET: int
+OPT_AUXDATA: int
+OPT_FANOUT: int
+OPT_FANOUT_DATA: int
+OPT_QDISC_BYPASS: int
+OPT_IGNORE_OUTGOING: int
+FANOUT_CBPF: int
+COUNTER_NAMES: tuple[str, ...]
+
+def monotonic_ns() -> int: ...
+def complete_l4_checksum(frame: Any) -> bool: ...
+def attach_filter(fd: int, program: bytes, fanout: bool = False) -> None: ...
+
+class Pump:
+    buf: npt.NDArray[np.uint8]
+    off: npt.NDArray[np.uint32]
+    caplen: npt.NDArray[np.uint32]
+    wirelen: npt.NDArray[np.uint32]
+    ts: npt.NDArray[np.int64]
+    linktype: npt.NDArray[np.uint16]
+    verdict: npt.NDArray[np.uint8]
+    def __init__(
+        self,
+        client_fd: int,
+        server_fd: int,
+        client_mac: bytes | str,
+        server_mac: bytes | str,
+        *,
+        batch: int = 64,
+        slot: int = 2048,
+        max_frame: int = 1518,
+        neigh_capacity: int = 65536,
+        seed: int | None = None,
+        aux_fds: tuple[int, ...] | list[int] = (),
+    ) -> None: ...
+    def step(self, engine: Any, timeout_ms: int = 100) -> int: ...
+    @property
+    def aux_ready(self) -> int: ...
+    def counters(self) -> dict[str, int]: ...
+    def take_wanted(self) -> list[str]: ...
+    def set_gateway(self, ip: str | None) -> None: ...
+    def neigh_set(self, ip: str, mac: bytes | str, static: bool = False) -> bool: ...
+    def neigh_get(self, ip: str) -> bytes | None: ...
+    def neigh_del(self, ip: str) -> bool: ...
+    def neigh_entries(self) -> list[tuple[str, str, bool, int]]: ...
+    @property
+    def neigh_capacity(self) -> int: ...

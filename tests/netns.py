@@ -1,0 +1,250 @@
+"""Network-namespace topologies for the forwarder's end-to-end tests and benchmark.
+
+``Topology`` builds, with names that start with ``fvt-<pid>-``::
+
+    client ns          director ns              switch ns            rs1 / rs2 ns
+    eth0 10.0.0.2 ---- dc      ds ------------- p0  [br0]  p1 ------ eth0 10.1.0.11
+                       (no addresses)                      p2 ------ eth0 10.1.0.12
+
+The VIP (10.0.0.100) is configured nowhere: only the forwarder answers for it. The
+director namespace has ip_forward=0, no IPv4 addresses, IPv6 off on its interfaces and
+(when nft is installed) a netdev ingress rule that drops every IP frame before the
+kernel's stack sees it -- AF_PACKET taps still see them, the kernel never acts on them.
+Real servers route through 10.1.0.1, an address only the forwarder answers ARP for
+(``--addr 10.1.0.1``). The peers' veths have TSO/GSO/GRO off (as a wire would: frames
+at most one MTU), transmit checksum offload left on so that frames reach the director
+with TP_STATUS_CSUMNOTREADY.
+
+``one_arm=True`` puts clients and real servers on one L2 segment (the switch) and the
+director on a single interface ``d0``.
+
+Everything is torn down by :meth:`Topology.close` (also on errors half-way).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+VIP = "10.0.0.100"
+CLIENT_IP = "10.0.0.2"
+GW_IP = "10.1.0.1"
+RS_IPS = ("10.1.0.11", "10.1.0.12")
+HTTP_PORT = 80
+UDP_PORT = 5353
+
+UDP_ECHO = r"""
+import socket, sys
+name = sys.argv[1].encode()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[2])))
+while True:
+    data, peer = s.recvfrom(65535)
+    s.sendto(name + b":" + data, peer)
+"""
+
+
+def have_netns() -> tuple[bool, str]:
+    """(usable, reason): root and a working ``ip netns``."""
+    if os.geteuid() != 0:
+        return False, "needs root"
+    if shutil.which("ip") is None:
+        return False, "ip (iproute2) not installed"
+    name = f"fvt-{os.getpid()}-probe"
+    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if r.returncode != 0:
+        return False, f"ip netns unavailable: {r.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return True, ""
+
+
+def sh(*args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: {r.returncode}: {r.stderr.strip()}")
+    return r
+
+
+class Topology:
+    def __init__(self, *, one_arm: bool = False, server: str = "busybox",
+                 prefix: str | None = None) -> None:
+        self.prefix = prefix or f"fvt-{os.getpid()}-"
+        self.one_arm = one_arm
+        self.ns: list[str] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.tmp = Path(tempfile.mkdtemp(prefix=self.prefix))
+        self.client = self.prefix + "c"
+        self.director = self.prefix + "d"
+        self.switch = self.prefix + "sw"
+        self.rs = [self.prefix + "r1", self.prefix + "r2"]
+        self.server_kind = server
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- building --------------------------------------------------------------------------
+    def nsx(self, ns: str, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return sh("ip", "netns", "exec", ns, *args, check=check, timeout=timeout)
+
+    def _add_ns(self, name: str) -> None:
+        sh("ip", "netns", "add", name)
+        self.ns.append(name)
+        self.nsx(name, "ip", "link", "set", "lo", "up")
+
+    def _veth(self, ns_a: str, a: str, ns_b: str, b: str) -> None:
+        sh("ip", "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b)
+
+    def _peer_offloads(self, ns: str, dev: str) -> None:
+        if shutil.which("ethtool"):
+            self.nsx(ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", check=False)
+
+    def _build(self) -> None:
+        for n in (self.client, self.director, self.switch, *self.rs):
+            self._add_ns(n)
+        sw = self.switch
+        self.nsx(sw, "ip", "link", "add", "br0", "type", "bridge")
+        self.nsx(sw, "ip", "link", "set", "br0", "up")
+        if self.one_arm:
+            self.client_if, self.server_if = "d0", "d0"
+            self._veth(self.director, "d0", sw, "p0")
+            self._veth(self.client, "eth0", sw, "pc")
+            ports = ["p0", "pc"]
+        else:
+            self.client_if, self.server_if = "dc", "ds"
+            self._veth(self.client, "eth0", self.director, "dc")
+            self._veth(self.director, "ds", sw, "p0")
+            ports = ["p0"]
+        for i, r in enumerate(self.rs):
+            self._veth(r, "eth0", sw, f"p{i + 1}")
+            ports.append(f"p{i + 1}")
+        for p in ports:
+            self.nsx(sw, "ip", "link", "set", p, "master", "br0")
+            self.nsx(sw, "ip", "link", "set", p, "up")
+        # director: no addresses, no forwarding, no IPv6, the stack kept out of IP
+        d = self.director
+        self.nsx(d, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+        for dev in sorted({self.client_if, self.server_if}):
+            self.nsx(d, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1")
+            self.nsx(d, "ip", "link", "set", dev, "up")
+        self.nft = False
+        if shutil.which("nft"):
+            rules = "table netdev fvt {\n"
+            for dev in sorted({self.client_if, self.server_if}):
+                rules += (f"  chain in_{dev} {{ type filter hook ingress device {dev} priority 0; "
+                          "meta protocol { ip, ip6 } drop; }\n")
+            rules += "}\n"
+            f = self.tmp / "director.nft"
+            f.write_text(rules)
+            self.nft = self.nsx(d, "nft", "-f", str(f), check=False).returncode == 0
+        # client
+        c = self.client
+        self.nsx(c, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+        self.nsx(c, "ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0")
+        self.nsx(c, "ip", "link", "set", "eth0", "up")
+        self._peer_offloads(c, "eth0")
+        # real servers
+        for i, r in enumerate(self.rs):
+            self.nsx(r, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+            self.nsx(r, "ip", "addr", "add", f"{RS_IPS[i]}/24", "dev", "eth0")
+            self.nsx(r, "ip", "link", "set", "eth0", "up")
+            self.nsx(r, "ip", "route", "add", "default", "via", GW_IP)
+            self._peer_offloads(r, "eth0")
+            self._start_servers(i)
+
+    def _start_servers(self, i: int) -> None:
+        name = f"rs{i + 1}"
+        www = self.tmp / name
+        www.mkdir()
+        (www / "index.html").write_text(f"{name}\n")
+        ns = self.rs[i]
+        if self.server_kind == "nginx" and shutil.which("nginx"):
+            conf = self.tmp / f"{name}-nginx.conf"
+            conf.write_text(
+                "worker_processes 1; daemon off; pid " + str(self.tmp / f"{name}.pid") + ";\n"
+                "error_log /dev/null crit;\n"
+                "events { worker_connections 4096; }\n"
+                "http { access_log off; keepalive_requests 1000000;\n"
+                f"  server {{ listen {HTTP_PORT} reuseport backlog=4096; root {www}; }} }}\n")
+            self.spawn(ns, "nginx", "-c", str(conf), "-p", str(self.tmp))
+        elif shutil.which("busybox"):
+            self.spawn(ns, "busybox", "httpd", "-f", "-p", str(HTTP_PORT), "-h", str(www))
+        else:
+            self.spawn(ns, sys.executable, "-m", "http.server", str(HTTP_PORT), "-d", str(www))
+        self.spawn(ns, sys.executable, "-c", UDP_ECHO, name, str(UDP_PORT))
+        self.wait_port(ns, RS_IPS[i], HTTP_PORT)
+
+    def spawn(self, ns: str, *args: str, **kw: object) -> subprocess.Popen[bytes]:
+        kw.setdefault("stdout", subprocess.DEVNULL)
+        kw.setdefault("stderr", subprocess.DEVNULL)
+        p = subprocess.Popen(["ip", "netns", "exec", ns, *args], **kw)  # type: ignore[call-overload]
+        self.procs.append(p)
+        return p
+
+    def wait_port(self, ns: str, ip: str, port: int, timeout: float = 10) -> None:
+        probe = (f"import socket,sys\ns=socket.socket()\ns.settimeout(0.5)\n"
+                 f"sys.exit(s.connect_ex(('{ip}',{port})))")
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.nsx(ns, sys.executable, "-c", probe, check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{ip}:{port} did not come up in {ns}")
+
+    # -- using -----------------------------------------------------------------------------
+    def rules_text(self, weights: Sequence[int] = (1, 1), sched: str = "rr") -> str:
+        lines = [f"-A -t {VIP}:{HTTP_PORT} -s {sched}"]
+        lines += [f"-a -t {VIP}:{HTTP_PORT} -r {ip}:{HTTP_PORT} -m -w {w}"
+                  for ip, w in zip(RS_IPS, weights, strict=True)]
+        lines += [f"-A -u {VIP}:{UDP_PORT} -s {sched}"]
+        lines += [f"-a -u {VIP}:{UDP_PORT} -r {ip}:{UDP_PORT} -m -w {w}"
+                  for ip, w in zip(RS_IPS, weights, strict=True)]
+        return "\n".join(lines) + "\n"
+
+    def forward_args(self) -> list[str]:
+        if self.one_arm:
+            return ["--if", self.client_if, "--addr", GW_IP]
+        return ["--client-if", self.client_if, "--server-if", self.server_if, "--addr", GW_IP]
+
+    def flush_neighbours(self) -> None:
+        """Forget the VIP/gateway MACs the peers learnt (between forwarder runs)."""
+        self.nsx(self.client, "ip", "neigh", "flush", "dev", "eth0", check=False)
+        for r in self.rs:
+            self.nsx(r, "ip", "neigh", "flush", "dev", "eth0", check=False)
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                try:
+                    p.send_signal(signal.SIGTERM)
+                    p.wait(timeout=3)
+                except (subprocess.TimeoutExpired, ProcessLookupError):
+                    p.kill()
+                    p.wait(timeout=3)
+        self.procs.clear()
+        for n in reversed(self.ns):
+            subprocess.run(["ip", "netns", "pids", n], capture_output=True)
+            # anything still running inside (e.g. a stray server) goes with the namespace
+            pids = subprocess.run(["ip", "netns", "pids", n], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        self.ns.clear()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> Topology:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
