@@ -18,7 +18,8 @@ from fastvs._conntab cimport (ConnTable, ct_init, ct_destroy, ct_hash_pkt, ct_lo
                               CT_NONE, CT_DIR_IN, CT_DIR_OUT, fv_hash_key)
 from fastvs._proto cimport (fv_tcp_states, fv_tcp_active, TCP_TBL_INPUT, TCP_TBL_OUTPUT,
                             TCP_TBL_INPUT_ONLY, tcp_state_idx, nat_dnat, nat_snat,
-                            ip_decrease_ttl)
+                            hop_decrease)
+from fastvs._icmp cimport icmp_is_error, icmp_inner, icmp_csum_ok, icmp_nat
 from fastvs.sched._base cimport SchedOps
 
 import ipaddress
@@ -38,6 +39,24 @@ DEFAULT_TCP_TIMEOUTS = (2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120)
 DEFAULT_UDP_TIMEOUT = 300
 
 cdef int64_t NS = 1000000000
+
+# Fragments of a balanced datagram follow its first fragment: a small set-associative
+# table maps (src, dst, id, proto) to the connection, for ipfrag_time (30 s).
+cdef enum:
+    FRAG_SETS = 1024
+    FRAG_WAYS = 4
+cdef int64_t FRAG_TIMEOUT = 30 * NS
+
+ctypedef struct FragEntry:
+    uint32_t saddr[4]
+    uint32_t daddr[4]
+    uint32_t id
+    uint32_t conn
+    uint64_t conn_hash       # identifies the connection (its slot may be reused)
+    int64_t expires
+    uint8_t proto
+    uint8_t direction
+    uint8_t used
 
 ctypedef struct EngineState:
     ConnTable ct
@@ -59,6 +78,7 @@ ctypedef struct EngineState:
     bint truncated_balance
     bint expire_nodest_conn
     int conn_reuse_mode
+    FragEntry* frags
     # counters
     uint64_t counts[V_NCODES]
     Stats total
@@ -219,19 +239,146 @@ cdef inline uint32_t conn_new(EngineState* st, int32_t s, int32_t di,
     return idx
 
 
+cdef inline void count_in(EngineState* st, Conn* c, uint32_t nbytes, bint pkt) noexcept nogil:
+    """ip_vs_in_stats: the connection's real server, its service and the total."""
+    cdef Dest* d
+    if c.dest < 0:
+        return
+    d = &st.dests[c.dest]
+    d.stats.inpkts += pkt
+    d.stats.inbytes += nbytes
+    st.svcs[c.svc].stats.inpkts += pkt
+    st.svcs[c.svc].stats.inbytes += nbytes
+    st.total.inpkts += pkt
+    st.total.inbytes += nbytes
+
+
+cdef inline void count_out(EngineState* st, Conn* c, uint32_t nbytes, bint pkt) noexcept nogil:
+    """ip_vs_out_stats."""
+    cdef Dest* d
+    if c.dest < 0:
+        return
+    d = &st.dests[c.dest]
+    d.stats.outpkts += pkt
+    d.stats.outbytes += nbytes
+    st.svcs[c.svc].stats.outpkts += pkt
+    st.svcs[c.svc].stats.outbytes += nbytes
+    st.total.outpkts += pkt
+    st.total.outbytes += nbytes
+
+
+# -- fragments --------------------------------------------------------------------------
+
+cdef inline FragEntry* frag_set(EngineState* st, const PacketMeta* m) noexcept nogil:
+    cdef uint64_t h = fv_hash_key(m.saddr, m.daddr, <uint16_t>m.frag_id,
+                                  <uint16_t>(m.frag_id >> 16), m.proto, st.ct.seed)
+    return &st.frags[(h % FRAG_SETS) * FRAG_WAYS]
+
+
+cdef inline bint frag_match(const FragEntry* e, const PacketMeta* m, int64_t now) noexcept nogil:
+    return (e.used and e.expires > now and e.id == m.frag_id and e.proto == m.proto
+            and addr_eq(e.saddr, m.saddr) and addr_eq(e.daddr, m.daddr))
+
+
+cdef inline void frag_remember(EngineState* st, const PacketMeta* m, uint32_t idx,
+                               int direction) noexcept nogil:
+    """A first fragment was balanced: its later fragments will follow it."""
+    cdef FragEntry* e = frag_set(st, m)
+    cdef FragEntry* slot = e
+    cdef int w
+    if st.frags == NULL:
+        return
+    for w in range(FRAG_WAYS):
+        if frag_match(&e[w], m, st.now) or not e[w].used or e[w].expires <= st.now:
+            slot = &e[w]
+            break
+        if e[w].expires < slot.expires:
+            slot = &e[w]            # the set is full: the oldest entry gives way
+    memcpy(slot.saddr, m.saddr, 16)
+    memcpy(slot.daddr, m.daddr, 16)
+    slot.id = m.frag_id
+    slot.proto = m.proto
+    slot.conn = idx
+    slot.conn_hash = st.ct.conns[idx].hash
+    slot.direction = direction
+    slot.expires = st.now + FRAG_TIMEOUT
+    slot.used = 1
+
+
+cdef inline int frag_follow(EngineState* st, uint8_t* p, PacketMeta* m) noexcept nogil:
+    """A later fragment: rewrite its addresses as its first fragment's were."""
+    cdef FragEntry* e
+    cdef Conn* c
+    cdef int w
+    if st.frags == NULL:
+        return V_PASS_FRAGMENT
+    e = frag_set(st, m)
+    for w in range(FRAG_WAYS):
+        if frag_match(&e[w], m, st.now):
+            c = &st.ct.conns[e[w].conn]
+            if not (c.in_use & 2) or c.hash != e[w].conn_hash or c.fwd != FWD_MASQ:
+                return V_PASS_FRAGMENT
+            if not st.keep_ttl and m.ttl <= 1:
+                return V_DROP_TTL
+            # the reassembled datagram counts once, with its whole length
+            if e[w].direction == CT_DIR_IN:
+                count_in(st, c, m.l3len - (m.l4off - m.l3off), False)
+                nat_dnat(p, m, c, not st.keep_ttl)
+                return V_FWD_IN
+            count_out(st, c, m.l3len - (m.l4off - m.l3off), False)
+            nat_snat(p, m, c, not st.keep_ttl)
+            return V_FWD_OUT
+    return V_PASS_FRAGMENT
+
+
+# -- ICMP errors ------------------------------------------------------------------------
+
+cdef inline int icmp_packet(EngineState* st, uint8_t* p, PacketMeta* m) noexcept nogil:
+    """ip_vs_in_icmp / ip_vs_out_icmp: an error quoting a connection's packet is
+    translated and counted against that connection; other ICMP is not IPVS's."""
+    cdef PacketMeta im
+    cdef uint32_t idx
+    cdef int direction = CT_DIR_IN
+    cdef Conn* c
+    if not icmp_is_error(m, p[m.l4off]):
+        return not_ipvs(st, p, m, V_PASS_PROTO)
+    if icmp_inner(p, m, &im) != 0:
+        return not_ipvs(st, p, m, V_PASS_PROTO)
+    idx = ct_lookup(&st.ct, &im, ct_hash_pkt(&st.ct, &im), &direction)
+    if idx == CT_NONE:
+        return not_ipvs(st, p, m, V_PASS_PROTO)
+    c = &st.ct.conns[idx]
+    if c.fwd != FWD_MASQ:
+        return not_ipvs(st, p, m, V_PASS_PROTO)
+    if not m.cut and not icmp_csum_ok(p, m):
+        return V_DROP_ICMP_CSUM
+    if not st.keep_ttl:
+        if m.ttl <= 1:
+            return V_DROP_TTL
+        hop_decrease(p, m)
+    if direction == CT_DIR_IN:
+        # about a reply the client side could not take: on to the real server
+        count_in(st, c, m.l3len, True)
+        icmp_nat(p, m, &im, c, False)
+        return V_FWD_IN
+    count_out(st, c, m.l3len, True)
+    icmp_nat(p, m, &im, c, True)
+    return V_FWD_OUT
+
+
 # -- the per-packet path ------------------------------------------------------------------
 
 cdef inline int not_ipvs(EngineState* st, uint8_t* p, const PacketMeta* m, int code) noexcept nogil:
     """Traffic IPVS leaves alone. Offline it is written unchanged; in the director's
     view it is delivered locally (addressed to a VIP) or routed on with TTL - 1."""
-    if not st.director_view or m.af != 4:
+    if not st.director_view or m.l3len == 0:
         return code
     if is_local_addr(st, m.daddr):
         return V_DROP_LOCAL
     if not st.keep_ttl:
         if m.ttl <= 1:
             return V_DROP_TTL
-        ip_decrease_ttl(p + m.l3off)
+        hop_decrease(p, m)
     return V_PASS_ROUTED
 
 
@@ -240,22 +387,16 @@ cdef inline int handle_response(EngineState* st, uint8_t* p, const PacketMeta* m
     """A real server's reply (ip_vs_out_hook -> handle_response), after ip_forward
     has checked and decremented the TTL."""
     cdef Conn* c = &st.ct.conns[idx]
-    cdef Dest* d
     if not st.keep_ttl and m.ttl <= 1:
         return V_DROP_TTL
     if c.fwd != FWD_MASQ:
         if not st.keep_ttl:
-            ip_decrease_ttl(p + m.l3off)
+            hop_decrease(p, m)
         return V_PASS_NOT_MASQ
     nat_snat(p, m, c, not st.keep_ttl)
-    if c.dest >= 0:
-        d = &st.dests[c.dest]
-        d.stats.outpkts += 1
-        d.stats.outbytes += m.l3len
-        st.svcs[c.svc].stats.outpkts += 1
-        st.svcs[c.svc].stats.outbytes += m.l3len
-        st.total.outpkts += 1
-        st.total.outbytes += m.l3len
+    count_out(st, c, m.l3len, True)
+    if m.frag == 2:
+        frag_remember(st, m, idx, CT_DIR_OUT)
     set_state(st, c, DIR_OUTPUT, m.tcpflags)
     ct_expire_at(&st.ct, idx, st.now + c.timeout)
     return V_FWD_OUT
@@ -278,12 +419,17 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, uint32_t caplen, uint32_t
     cdef uint32_t idx
     cdef int32_t s, di
     cdef Conn* c
-    cdef Dest* d
     cdef SchedOps* ops
     m.af = 0
     m.l3len = 0
     rc = pkt_parse(p, caplen, wirelen, linktype, &m)
     if rc != PKT_OK:
+        if rc == PKT_ICMP:
+            return icmp_packet(st, p, &m)
+        if rc == V_PASS_FRAGMENT:
+            rc = frag_follow(st, p, &m)
+            if rc != V_PASS_FRAGMENT:
+                return rc
         if rc == V_PASS_NOT_SERVICE or rc == V_PASS_PROTO or rc == V_PASS_FRAGMENT:
             return not_ipvs(st, p, &m, rc)
         return rc
@@ -332,24 +478,19 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, uint32_t caplen, uint32_t
             return V_DROP_CONN_FULL
 
     c = &st.ct.conns[idx]
-    if c.dest >= 0:
-        d = &st.dests[c.dest]
-        d.stats.inpkts += 1
-        d.stats.inbytes += m.l3len
-        st.svcs[c.svc].stats.inpkts += 1
-        st.svcs[c.svc].stats.inbytes += m.l3len
-        st.total.inpkts += 1
-        st.total.inbytes += m.l3len
+    count_in(st, c, m.l3len, True)
     set_state(st, c, DIR_INPUT, m.tcpflags)
     ct_expire_at(&st.ct, idx, st.now + c.timeout)
     # ip_vs_nat_xmit: the route to the real server decrements the TTL first
     if not st.keep_ttl and m.ttl <= 1:
         return V_DROP_TTL
+    if m.frag == 2:
+        frag_remember(st, &m, idx, CT_DIR_IN)
     if c.fwd == FWD_MASQ:
         nat_dnat(p, &m, c, not st.keep_ttl)
         return V_FWD_IN
     if not st.keep_ttl:
-        ip_decrease_ttl(p + m.l3off)
+        hop_decrease(p, &m)
     return V_FWD_DR if c.fwd == FWD_DROUTE else V_FWD_TUN
 
 
@@ -428,6 +569,9 @@ cdef class Engine:
             seed = secrets.randbits(64)
         if ct_init(&self.st.ct, capacity, <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)) != 0:
             raise MemoryError(f"cannot allocate a connection table for {capacity} connections")
+        self.st.frags = <FragEntry*>calloc(FRAG_SETS * FRAG_WAYS, sizeof(FragEntry))
+        if self.st.frags == NULL:
+            raise MemoryError("cannot allocate the fragment table")
         for i, t in enumerate(DEFAULT_TCP_TIMEOUTS):
             self.st.tcp_timeout[i] = t * NS
         self.st.udp_timeout = DEFAULT_UDP_TIMEOUT * NS
@@ -447,6 +591,7 @@ cdef class Engine:
         free(self.st.svcs)
         free(self.st.dests)
         free(self.st.svc_hash)
+        free(self.st.frags)
 
     # -- options -------------------------------------------------------------------------
     def set_options(self, *, keep_ttl=None, director_view=None, truncated=None,

@@ -8,6 +8,7 @@ kernel's ip_rcv would refuse. Nothing here allocates or touches a Python object.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from fastvs._types cimport *
+from libc.string cimport memcpy
 from fastvs._bytes cimport ld16, ld32, ldraw16, ldraw32
 from fastvs._csum cimport ip_csum_ok
 
@@ -133,10 +134,105 @@ cdef inline bint ip_options_ok(const uint8_t* opt, uint32_t n) noexcept nogil:
     return True
 
 
+cdef enum:
+    MAX_EXT_HEADERS = 16      # IPv6 extension headers followed before giving up
+
+
+cdef inline int parse_l4(const uint8_t* p, uint32_t caplen, uint32_t l4, uint32_t dgram_end,
+                         PacketMeta* m) noexcept nogil:
+    """TCP/UDP header of a datagram ending at ``dgram_end``; ICMP/ICMPv6 type and code."""
+    cdef uint32_t doff
+    if m.proto == IPPROTO_TCP_:
+        if l4 + 20 > dgram_end:
+            return V_DROP_L4_MALFORMED
+        if l4 + 20 > caplen:
+            return V_DROP_L4_TRUNCATED
+        doff = (p[l4 + 12] >> 4) * 4
+        if doff < 20 or l4 + doff > dgram_end:
+            return V_DROP_L4_MALFORMED
+        m.tcpflags = p[l4 + 13]
+    elif m.proto == IPPROTO_UDP_:
+        if l4 + 8 > dgram_end:
+            return V_DROP_L4_MALFORMED
+        if l4 + 8 > caplen:
+            return V_DROP_L4_TRUNCATED
+        m.tcpflags = 0
+    elif m.proto == IPPROTO_ICMP_ or m.proto == IPPROTO_ICMPV6_:
+        if l4 + 8 > dgram_end or l4 + 8 > caplen:
+            return V_PASS_PROTO
+        m.tcpflags = 0
+        m.sport_be = 0
+        m.dport_be = 0
+        return PKT_ICMP
+    else:
+        return V_PASS_PROTO
+    m.sport_be = ldraw16(p + l4)
+    m.dport_be = ldraw16(p + l4 + 2)
+    return PKT_OK
+
+
+cdef inline int parse_ipv6(const uint8_t* p, uint32_t caplen, uint32_t wirelen, uint32_t l3,
+                           PacketMeta* m) noexcept nogil:
+    """ip6_rcv's checks, then the extension-header chain to the transport header."""
+    cdef uint32_t plen, off, hlen, dgram_end
+    cdef uint8_t nh
+    cdef int _
+    if l3 + 40 > caplen:
+        return V_DROP_IP_TRUNCATED if l3 + 40 <= wirelen else V_DROP_IP_HDRLEN
+    if (p[l3] >> 4) != 6:
+        return V_DROP_IP_VERSION
+    plen = ld16(p + l3 + 4)
+    if l3 + 40 + plen > wirelen:
+        return V_DROP_IP_TOTLEN
+    m.l3len = 40 + plen
+    m.ttl = p[l3 + 7]
+    memcpy(m.saddr, p + l3 + 8, 16)
+    memcpy(m.daddr, p + l3 + 24, 16)
+    dgram_end = l3 + 40 + plen
+    m.cut = dgram_end > caplen
+    m.frag = 0
+    nh = p[l3 + 6]
+    off = l3 + 40
+    for _ in range(MAX_EXT_HEADERS):
+        if nh == 0 or nh == 43 or nh == 60:      # hop-by-hop, routing, destination options
+            if off + 8 > caplen or off + 8 > dgram_end:
+                return V_DROP_L4_TRUNCATED if off + 8 <= dgram_end else V_DROP_L4_MALFORMED
+            hlen = (<uint32_t>p[off + 1] + 1) * 8
+            nh = p[off]
+            off += hlen
+        elif nh == 44:                          # fragment
+            if off + 8 > caplen or off + 8 > dgram_end:
+                return V_DROP_L4_TRUNCATED if off + 8 <= dgram_end else V_DROP_L4_MALFORMED
+            m.frag_id = ldraw32(p + off + 4)
+            m.frag = 1 if (ld16(p + off + 2) & 0xfff8) else 2
+            if not (ld16(p + off + 2) & 0xfff9):
+                m.frag = 0                      # an atomic fragment: offset 0, no MF
+            nh = p[off]
+            off += 8
+            if m.frag == 1:
+                m.proto = nh
+                m.l4off = off
+                return V_PASS_FRAGMENT
+        elif nh == 51:                          # AH
+            if off + 8 > caplen:
+                return V_DROP_L4_TRUNCATED
+            nh = p[off]
+            off += (<uint32_t>p[off + 1] + 2) * 4
+        else:
+            break
+    else:
+        return V_PASS_PROTO
+    if off > dgram_end:
+        return V_DROP_L4_MALFORMED
+    m.proto = nh
+    m.l4off = off
+    return parse_l4(p, caplen, off, dgram_end, m)
+
+
 cdef inline int pkt_parse(const uint8_t* p, uint32_t caplen, uint32_t wirelen,
                           uint16_t linktype, PacketMeta* m) noexcept nogil:
     cdef uint32_t l3 = 0
-    cdef uint32_t ihl, totlen, l4, doff, dgram_end
+    cdef uint32_t ihl, totlen, l4, dgram_end, fragoff
     cdef int af
     if wirelen < caplen:
         wirelen = caplen
@@ -147,9 +243,10 @@ cdef inline int pkt_parse(const uint8_t* p, uint32_t caplen, uint32_t wirelen,
         return V_PASS_NOT_IP
     m.l3off = l3
     m.caplen = caplen
+    m.frag = 0
     if af == 6:
         m.af = 6
-        return V_PASS_IPV6
+        return parse_ipv6(p, caplen, wirelen, l3, m)
     m.af = 4
     # ip_rcv's checks, in its order
     if l3 + 20 > caplen:
@@ -181,27 +278,13 @@ cdef inline int pkt_parse(const uint8_t* p, uint32_t caplen, uint32_t wirelen,
     m.daddr[3] = 0
     dgram_end = l3 + totlen
     m.cut = dgram_end > caplen
-    if ld16(p + l3 + 6) & 0x3fff:
-        return V_PASS_FRAGMENT
     l4 = l3 + ihl
     m.l4off = l4
-    if m.proto == IPPROTO_TCP_:
-        if l4 + 20 > dgram_end:
-            return V_DROP_L4_MALFORMED
-        if l4 + 20 > caplen:
-            return V_DROP_L4_TRUNCATED
-        doff = (p[l4 + 12] >> 4) * 4
-        if doff < 20 or l4 + doff > dgram_end:
-            return V_DROP_L4_MALFORMED
-        m.tcpflags = p[l4 + 13]
-    elif m.proto == IPPROTO_UDP_:
-        if l4 + 8 > dgram_end:
-            return V_DROP_L4_MALFORMED
-        if l4 + 8 > caplen:
-            return V_DROP_L4_TRUNCATED
-        m.tcpflags = 0
-    else:
-        return V_PASS_PROTO
-    m.sport_be = ldraw16(p + l4)
-    m.dport_be = ldraw16(p + l4 + 2)
-    return PKT_OK
+    fragoff = ld16(p + l3 + 6)
+    if fragoff & 0x3fff:
+        m.frag_id = <uint32_t>ldraw16(p + l3 + 4)
+        if fragoff & 0x1fff:
+            m.frag = 1          # not the first fragment: no transport header here
+            return V_PASS_FRAGMENT
+        m.frag = 2              # the first fragment of several
+    return parse_l4(p, caplen, l4, dgram_end, m)

@@ -18,17 +18,24 @@ def parse(const uint8_t[::1] frame not None, int linktype=1, wirelen=None):
     memset(&m, 0, sizeof(m))
     cdef int rc = pkt_parse(p, caplen, wl, <uint16_t>linktype, &m)
     fields = {}
-    if m.af == 4 and m.l3len:
+    if m.af and m.l3len:
+        raw_s = (<uint8_t*>&m.saddr[0])[:16]
+        raw_d = (<uint8_t*>&m.daddr[0])[:16]
+        if m.af == 4:
+            src, dst = ipaddress.IPv4Address(raw_s[:4]), ipaddress.IPv4Address(raw_d[:4])
+        else:
+            src, dst = ipaddress.IPv6Address(raw_s), ipaddress.IPv6Address(raw_d)
         fields = {
-            "af": 4,
+            "af": m.af,
             "l3off": m.l3off,
             "l4off": m.l4off,
             "l3len": m.l3len,
             "proto": m.proto,
             "ttl": m.ttl,
-            "src": str(ipaddress.IPv4Address(bytes((<uint8_t*>&m.saddr[0])[:4]))),
-            "dst": str(ipaddress.IPv4Address(bytes((<uint8_t*>&m.daddr[0])[:4]))),
+            "src": str(src),
+            "dst": str(dst),
             "cut": bool(m.cut),
+            "frag": m.frag,
         }
         if rc == PKT_OK:
             fields["sport"] = int.from_bytes((<uint8_t*>&m.sport_be)[:2], "big")

@@ -9,6 +9,7 @@ udp_dnat_handler does, a computed 0 being sent as 0xFFFF (RFC 768).
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from fastvs._types cimport *
+from libc.string cimport memcpy
 from fastvs._bytes cimport ld16, ldraw16, ldraw32, straw16, straw32
 from fastvs._csum cimport csum_fold, csum_partial, csum_diff4, csum_diff2, csum_apply, ip_send_check
 
@@ -92,11 +93,30 @@ cdef inline uint16_t be16(uint16_t v) noexcept nogil:
     return <uint16_t>((v >> 8) | (v << 8))
 
 
-cdef inline void l4_rewrite(uint8_t* p, const PacketMeta* m, uint32_t old_addr,
-                            uint32_t new_addr, uint16_t old_port, uint16_t new_port,
+cdef inline uint64_t csum_diff_addr(const uint32_t* old, const uint32_t* new, int af) noexcept nogil:
+    cdef uint64_t d = csum_diff4(old[0], new[0])
+    if af == 6:
+        d += csum_diff4(old[1], new[1]) + csum_diff4(old[2], new[2]) + csum_diff4(old[3], new[3])
+    return d
+
+
+cdef inline uint64_t pseudo_sum(const uint8_t* iph, int af, uint32_t l4len,
+                                uint8_t proto) noexcept nogil:
+    """The pseudo-header's part of a transport checksum, as the header stands now."""
+    cdef uint64_t s
+    if af == 4:
+        s = <uint64_t>ldraw32(iph + 12) + ldraw32(iph + 16)
+    else:
+        s = csum_partial(iph + 8, 32, 0)
+    return s + be16(<uint16_t>proto) + be16(<uint16_t>l4len) + be16(<uint16_t>(l4len >> 16))
+
+
+cdef inline void l4_rewrite(uint8_t* p, const PacketMeta* m, const uint32_t* old_addr,
+                            const uint32_t* new_addr, uint16_t old_port, uint16_t new_port,
                             int port_off) noexcept nogil:
     """Patch a TCP/UDP port at ``port_off`` (0 = source, 2 = destination) and fix
-    the checksum for it and for the pseudo-header address that changed."""
+    the checksum for it and for the pseudo-header address that changed (already
+    written into the IP header)."""
     cdef uint8_t* th = p + m.l4off
     cdef uint16_t check
     cdef uint64_t s
@@ -104,25 +124,23 @@ cdef inline void l4_rewrite(uint8_t* p, const PacketMeta* m, uint32_t old_addr,
     straw16(th + port_off, new_port)
     if m.proto == IPPROTO_TCP_:
         check = ldraw16(th + 16)
-        check = csum_apply(check, csum_diff4(old_addr, new_addr) + csum_diff2(old_port, new_port))
+        check = csum_apply(
+            check, csum_diff_addr(old_addr, new_addr, m.af) + csum_diff2(old_port, new_port))
         straw16(th + 16, check)
         return
     # UDP
     check = ldraw16(th + 6)
     if check != 0:
-        check = csum_apply(check, csum_diff4(old_addr, new_addr) + csum_diff2(old_port, new_port))
-    elif not m.cut:
+        check = csum_apply(
+            check, csum_diff_addr(old_addr, new_addr, m.af) + csum_diff2(old_port, new_port))
+    elif not m.cut and m.frag == 0:
         # no checksum came in: the kernel computes a full one over the datagram
         # (pseudo-header with the new addresses, length = IP payload length)
         l4len = m.l3len - (m.l4off - m.l3off)
-        s = csum_partial(th, l4len, 0)
-        s += ldraw32(p + m.l3off + 12)
-        s += ldraw32(p + m.l3off + 16)
-        s += be16(<uint16_t>IPPROTO_UDP_)
-        s += be16(<uint16_t>l4len)
+        s = csum_partial(th, l4len, 0) + pseudo_sum(p + m.l3off, m.af, l4len, IPPROTO_UDP_)
         check = <uint16_t>~csum_fold(s)
     else:
-        # the payload was not captured: nothing to sum, leave "no checksum"
+        # the payload is not all here (snap length, fragments): leave "no checksum"
         return
     if check == 0:
         check = 0xffff          # CSUM_MANGLED_0: 0 would mean "no checksum"
@@ -132,26 +150,51 @@ cdef inline void l4_rewrite(uint8_t* p, const PacketMeta* m, uint32_t old_addr,
 cdef inline void nat_dnat(uint8_t* p, const PacketMeta* m, const Conn* c, bint dec_ttl) noexcept nogil:
     """Client -> real server: destination becomes RIP:rport (ip_vs_nat_xmit)."""
     cdef uint8_t* iph = p + m.l3off
-    cdef uint32_t old_addr = ldraw32(iph + 16)
     cdef uint16_t old_port = ldraw16(p + m.l4off + 2)
-    if dec_ttl:
-        iph[8] -= 1
-    straw32(iph + 16, c.daddr[0])
-    # the datagram's pseudo-header now holds the new address (UDP full sum reads it)
-    l4_rewrite(p, m, old_addr, c.daddr[0], old_port, c.dport_be, 2)
-    ip_send_check(iph, (iph[0] & 0x0f) * 4)
+    cdef uint32_t old_addr[4]
+    if m.af == 4:
+        old_addr[0] = ldraw32(iph + 16)
+        if dec_ttl:
+            iph[8] -= 1
+        straw32(iph + 16, c.daddr[0])
+    else:
+        memcpy(old_addr, iph + 24, 16)
+        if dec_ttl:
+            iph[7] -= 1
+        memcpy(iph + 24, c.daddr, 16)
+    if m.frag != 1:
+        l4_rewrite(p, m, old_addr, c.daddr, old_port, c.dport_be, 2)
+    if m.af == 4:
+        ip_send_check(iph, (iph[0] & 0x0f) * 4)
 
 
 cdef inline void nat_snat(uint8_t* p, const PacketMeta* m, const Conn* c, bint dec_ttl) noexcept nogil:
     """Real server -> client: source becomes VIP:vport (handle_response)."""
     cdef uint8_t* iph = p + m.l3off
-    cdef uint32_t old_addr = ldraw32(iph + 12)
     cdef uint16_t old_port = ldraw16(p + m.l4off)
-    if dec_ttl:
-        iph[8] -= 1
-    straw32(iph + 12, c.vaddr[0])
-    l4_rewrite(p, m, old_addr, c.vaddr[0], old_port, c.vport_be, 0)
-    ip_send_check(iph, (iph[0] & 0x0f) * 4)
+    cdef uint32_t old_addr[4]
+    if m.af == 4:
+        old_addr[0] = ldraw32(iph + 12)
+        if dec_ttl:
+            iph[8] -= 1
+        straw32(iph + 12, c.vaddr[0])
+    else:
+        memcpy(old_addr, iph + 8, 16)
+        if dec_ttl:
+            iph[7] -= 1
+        memcpy(iph + 8, c.vaddr, 16)
+    if m.frag != 1:
+        l4_rewrite(p, m, old_addr, c.vaddr, old_port, c.vport_be, 0)
+    if m.af == 4:
+        ip_send_check(iph, (iph[0] & 0x0f) * 4)
+
+
+cdef inline void hop_decrease(uint8_t* p, const PacketMeta* m) noexcept nogil:
+    """TTL / hop limit - 1 on the forwarding path."""
+    if m.af == 4:
+        ip_decrease_ttl(p + m.l3off)
+    else:
+        p[m.l3off + 7] -= 1
 
 
 cdef inline void ip_decrease_ttl(uint8_t* iph) noexcept nogil:

@@ -38,11 +38,14 @@ cdef enum:
     V_DROP_LOCAL = 79
     V_DROP_CAPTURE_CUT = 80
     V_DROP_SNAT_FAILED = 81
+    V_DROP_ICMP_CSUM = 82
     V_NCODES = 256
 
-# Parser result: the packet is an IPVS candidate (TCP/UDP over IP, headers present)
+# Parser results besides verdicts: an IPVS candidate (TCP/UDP over IP, headers
+# present), or an ICMP/ICMPv6 message that may be an error about a connection
 cdef enum:
     PKT_OK = 255
+    PKT_ICMP = 254
 
 # IP protocols
 cdef enum:
@@ -129,6 +132,8 @@ ctypedef struct PacketMeta:
     uint8_t tcpflags
     uint8_t ttl
     uint8_t cut              # 1 when the capture cut the datagram short
+    uint8_t frag             # 0 whole datagram, 2 first fragment, 1 a later fragment
+    uint32_t frag_id         # IPv4 id (16 bits) or IPv6 fragment identification
     int64_t now              # the engine's clock (ns) when the packet is processed
 
 ctypedef struct Dest:

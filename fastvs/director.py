@@ -76,8 +76,6 @@ class Director:
         where = f"service {svc.spec()}"
         if svc.proto not in ("tcp", "udp"):
             raise RulesError(f"{where}: {svc.proto} services are not supported yet (TCP and UDP are)", line=svc.line)
-        if svc.family != 4:
-            raise RulesError(f"{where}: IPv6 services are not supported yet", line=svc.line)
         try:
             ops = _sched.get(svc.scheduler)
         except KeyError:
@@ -98,8 +96,9 @@ class Director:
             self._add_dest(svc, idx, rs)
 
     def _add_dest(self, svc: VirtualService, svc_idx: int, rs: RealServer) -> None:
-        if rs.family != 4:
-            raise RulesError(f"real server {rs.addrport()}: IPv6 is not supported yet", line=svc.line)
+        if rs.family != svc.family and rs.fwd != "tunnel":
+            raise RulesError(f"real server {rs.addrport()}: address family differs from the service's",
+                             line=svc.line)
         di = self.engine.add_dest(
             svc_idx,
             rs.addr,

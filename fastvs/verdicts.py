@@ -13,8 +13,8 @@ from __future__ import annotations
 PASS_NOT_IP = 0  # not IPv4/IPv6 (ARP, LLDP, unknown ethertype or link type)
 PASS_NOT_SERVICE = 1  # IP traffic that is neither a connection nor a virtual service
 PASS_PROTO = 2  # an IP protocol IPVS does not balance (ICMP, IGMP, GRE, ...)
-PASS_FRAGMENT = 3  # an IP fragment the engine does not follow
-PASS_IPV6 = 4  # IPv6 (until IPv6 services are configured)
+PASS_FRAGMENT = 3  # a later IP fragment whose first fragment was not seen (or expired)
+PASS_IPV6 = 4  # (unused: IPv6 is parsed like IPv4)
 PASS_NOT_MASQ = 5  # a reply for a DR/TUN connection: the director leaves it alone
 PASS_ROUTED = 6  # director view: transit traffic routed on (TTL decremented)
 # -- written: forwarded after rewriting --------------------------------------------
@@ -42,6 +42,7 @@ DROP_DEST_UNAVAILABLE = 78  # connection's real server removed, expire_nodest_co
 DROP_LOCAL = 79  # director view: addressed to the director itself (VIP) outside IPVS
 DROP_CAPTURE_CUT = 80  # cut by the snap length and truncated="drop" was chosen
 DROP_SNAT_FAILED = 81  # reply could not be rewritten (header cut before the checksum)
+DROP_ICMP_CSUM = 82  # an ICMP error about a connection with a wrong checksum (ip_vs_in_icmp)
 
 NAMES: dict[int, str] = {
     PASS_NOT_IP: "pass_not_ip",
@@ -73,6 +74,7 @@ NAMES: dict[int, str] = {
     DROP_LOCAL: "drop_local",
     DROP_CAPTURE_CUT: "drop_capture_cut",
     DROP_SNAT_FAILED: "drop_snat_failed",
+    DROP_ICMP_CSUM: "drop_icmp_csum",
 }
 
 

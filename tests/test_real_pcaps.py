@@ -48,12 +48,14 @@ def pick_rules(path: Path) -> str:
         elif f["proto"] == 17:
             udp[(f["dst"], f["dport"])] += 1
     lines = []
-    for opt, counter, rs in (("-t", tcp, "198.51.100"), ("-u", udp, "203.0.113")):
+    for opt, counter, rs in (("-t", tcp, "198.51.100."), ("-u", udp, "203.0.113.")):
         if counter:
             (addr, port), _ = counter.most_common(1)[0]
-            lines.append(f"-A {opt} {addr}:{port} -s rr")
-            lines.append(f"-a {opt} {addr}:{port} -r {rs}.1:{port} -m -w 1")
-            lines.append(f"-a {opt} {addr}:{port} -r {rs}.2:{port} -m -w 1")
+            vip = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+            real = (lambda i: f"[2001:db8::{i}]:{port}") if ":" in addr else (lambda i: f"{rs}{i}:{port}")  # noqa: B023
+            lines.append(f"-A {opt} {vip} -s rr")
+            lines.append(f"-a {opt} {vip} -r {real(1)} -m -w 1")
+            lines.append(f"-a {opt} {vip} -r {real(2)} -m -w 1")
     return "\n".join(lines) + "\n"
 
 
@@ -63,18 +65,25 @@ NOTHING = "-A -t 192.0.2.77:9 -s rr\n-a -t 192.0.2.77:9 -r 192.0.2.78:9 -m\n"
 def l4_checksum_ok(frame: bytes, linktype: int, wirelen: int) -> bool | None:
     """dpkt's verdict on the IPv4 header and TCP/UDP checksums; None if not checkable."""
     code, f = parse(frame, linktype, wirelen)
-    if not f or f.get("af") != 4 or "cut" not in f or f["cut"]:
+    if not f or "cut" not in f or f["cut"] or f["frag"]:
         return None
     raw = frame[f["l3off"]: f["l3off"] + f["l3len"]]
-    ip = dpkt.ip.IP(raw)
-    if dpkt.in_cksum(raw[: ip.hl * 4]) != 0:
-        return False
-    if ip.p not in (6, 17) or (struct.unpack("!H", raw[6:8])[0] & 0x3FFF):
+    if f["af"] == 4:
+        ip = dpkt.ip.IP(raw)
+        if dpkt.in_cksum(raw[: ip.hl * 4]) != 0:
+            return False
+        src, dst = ip.src, ip.dst
+    else:
+        src, dst = raw[8:24], raw[24:40]
+    if f["proto"] not in (6, 17) or code != 255:
         return None
-    l4 = raw[ip.hl * 4:]
-    if ip.p == 17 and l4[6:8] == b"\x00\x00":
+    l4 = raw[f["l4off"] - f["l3off"]:]
+    if f["proto"] == 17 and l4[6:8] == b"\x00\x00":
         return True
-    pseudo = ip.src + ip.dst + bytes([0, ip.p]) + struct.pack("!H", len(l4))
+    if f["af"] == 4:
+        pseudo = src + dst + bytes([0, f["proto"]]) + struct.pack("!H", len(l4))
+    else:
+        pseudo = src + dst + struct.pack("!I", len(l4)) + bytes([0, 0, 0, f["proto"]])
     return dpkt.in_cksum(pseudo + l4) == 0
 
 
