@@ -20,7 +20,7 @@ packet is one comparison with the heap's top, never a scan of the table.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport calloc, free
-from fastvs._types cimport Conn, PacketMeta
+from fastvs._types cimport Conn, PacketMeta, CONN_F_TEMPLATE
 
 cdef extern from "_hash.h" nogil:
     uint64_t fv_hash_key(const uint32_t* a1, const uint32_t* a2, uint16_t p1, uint16_t p2,
@@ -109,7 +109,7 @@ cdef inline uint32_t ct_lookup(const ConnTable* t, const PacketMeta* m, uint64_t
         if (b >> 32) == tag:
             idx = <uint32_t>(b & 0x7fffffff) - 1
             c = &t.conns[idx]
-            if c.proto == m.proto:
+            if c.proto == m.proto and not (c.in_use & 4):
                 if (b >> 31) & 1:
                     if (c.dport_be == m.sport_be and c.cport_be == m.dport_be
                             and addr_eq(c.daddr, m.saddr) and addr_eq(c.caddr, m.daddr)):
@@ -119,6 +119,28 @@ cdef inline uint32_t ct_lookup(const ConnTable* t, const PacketMeta* m, uint64_t
                         and addr_eq(c.caddr, m.saddr) and addr_eq(c.vaddr, m.daddr)):
                     direction[0] = CT_DIR_IN
                     return idx
+        pos = (pos + 1) & t.mask
+
+
+cdef inline uint32_t ct_lookup_template(const ConnTable* t, uint8_t proto, const uint32_t* caddr,
+                                        const uint32_t* vaddr, uint16_t vport_be) noexcept nogil:
+    """A persistence template <proto, client net, 0, vaddr, vport> (ip_vs_ct_in_get)."""
+    cdef uint64_t h = fv_hash_key(caddr, vaddr, 0, vport_be, proto, t.seed)
+    cdef uint64_t pos = h & t.mask
+    cdef uint64_t tag = h >> 32
+    cdef uint64_t b
+    cdef uint32_t idx
+    cdef const Conn* c
+    while True:
+        b = t.buckets[pos]
+        if b == 0:
+            return CT_NONE
+        if (b >> 32) == tag:
+            idx = <uint32_t>(b & 0x7fffffff) - 1
+            c = &t.conns[idx]
+            if ((c.in_use & 4) and c.proto == proto and c.vport_be == vport_be
+                    and addr_eq(c.caddr, caddr) and addr_eq(c.vaddr, vaddr)):
+                return idx
         pos = (pos + 1) & t.mask
 
 
@@ -243,8 +265,11 @@ cdef inline void ct_link(ConnTable* t, uint32_t idx) noexcept nogil:
     c.hash = fv_hash_key(c.caddr, c.vaddr, c.cport_be, c.vport_be, c.proto, t.seed)
     c.hash_out = fv_hash_key(c.daddr, c.caddr, c.dport_be, c.cport_be, c.proto, t.seed)
     ct_bucket_put(t, c.hash, idx, CT_DIR_IN)
-    ct_bucket_put(t, c.hash_out, idx, CT_DIR_OUT)
-    c.in_use = 3            # bit 0: allocated, bit 1: hashed
+    if c.flags & CONN_F_TEMPLATE:
+        c.in_use = 7        # a template is reached only by its in key
+    else:
+        ct_bucket_put(t, c.hash_out, idx, CT_DIR_OUT)
+        c.in_use = 3        # bit 0: allocated, bit 1: hashed
     t.count += 1
     t.heap_n += 1
     t.heap_t[t.heap_n - 1] = c.expires
@@ -257,7 +282,8 @@ cdef inline void ct_unhash(ConnTable* t, uint32_t idx) noexcept nogil:
     cdef Conn* c = &t.conns[idx]
     if c.in_use & 2:
         ct_bucket_del(t, c.hash, idx, CT_DIR_IN)
-        ct_bucket_del(t, c.hash_out, idx, CT_DIR_OUT)
+        if not (c.in_use & 4):
+            ct_bucket_del(t, c.hash_out, idx, CT_DIR_OUT)
         c.in_use &= ~2
 
 

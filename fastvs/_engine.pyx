@@ -15,6 +15,7 @@ from fastvs._types cimport *
 from fastvs._packet cimport pkt_parse
 from fastvs._conntab cimport (ConnTable, ct_init, ct_destroy, ct_hash_pkt, ct_lookup,
                               ct_alloc, ct_link, ct_unhash, ct_free, ct_due, ct_expire_at, addr_eq,
+                              ct_lookup_template,
                               CT_NONE, CT_DIR_IN, CT_DIR_OUT, fv_hash_key)
 from fastvs._proto cimport (fv_tcp_states, fv_tcp_active, TCP_TBL_INPUT, TCP_TBL_OUTPUT,
                             TCP_TBL_INPUT_ONLY, tcp_state_idx, nat_dnat, nat_snat,
@@ -58,6 +59,15 @@ ctypedef struct FragEntry:
     uint8_t direction
     uint8_t used
 
+ctypedef struct MarkRule:
+    uint32_t addr[4]
+    uint32_t mask[4]
+    uint32_t mark
+    uint16_t port_be           # 0: any port
+    uint8_t proto              # 0: any protocol
+    uint8_t af
+
+
 ctypedef struct EngineState:
     ConnTable ct
     Dest* dests
@@ -79,6 +89,11 @@ ctypedef struct EngineState:
     bint expire_nodest_conn
     int conn_reuse_mode
     FragEntry* frags
+    MarkRule* marks            # firewall-mark classifier (iptables -j MARK, last match wins)
+    int32_t nmarks
+    int32_t nfwm_svcs          # fwmark services
+    int32_t nnull_svcs         # port-zero (catch-all) services
+    bint expire_quiescent_template
     # counters
     uint64_t counts[V_NCODES]
     Stats total
@@ -109,6 +124,42 @@ cdef inline int32_t svc_find(const EngineState* st, uint8_t proto, const uint32_
         pos = (pos + 1) & st.svc_mask
 
 
+cdef inline bint masked_eq(const uint32_t* a, const uint32_t* net, const uint32_t* mask) noexcept nogil:
+    return ((a[0] & mask[0]) == net[0] and (a[1] & mask[1]) == net[1]
+            and (a[2] & mask[2]) == net[2] and (a[3] & mask[3]) == net[3])
+
+
+cdef inline uint32_t classify(const EngineState* st, const PacketMeta* m) noexcept nogil:
+    """The packet's firewall mark: the last matching rule's, as MARK targets overwrite."""
+    cdef uint32_t mark = 0
+    cdef int32_t i
+    cdef const MarkRule* r
+    for i in range(st.nmarks):
+        r = &st.marks[i]
+        if (r.af == m.af and (r.proto == 0 or r.proto == m.proto)
+                and (r.port_be == 0 or r.port_be == m.dport_be)
+                and masked_eq(m.daddr, r.addr, r.mask)):
+            mark = r.mark
+    return mark
+
+
+cdef inline int32_t svc_lookup(const EngineState* st, const PacketMeta* m, uint32_t* fwmark) noexcept nogil:
+    """ip_vs_service_find: by firewall mark first, then <proto, addr, port>, then the
+    catch-all port zero."""
+    cdef int32_t s, i
+    fwmark[0] = 0
+    if st.nfwm_svcs and st.nmarks:
+        fwmark[0] = classify(st, m)
+        if fwmark[0]:
+            for i in range(st.nsvcs):
+                if st.svcs[i].fwmark == fwmark[0] and st.svcs[i].af == m.af:
+                    return i
+    s = svc_find(st, m.proto, m.daddr, m.dport_be)
+    if s < 0 and st.nnull_svcs:
+        s = svc_find(st, m.proto, m.daddr, 0)
+    return s
+
+
 cdef inline bint is_local_addr(const EngineState* st, const uint32_t* addr) noexcept nogil:
     cdef int32_t i
     for i in range(st.nsvcs):
@@ -121,7 +172,9 @@ cdef inline bint is_local_addr(const EngineState* st, const uint32_t* addr) noex
 
 cdef inline void dest_bind(Dest* d, Conn* c) noexcept nogil:
     """ip_vs_bind_dest: count the new connection, mark the dest overloaded at -x."""
-    if c.flags & CONN_F_INACTIVE:
+    if c.flags & CONN_F_TEMPLATE:
+        d.persistconns += 1
+    elif c.flags & CONN_F_INACTIVE:
         d.inactconns += 1
     else:
         d.activeconns += 1
@@ -132,7 +185,9 @@ cdef inline void dest_bind(Dest* d, Conn* c) noexcept nogil:
 cdef inline void dest_unbind(Dest* d, Conn* c) noexcept nogil:
     """ip_vs_unbind_dest: uncount, and clear overload below -y (or 3/4 of -x)."""
     cdef int64_t total
-    if c.flags & CONN_F_INACTIVE:
+    if c.flags & CONN_F_TEMPLATE:
+        d.persistconns -= 1
+    elif c.flags & CONN_F_INACTIVE:
         d.inactconns -= 1
     else:
         d.activeconns -= 1
@@ -148,7 +203,15 @@ cdef inline void dest_unbind(Dest* d, Conn* c) noexcept nogil:
 
 
 cdef inline void conn_expire(EngineState* st, uint32_t idx) noexcept nogil:
+    """ip_vs_conn_expire. A template that still controls connections waits another
+    60 s (and keeps 60 s as its timeout, as the kernel's does)."""
     cdef Conn* c = &st.ct.conns[idx]
+    if c.n_control > 0:
+        c.timeout = 60 * NS
+        c.expires = st.now + c.timeout
+        return
+    if c.control:
+        st.ct.conns[c.control - 1].n_control -= 1
     if c.dest >= 0:
         dest_unbind(&st.dests[c.dest], c)
     ct_free(&st.ct, idx)
@@ -205,38 +268,128 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction, uint8_t tcpf
     c.timeout = st.tcp_timeout[new_state]
 
 
-cdef inline uint32_t conn_new(EngineState* st, int32_t s, int32_t di,
-                              const PacketMeta* m) noexcept nogil:
-    """ip_vs_conn_new + ip_vs_bind_dest + ip_vs_conn_stats."""
+cdef inline uint32_t conn_new(EngineState* st, int32_t s, int32_t di, uint8_t proto, uint8_t af,
+                              const uint32_t* caddr, uint16_t cport_be, const uint32_t* vaddr,
+                              uint16_t vport_be, uint16_t dport_be, uint16_t flags,
+                              int64_t timeout) noexcept nogil:
+    """ip_vs_conn_new + ip_vs_bind_dest: a connection (or a template) to dest ``di``."""
     cdef uint32_t idx = ct_alloc(&st.ct)
     cdef Conn* c
     cdef Dest* d = &st.dests[di]
     if idx == CT_NONE:
         return CT_NONE
     c = &st.ct.conns[idx]
-    memcpy(c.caddr, m.saddr, 16)
-    memcpy(c.vaddr, m.daddr, 16)
+    memcpy(c.caddr, caddr, 16)
+    memcpy(c.vaddr, vaddr, 16)
     memcpy(c.daddr, d.addr, 16)
-    c.cport_be = m.sport_be
-    c.vport_be = m.dport_be
-    c.dport_be = d.port_be if d.port_be else m.dport_be
-    c.proto = m.proto
-    c.af = m.af
+    c.cport_be = cport_be
+    c.vport_be = vport_be
+    c.dport_be = dport_be
+    c.proto = proto
+    c.af = af
     c.state = 0
     c.fwd = d.fwd
-    c.flags = CONN_F_INACTIVE
+    c.flags = flags | CONN_F_INACTIVE
     if d.fwd != FWD_MASQ:
         c.flags |= CONN_F_NOOUTPUT
     c.dest = di
     c.svc = s
-    c.timeout = 3 * NS
+    c.control = 0
+    c.n_control = 0
+    c.timeout = timeout
     c.expires = st.now + c.timeout
     dest_bind(d, c)
     ct_link(&st.ct, idx)
-    d.stats.conns += 1
-    st.svcs[s].stats.conns += 1
-    st.total.conns += 1
     return idx
+
+
+cdef inline void conn_stats(EngineState* st, Conn* c) noexcept nogil:
+    """ip_vs_conn_stats: one more connection for the dest, its service, the total."""
+    st.dests[c.dest].stats.conns += 1
+    st.svcs[c.svc].stats.conns += 1
+    st.total.conns += 1
+
+
+cdef inline bint template_ok(const EngineState* st, const Conn* t) noexcept nogil:
+    """ip_vs_check_template."""
+    cdef const Dest* d
+    if t.dest < 0:
+        return False
+    d = &st.dests[t.dest]
+    if not (d.flags & DEST_F_AVAILABLE):
+        return False
+    if st.expire_quiescent_template and d.weight == 0:
+        return False
+    return True
+
+
+cdef inline int conn_schedule(EngineState* st, int32_t s, PacketMeta* m, uint32_t fwmark,
+                              uint32_t* out_idx) noexcept nogil:
+    """ip_vs_schedule / ip_vs_sched_persist. Returns 0 with the new connection in
+    ``out_idx``, or a drop verdict."""
+    cdef Service* svc = &st.svcs[s]
+    cdef SchedOps* ops = <SchedOps*>svc.sched
+    cdef int32_t di
+    cdef uint32_t idx, t
+    cdef uint32_t snet[4]
+    cdef uint32_t tvaddr[4]
+    cdef uint16_t tvport, dport
+    cdef uint8_t tproto
+    cdef Conn* tc
+    m.now = st.now
+    if not (svc.flags & SVC_F_PERSISTENT):
+        di = ops.pick(svc, st.dests, m)
+        if di < 0:
+            return V_DROP_NO_DEST
+        dport = st.dests[di].port_be if st.dests[di].port_be else m.dport_be
+        idx = conn_new(st, s, di, m.proto, m.af, m.saddr, m.sport_be, m.daddr, m.dport_be,
+                       dport, 0, 3 * NS)
+        if idx == CT_NONE:
+            return V_DROP_CONN_FULL
+        conn_stats(st, &st.ct.conns[idx])
+        out_idx[0] = idx
+        return 0
+    # persistence: the template <proto, client net, 0, vaddr, vport> names the dest
+    snet[0] = m.saddr[0] & svc.netmask[0]
+    snet[1] = m.saddr[1] & svc.netmask[1]
+    snet[2] = m.saddr[2] & svc.netmask[2]
+    snet[3] = m.saddr[3] & svc.netmask[3]
+    if svc.fwmark:
+        tproto = 0
+        memset(tvaddr, 0, 16)
+        tvaddr[0] = ((fwmark & 0xff) << 24) | ((fwmark & 0xff00) << 8) \
+            | ((fwmark >> 8) & 0xff00) | (fwmark >> 24)
+        tvport = 0
+    else:
+        tproto = m.proto
+        memcpy(tvaddr, m.daddr, 16)
+        tvport = m.dport_be if svc.port_be else 0
+    t = ct_lookup_template(&st.ct, tproto, snet, tvaddr, tvport)
+    if t != CT_NONE and not template_ok(st, &st.ct.conns[t]):
+        ct_unhash(&st.ct, t)        # invalidated; it goes when its timer runs
+        t = CT_NONE
+    if t == CT_NONE:
+        di = ops.pick(svc, st.dests, m)
+        if di < 0:
+            return V_DROP_NO_DEST
+        t = conn_new(st, s, di, tproto, m.af, snet, 0, tvaddr, tvport,
+                     st.dests[di].port_be, CONN_F_TEMPLATE, <int64_t>svc.persist_timeout * NS)
+        if t == CT_NONE:
+            return V_DROP_CONN_FULL
+    tc = &st.ct.conns[t]
+    di = tc.dest
+    dport = st.dests[di].port_be if (m.dport_be == svc.port_be and st.dests[di].port_be) else m.dport_be
+    idx = conn_new(st, s, di, m.proto, m.af, m.saddr, m.sport_be, m.daddr, m.dport_be,
+                   dport, 0, 3 * NS)
+    tc = &st.ct.conns[t]
+    if idx == CT_NONE:
+        return V_DROP_CONN_FULL
+    st.ct.conns[idx].control = t + 1
+    tc.n_control += 1
+    ct_expire_at(&st.ct, t, st.now + tc.timeout)      # ip_vs_conn_put(ct)
+    conn_stats(st, &st.ct.conns[idx])
+    out_idx[0] = idx
+    return 0
 
 
 cdef inline void count_in(EngineState* st, Conn* c, uint32_t nbytes, bint pkt) noexcept nogil:
@@ -405,7 +558,7 @@ cdef inline int handle_response(EngineState* st, uint8_t* p, const PacketMeta* m
 cdef inline bint new_conn_expected(const Conn* c, int mode) noexcept nogil:
     """is_new_conn_expected: a SYN may replace a TCP connection in TIME_WAIT or
     CLOSE (and, with conn_reuse_mode bit 2, FIN_WAIT of a DR/TUN connection)."""
-    if c.proto != IPPROTO_TCP_:
+    if c.proto != IPPROTO_TCP_ or c.control:
         return False
     return (c.state == TCP_S_TIME_WAIT or c.state == TCP_S_CLOSE
             or ((mode & 2) and c.state == TCP_S_FIN_WAIT and (c.flags & CONN_F_NOOUTPUT)))
@@ -417,9 +570,9 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, uint32_t caplen, uint32_t
     cdef int rc, direction
     cdef uint64_t h
     cdef uint32_t idx
-    cdef int32_t s, di
+    cdef int32_t s
+    cdef uint32_t fwmark
     cdef Conn* c
-    cdef SchedOps* ops
     m.af = 0
     m.l3len = 0
     rc = pkt_parse(p, caplen, wirelen, linktype, &m)
@@ -461,21 +614,16 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, uint32_t caplen, uint32_t
 
     if idx == CT_NONE:
         # tcp_conn_schedule / udp_conn_schedule
-        s = svc_find(st, m.proto, m.daddr, m.dport_be)
+        s = svc_lookup(st, &m, &fwmark)
         if s < 0:
             return not_ipvs(st, p, &m, V_PASS_NOT_SERVICE)
         if m.proto == IPPROTO_TCP_ and ((m.tcpflags & TH_RST) or not (m.tcpflags & TH_SYN)):
             return V_DROP_TCP_NO_CONN
         if m.sport_be == 0x1400:        # client port 20 (FTP data) is never scheduled
             return not_ipvs(st, p, &m, V_PASS_NOT_SERVICE)
-        ops = <SchedOps*>st.svcs[s].sched
-        m.now = st.now
-        di = ops.pick(&st.svcs[s], st.dests, &m)
-        if di < 0:
-            return V_DROP_NO_DEST
-        idx = conn_new(st, s, di, &m)
-        if idx == CT_NONE:
-            return V_DROP_CONN_FULL
+        rc = conn_schedule(st, s, &m, fwmark, &idx)
+        if rc:
+            return rc
 
     c = &st.ct.conns[idx]
     count_in(st, c, m.l3len, True)
@@ -592,10 +740,12 @@ cdef class Engine:
         free(self.st.dests)
         free(self.st.svc_hash)
         free(self.st.frags)
+        free(self.st.marks)
 
     # -- options -------------------------------------------------------------------------
     def set_options(self, *, keep_ttl=None, director_view=None, truncated=None,
-                    expire_nodest_conn=None, conn_reuse_mode=None):
+                    expire_nodest_conn=None, conn_reuse_mode=None,
+                    expire_quiescent_template=None):
         if keep_ttl is not None:
             self.st.keep_ttl = bool(keep_ttl)
         if director_view is not None:
@@ -608,6 +758,34 @@ cdef class Engine:
             self.st.expire_nodest_conn = bool(expire_nodest_conn)
         if conn_reuse_mode is not None:
             self.st.conn_reuse_mode = int(conn_reuse_mode)
+        if expire_quiescent_template is not None:
+            self.st.expire_quiescent_template = bool(expire_quiescent_template)
+
+    def set_marks(self, rules):
+        """The firewall-mark classifier: ``rules`` is a list of (mark, proto, network,
+        port) with proto "tcp"/"udp"/"any", network an ipaddress network, port 0 for
+        any. Like a list of iptables -j MARK rules, the last match wins."""
+        cdef MarkRule* arr = <MarkRule*>calloc(max(1, len(rules)), sizeof(MarkRule))
+        cdef int i
+        cdef bytes a, mk
+        if arr == NULL:
+            raise MemoryError()
+        for i, (mark, proto, net, port) in enumerate(rules):
+            arr[i].mark = mark
+            arr[i].proto = 0 if proto in ("any", "all", None) else PROTO_NUMBERS[proto]
+            arr[i].af = net.version
+            arr[i].port_be = _port_be(port)
+            if net.version == 4:
+                a = net.network_address.packed + bytes(12)
+                mk = net.netmask.packed + bytes(12)
+            else:
+                a = net.network_address.packed
+                mk = net.netmask.packed
+            memcpy(arr[i].addr, <const char*>a, 16)
+            memcpy(arr[i].mask, <const char*>mk, 16)
+        free(self.st.marks)
+        self.st.marks = arr
+        self.st.nmarks = len(rules)
 
     def set_timeouts(self, tcp=0, tcpfin=0, udp=0):
         """ipvsadm --set: 0 leaves a value as it is."""
@@ -629,18 +807,36 @@ cdef class Engine:
 
     # -- configuration --------------------------------------------------------------------
     def add_service(self, str proto, str addr, int port, sched not None,
-                    unsigned int persist_timeout=0, unsigned int flags=0):
+                    unsigned int persist_timeout=0, unsigned int flags=0,
+                    unsigned int fwmark=0, netmask=None):
         """Add a virtual service; returns its index. ``sched`` is a scheduler capsule
-        from fastvs.sched.get()."""
+        from fastvs.sched.get(). ``proto`` "fwmark" with ``fwmark`` > 0 makes a
+        firewall-mark service (``addr`` then only gives the family). ``flags`` are
+        IP_VS_SVC_F_* (1 = persistent, with ``persist_timeout`` seconds and the
+        ``netmask``: an IPv4 mask as an int, or an IPv6 prefix length)."""
         cdef int af = 4
         cdef bytes a16 = _addr16(addr, &af)
-        cdef uint8_t p = PROTO_NUMBERS[proto]
+        cdef uint8_t p = 0 if proto == "fwmark" else PROTO_NUMBERS[proto]
         cdef Service* s
         cdef SchedOps* ops = <SchedOps*>PyCapsule_GetPointer(sched, b"fastvs.SchedOps")
+        cdef bytes mask16
         if not 0 <= port <= 65535:
             raise ValueError(f"port {port} out of range")
-        if svc_find(&self.st, p, <const uint32_t*><const char*>a16, _port_be(port)) >= 0:
+        if proto == "fwmark":
+            if fwmark == 0:
+                raise ValueError("a firewall-mark service needs a mark > 0")
+            for i in range(self.st.nsvcs):
+                if self.st.svcs[i].fwmark == fwmark and self.st.svcs[i].af == af:
+                    raise ValueError(f"service fwmark {fwmark} exists")
+            a16 = bytes(16)
+            port = 0
+        elif svc_find(&self.st, p, <const uint32_t*><const char*>a16, _port_be(port)) >= 0:
             raise ValueError(f"service {proto} {addr}:{port} exists")
+        if af == 4:
+            mask16 = (0xFFFFFFFF if netmask is None else int(netmask)).to_bytes(4, "big") + bytes(12)
+        else:
+            plen = 128 if netmask is None else int(netmask)
+            mask16 = (((1 << 128) - 1) ^ ((1 << (128 - plen)) - 1)).to_bytes(16, "big")
         if self.st.nsvcs == self.st.cap_svcs:
             self._grow_svcs()
         s = &self.st.svcs[self.st.nsvcs]
@@ -651,9 +847,15 @@ cdef class Engine:
         s.port_be = _port_be(port)
         s.persist_timeout = persist_timeout
         s.flags = flags
+        s.fwmark = fwmark
+        memcpy(s.netmask, <const char*>mask16, 16)
         s.sched = ops
         s.sched_cursor = -1
         s.dest_list = NULL
+        if fwmark:
+            self.st.nfwm_svcs += 1
+        elif port == 0:
+            self.st.nnull_svcs += 1
         self.st.nsvcs += 1
         if ops.init_svc != NULL:
             ops.init_svc(s, self.st.dests)
@@ -785,6 +987,8 @@ cdef class Engine:
         if tbl == NULL:
             raise MemoryError()
         for i in range(self.st.nsvcs):
+            if self.st.svcs[i].fwmark:
+                continue
             pos = fv_hash_key(self.st.svcs[i].addr, zero, self.st.svcs[i].port_be, 0,
                               self.st.svcs[i].proto, self.st.ct.seed) & (nb - 1)
             while tbl[pos]:
@@ -853,7 +1057,8 @@ cdef class Engine:
                 reals.append(self._dest_info(s.dest_list[j]))
             out.append({
                 "index": i,
-                "proto": PROTO_NAMES[s.proto].lower(),
+                "proto": "fwmark" if s.fwmark else PROTO_NAMES[s.proto].lower(),
+                "fwmark": s.fwmark,
                 "addr": _addr_str(s.addr, s.af),
                 "port": _port(s.port_be),
                 "af": s.af,
@@ -894,18 +1099,21 @@ cdef class Engine:
         cdef Conn* c
         for i in range(self.st.ct.capacity):
             c = &self.st.ct.conns[i]
-            if not (c.in_use & 2):
+            if not (c.in_use & 1):
                 continue
             out.append(self._conn_info(c))
         return out
 
     cdef dict _conn_info(self, Conn* c):
-        if c.proto == IPPROTO_TCP_:
+        if c.flags & CONN_F_TEMPLATE:
+            state = "NONE"
+        elif c.proto == IPPROTO_TCP_:
             state = TCP_TIMEOUT_NAMES[c.state]
         else:
             state = PROTO_NAMES.get(c.proto, "?")
         return {
-            "proto": PROTO_NAMES.get(c.proto, str(c.proto)),
+            "proto": PROTO_NAMES.get(c.proto, "IP"),
+            "template": bool(c.flags & CONN_F_TEMPLATE),
             "caddr": _addr_str(c.caddr, c.af), "cport": _port(c.cport_be),
             "vaddr": _addr_str(c.vaddr, c.af), "vport": _port(c.vport_be),
             "daddr": _addr_str(c.daddr, c.af), "dport": _port(c.dport_be),

@@ -158,6 +158,7 @@ ctypedef struct Service:
     uint8_t proto
     uint32_t fwmark
     uint32_t flags           # IP_VS_SVC_F_* (persistent, one-packet, sched flags 1-3)
+    uint32_t netmask[4]      # -M: the client addresses that share a template
     uint32_t persist_timeout
     int32_t ndests
     int32_t* dest_list       # indexes into the engine's Dest array, in list order
@@ -188,5 +189,7 @@ ctypedef struct Conn:
     int64_t heap_key         # this connection's key in the timer heap (<= expires)
     uint64_t hash            # keyed hash of the in key (the out key hashes alike)
     uint64_t hash_out
-    uint32_t in_use
+    uint32_t in_use           # bit 0 allocated, bit 1 hashed, bit 2 a template
     uint32_t heap_pos         # this connection's place in the timer heap
+    uint32_t control          # the controlling template's index + 1, 0 for none
+    int32_t n_control         # a template: connections it controls

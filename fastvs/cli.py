@@ -58,6 +58,13 @@ def cmd_process(a: argparse.Namespace) -> int:
         from fastvs.errors import CaptureError
 
         raise CaptureError(f"{inp}: no such file")
+    marks = None
+    if a.marks:
+        from fastvs.director import parse_marks
+
+        if not os.path.exists(a.marks):
+            raise RulesError("no such file", source=a.marks)
+        marks = parse_marks(Path(a.marks).read_text(), source=a.marks)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         director = Director(
@@ -68,6 +75,8 @@ def cmd_process(a: argparse.Namespace) -> int:
             director_view=a.director_view,
             truncated=a.truncated,
             expire_nodest_conn=a.expire_nodest_conn,
+            expire_quiescent_template=a.expire_quiescent_template,
+            marks=marks,
         )
     for w in caught:
         print(f"fastvs: warning: {w.message}", file=sys.stderr)
@@ -247,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="packets cut by the snap length: balance by headers (default) or drop")
     pr.add_argument("--expire-nodest-conn", action="store_true",
                     help="end connections whose real server was removed (sysctl expire_nodest_conn)")
+    pr.add_argument("--expire-quiescent-template", action="store_true",
+                    help="persistence templates of a weight-0 real server end (sysctl)")
+    pr.add_argument("--marks", metavar="FILE",
+                    help="firewall marks for -f services: lines 'MARK PROTO NETWORK [PORT]'")
     pr.add_argument("--rules-order", choices=("kernel", "file"), default="kernel",
                     help="real-server list order: as ipvsadm -R builds it (default) or file order")
     pr.add_argument("--chunk-mb", type=int, default=4, help="read the capture in chunks of this size")

@@ -8,7 +8,6 @@ per-reason packet counts as plain Python data.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -48,7 +47,9 @@ class Director:
         director_view: bool = False,
         truncated: str = "balance",
         expire_nodest_conn: bool = False,
+        expire_quiescent_template: bool = False,
         conn_reuse_mode: int = 1,
+        marks: list[tuple[int, str, Any, int]] | None = None,
     ) -> None:
         self.engine = Engine(capacity, seed)
         self.engine.set_options(
@@ -56,8 +57,11 @@ class Director:
             director_view=director_view,
             truncated=truncated,
             expire_nodest_conn=expire_nodest_conn,
+            expire_quiescent_template=expire_quiescent_template,
             conn_reuse_mode=conn_reuse_mode,
         )
+        if marks:
+            self.engine.set_marks(marks)
         self.rules = rules
         self._svc_index: dict[Any, int] = {}
         self._dest_index: dict[tuple[Any, tuple[str, int]], int] = {}
@@ -74,8 +78,8 @@ class Director:
 
     def _add_service(self, svc: VirtualService) -> None:
         where = f"service {svc.spec()}"
-        if svc.proto not in ("tcp", "udp"):
-            raise RulesError(f"{where}: {svc.proto} services are not supported yet (TCP and UDP are)", line=svc.line)
+        if svc.proto not in ("tcp", "udp", "fwmark"):
+            raise RulesError(f"{where}: {svc.proto} services are not supported yet", line=svc.line)
         try:
             ops = _sched.get(svc.scheduler)
         except KeyError:
@@ -84,13 +88,10 @@ class Director:
                 f"(available: {', '.join(_sched.available())})",
                 line=svc.line,
             ) from None
-        if svc.persistent is not None:
-            warnings.warn(
-                f"{where}: persistence (-p) is not implemented yet; connections are "
-                "scheduled independently",
-                stacklevel=3,
-            )
-        idx = self.engine.add_service(svc.proto, svc.addr, svc.port, ops, svc.persistent or 0, svc.flags)
+        idx = self.engine.add_service(
+            svc.proto, svc.addr, svc.port, ops, svc.persistent or 0, svc.flags,
+            svc.fwmark, svc.netmask_value,
+        )
         self._svc_index[svc.key] = idx
         for rs, _ in svc.replay():
             self._add_dest(svc, idx, rs)
@@ -177,7 +178,6 @@ class Director:
         for s in self.engine.services():
             rs = rules_by_key.get(by_index.get(s["index"]))
             s["stats"] = self._with_rates(s["stats"])
-            s["fwmark"] = 0
             s["persistent"] = rs.persistent if rs else None
             s["netmask"] = rs.netmask if rs else None
             for r in s["reals"]:
@@ -186,7 +186,8 @@ class Director:
         return out
 
     def connections(self) -> list[dict[str, Any]]:
-        """Live connections (``ipvsadm -L -n -c``), ``expire`` in whole seconds left."""
+        """Live connections and persistence templates (``ipvsadm -L -n -c``), ``expire``
+        in whole seconds left."""
         conns = self.engine.connections()
         for c in conns:
             c["expire"] = c["expires_ns"] // 1_000_000_000
@@ -200,10 +201,41 @@ class Director:
         return self.engine.timeouts()
 
 
+def parse_marks(text: str, source: str = "<marks>") -> list[tuple[int, str, Any, int]]:
+    """A firewall-mark classifier file: one ``MARK PROTO NETWORK [PORT]`` per line
+    (``1 tcp 10.10.0.0/24 80``; PROTO tcp, udp or any; no PORT or 0 for any port),
+    standing for iptables ``-t mangle -A PREROUTING ... -j MARK --set-mark MARK``
+    rules; as with those, the last matching line decides a packet's mark."""
+    import ipaddress
+
+    out = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].split()
+        if not line:
+            continue
+        try:
+            if len(line) not in (3, 4):
+                raise ValueError("expected MARK PROTO NETWORK [PORT]")
+            mark = int(line[0], 0)
+            if not 0 < mark < 2**32:
+                raise ValueError(f"mark {mark} out of range")
+            proto = line[1].lower()
+            if proto not in ("tcp", "udp", "any"):
+                raise ValueError(f"protocol {line[1]!r} (tcp, udp or any)")
+            net = ipaddress.ip_network(line[2], strict=False)
+            port = int(line[3]) if len(line) == 4 else 0
+            if not 0 <= port <= 65535:
+                raise ValueError(f"port {port} out of range")
+        except ValueError as e:
+            raise RulesError(str(e), source=source, line=n) from None
+        out.append((mark, proto, net, port))
+    return out
+
+
 def verdict_counts(verdicts: np.ndarray) -> dict[str, int]:
     """Count a verdict array by name (for tests and reports)."""
     codes, counts = np.unique(verdicts, return_counts=True)
     return {V.name(int(c)): int(n) for c, n in zip(codes, counts, strict=True)}
 
 
-__all__ = ["Director", "DEFAULT_CAPACITY", "DEFAULT_TCP_TIMEOUTS", "verdict_counts"]
+__all__ = ["Director", "DEFAULT_CAPACITY", "DEFAULT_TCP_TIMEOUTS", "parse_marks", "verdict_counts"]
