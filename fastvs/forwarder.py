@@ -597,8 +597,10 @@ def merge_snapshots(snaps: list[dict[str, Any]]) -> dict[str, Any]:
                 _add(summary.setdefault(k, {}), v)
             else:
                 summary[k] = summary.get(k, 0) + v
+    per_worker = [{"wid": snap["wid"], "rx": snap["io"].get("rx", 0), "tx": snap["io"].get("tx", 0),
+                   "connections": snap["summary"].get("connections", 0)} for snap in snaps]
     return {"services": services, "counters": counters, "summary": summary, "io": io,
-            "workers": len(snaps)}
+            "workers": len(snaps), "per_worker": per_worker}
 
 
 def _add(into: dict[str, Any], other: dict[str, Any]) -> None:
@@ -634,6 +636,7 @@ def report_json(merged: dict[str, Any]) -> dict[str, Any]:
     doc["verdicts"] = merged["counters"]
     doc["io"] = merged["io"]
     doc["workers"] = merged["workers"]
+    doc["per_worker"] = merged.get("per_worker", [])
     doc["time"] = time.time()
     return doc
 

@@ -169,7 +169,7 @@ class Topology:
         if self.server_kind == "nginx" and shutil.which("nginx"):
             conf = self.tmp / f"{name}-nginx.conf"
             conf.write_text(
-                "worker_processes 1; daemon off; pid " + str(self.tmp / f"{name}.pid") + ";\n"
+                "user root; worker_processes 1; daemon off; pid " + str(self.tmp / f"{name}.pid") + ";\n"
                 "error_log /dev/null crit;\n"
                 "events { worker_connections 4096; }\n"
                 "http { access_log off; keepalive_requests 1000000;\n"
