@@ -16,8 +16,13 @@ kernel's answers under tests/golden/ so that CI can compare fastvs without the V
 
 ``record`` and ``step`` need root (kernlab makes a network namespace and taps and boots
 qemu). kernlab is taken from $KERNLAB, else /tmp/kernlab-src, else /work/shared/kernlab;
-it is copied to a private directory first, where its end-of-run dump also lists
+it is copied to a private directory first, where its end-of-run dump waits 2.5 s (one
+tick of the rate estimator, so that ``--stats`` counts every packet) and also lists
 ``ipvsadm -L -n`` (ActiveConn/InActConn), which the stock dump lacks.
+
+Record with the host otherwise idle: under CPU load the guest may handle the server-side
+NIC's queue before the client side's (a SYN-ACK then passes un-NATed, its SYN not yet
+seen). The golden tests show such a recording at once.
 
 Cases (each < 300 packets, replayed at --pps 100, i.e. one packet per 10 ms of capture
 time, so capture timestamps and the VM's wall clock agree; no case relies on a timeout):
@@ -577,7 +582,9 @@ def kernlab_copy() -> Path:
     text = kl.read_text()
     old = 'dump = self.sh("kl-dump", timeout=30)'
     if old in text:
-        text = text.replace(old, 'dump = self.sh("kl-dump; echo \'== ipvsadm -L -n\'; ipvsadm -L -n", timeout=30)')
+        # wait out one tick of the 2 s rate estimator, so that --stats has every packet
+        text = text.replace(old, 'dump = self.sh("sleep 2.5; kl-dump; echo \'== ipvsadm -L -n\'; '
+                                 'ipvsadm -L -n", timeout=30)')
         kl.write_text(text)
     for f in dst.iterdir():
         f.chmod(0o755)
