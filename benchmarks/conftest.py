@@ -32,9 +32,10 @@ _RESULTS: list[dict[str, Any]] = []
 
 def _enabled(config: pytest.Config) -> bool:
     try:
-        return not config.getoption("benchmark_disable")
-    except ValueError:
+        disabled = config.getoption("benchmark_disable") and not config.getoption("benchmark_enable")
+    except ValueError:  # pytest-benchmark not installed
         return False
+    return not disabled
 
 
 def flow_counts() -> list[int]:
