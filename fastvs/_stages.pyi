@@ -1,8 +1,9 @@
 """Type stubs for fastvs._stages (one data-path stage at a time, for benchmarks)."""
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
-from typing import Any
 
 U8 = npt.NDArray[np.uint8]
 U16 = npt.NDArray[np.uint16]
