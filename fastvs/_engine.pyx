@@ -21,6 +21,7 @@ from fastvs._proto cimport (fv_tcp_states, fv_tcp_active, TCP_TBL_INPUT, TCP_TBL
                             TCP_TBL_INPUT_ONLY, tcp_state_idx, nat_dnat, nat_snat,
                             hop_decrease)
 from fastvs._icmp cimport icmp_is_error, icmp_inner, icmp_csum_ok, icmp_nat
+from fastvs._csum cimport ip_send_check
 from fastvs.sched._base cimport SchedOps
 
 import ipaddress
@@ -94,6 +95,8 @@ ctypedef struct EngineState:
     int32_t nfwm_svcs          # fwmark services
     int32_t nnull_svcs         # port-zero (catch-all) services
     bint expire_quiescent_template
+    uint32_t tun_mtu           # route MTU toward tunnel real servers
+    int32_t last_dest          # the real server of the packet just processed, or -1
     # counters
     uint64_t counts[V_NCODES]
     Stats total
@@ -634,18 +637,29 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, uint32_t caplen, uint32_t
         return V_DROP_TTL
     if m.frag == 2:
         frag_remember(st, &m, idx, CT_DIR_IN)
+    st.last_dest = c.dest
     if c.fwd == FWD_MASQ:
         nat_dnat(p, &m, c, not st.keep_ttl)
         return V_FWD_IN
+    if c.fwd == FWD_TUNNEL:
+        # ensure_mtu_is_adequate: the outer header must fit, unless the packet may
+        # be fragmented (no DF; IPv6 always counts as DF)
+        if m.l3len + (20 if st.dests[c.dest].af == 4 else 40) > st.tun_mtu and (
+                m.af == 6 or (p[m.l3off + 6] & 0x40)):
+            return V_DROP_MTU
+    # ip_vs_dr_xmit / ip_vs_tunnel_xmit: the route decrements the TTL; the MACs and
+    # the tunnel header are the output stage's (fastvs._xmit)
     if not st.keep_ttl:
         hop_decrease(p, &m)
+        if m.af == 4 and c.fwd == FWD_DROUTE:
+            ip_send_check(p + m.l3off, (p[m.l3off] & 0x0f) * 4)
     return V_FWD_DR if c.fwd == FWD_DROUTE else V_FWD_TUN
 
 
 cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
                        const uint32_t* off, const uint32_t* caplen, const uint32_t* wirelen,
                        const int64_t* ts, const uint16_t* linktype, uint8_t* verdict,
-                       Py_ssize_t n) noexcept nogil:
+                       int32_t* aux, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     cdef Py_ssize_t written = 0
     cdef int v
@@ -655,11 +669,14 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
             st.started = True
         if st.ct.heap_n and st.ct.heap_t[0] <= st.now:
             expire_due(st)
+        st.last_dest = -1
         if FV_UNLIKELY(<uint64_t>off[i] + caplen[i] > <uint64_t>buflen):
             v = V_DROP_BAD_SLOT
         else:
             v = dp_packet(st, buf + off[i], caplen[i], wirelen[i], linktype[i])
         verdict[i] = <uint8_t>v
+        if aux != NULL:
+            aux[i] = st.last_dest
         st.counts[v] += 1
         written += v < V_DROP_BASE
     return written
@@ -725,6 +742,7 @@ cdef class Engine:
         self.st.udp_timeout = DEFAULT_UDP_TIMEOUT * NS
         self.st.truncated_balance = True
         self.st.conn_reuse_mode = 1
+        self.st.tun_mtu = 1500
 
     def __dealloc__(self):
         cdef int32_t i
@@ -745,7 +763,7 @@ cdef class Engine:
     # -- options -------------------------------------------------------------------------
     def set_options(self, *, keep_ttl=None, director_view=None, truncated=None,
                     expire_nodest_conn=None, conn_reuse_mode=None,
-                    expire_quiescent_template=None):
+                    expire_quiescent_template=None, tunnel_mtu=None):
         if keep_ttl is not None:
             self.st.keep_ttl = bool(keep_ttl)
         if director_view is not None:
@@ -760,6 +778,10 @@ cdef class Engine:
             self.st.conn_reuse_mode = int(conn_reuse_mode)
         if expire_quiescent_template is not None:
             self.st.expire_quiescent_template = bool(expire_quiescent_template)
+        if tunnel_mtu is not None:
+            if not 68 <= tunnel_mtu <= 65535:
+                raise ValueError("tunnel MTU must be between 68 and 65535")
+            self.st.tun_mtu = tunnel_mtu
 
     def set_marks(self, rules):
         """The firewall-mark classifier: ``rules`` is a list of (mark, proto, network,
@@ -1001,21 +1023,41 @@ cdef class Engine:
     # -- the data path ---------------------------------------------------------------------
     def process(self, uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t[::1] caplen,
                 const uint32_t[::1] wirelen, const int64_t[::1] ts,
-                const uint16_t[::1] linktype, uint8_t[::1] verdict):
+                const uint16_t[::1] linktype, uint8_t[::1] verdict, int32_t[::1] aux=None):
         """Run a batch through the director in place. Returns how many packets are
-        to be written out (verdict < 64); ``verdict`` says what happened to each."""
+        to be written out (verdict < 64); ``verdict`` says what happened to each.
+        ``aux``, if given, receives each forwarded packet's real server (-1 for none),
+        which the output stage needs for direct routing and tunnelling."""
         cdef Py_ssize_t n = off.shape[0]
         cdef Py_ssize_t written
+        cdef int32_t* auxp = NULL
         if (caplen.shape[0] != n or wirelen.shape[0] != n or ts.shape[0] != n
                 or linktype.shape[0] != n or verdict.shape[0] < n):
             raise ValueError("batch arrays disagree in length")
+        if aux is not None:
+            if aux.shape[0] < n:
+                raise ValueError("aux is shorter than the batch")
+            if n:
+                auxp = &aux[0]
         if n == 0:
             return 0
         cdef uint8_t* b = &buf[0] if buf.shape[0] else NULL
         with nogil:
             written = dp_run(&self.st, b, buf.shape[0], &off[0], &caplen[0], &wirelen[0],
-                             &ts[0], &linktype[0], &verdict[0], n)
+                             &ts[0], &linktype[0], &verdict[0], auxp, n)
         return written
+
+    def dest_table(self):
+        """Every real server's address (16 bytes each, IPv4 in the first 4) and family,
+        as numpy arrays indexed like ``aux``."""
+        import numpy as np
+        addrs = np.zeros((max(1, self.st.ndests), 16), dtype=np.uint8)
+        fams = np.zeros(max(1, self.st.ndests), dtype=np.uint8)
+        cdef int32_t i
+        for i in range(self.st.ndests):
+            addrs[i] = np.frombuffer((<const uint8_t*>self.st.dests[i].addr)[:16], dtype=np.uint8)
+            fams[i] = self.st.dests[i].af
+        return addrs, fams
 
     def advance(self, int64_t now_ns):
         """Move the clock to ``now_ns`` (never backwards) and expire what is due."""

@@ -65,6 +65,13 @@ def cmd_process(a: argparse.Namespace) -> int:
         if not os.path.exists(a.marks):
             raise RulesError("no such file", source=a.marks)
         marks = parse_marks(Path(a.marks).read_text(), source=a.marks)
+    neigh = None
+    if a.neigh:
+        from fastvs.director import parse_neigh
+
+        if not os.path.exists(a.neigh):
+            raise RulesError("no such file", source=a.neigh)
+        neigh = parse_neigh(Path(a.neigh).read_text(), source=a.neigh)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         director = Director(
@@ -77,6 +84,9 @@ def cmd_process(a: argparse.Namespace) -> int:
             expire_nodest_conn=a.expire_nodest_conn,
             expire_quiescent_template=a.expire_quiescent_template,
             marks=marks,
+            neigh=neigh,
+            tunnel_source=a.tunnel_source,
+            tunnel_mtu=a.tunnel_mtu,
         )
     for w in caught:
         print(f"fastvs: warning: {w.message}", file=sys.stderr)
@@ -258,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="end connections whose real server was removed (sysctl expire_nodest_conn)")
     pr.add_argument("--expire-quiescent-template", action="store_true",
                     help="persistence templates of a weight-0 real server end (sysctl)")
+    pr.add_argument("--neigh", metavar="FILE",
+                    help="real servers' MAC addresses for direct routing: lines 'IP MAC'")
+    pr.add_argument("--tunnel-source", metavar="ADDR",
+                    help="outer source address of IPIP tunnels (default: the first VIP)")
+    pr.add_argument("--tunnel-mtu", type=int, default=1500,
+                    help="route MTU toward tunnelled real servers (DF packets above it are dropped)")
     pr.add_argument("--marks", metavar="FILE",
                     help="firewall marks for -f services: lines 'MARK PROTO NETWORK [PORT]'")
     pr.add_argument("--rules-order", choices=("kernel", "file"), default="kernel",

@@ -8,6 +8,7 @@ per-reason packet counts as plain Python data.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from fastvs import sched as _sched
 from fastvs import verdicts as V
 from fastvs._engine import DEFAULT_TCP_TIMEOUTS, Engine
+from fastvs._xmit import encap_tunnel, set_dr_macs
 from fastvs.batch import PacketBatch
 from fastvs.errors import RulesError
 from fastvs.rules import RealServer, Rules, VirtualService
@@ -50,6 +52,9 @@ class Director:
         expire_quiescent_template: bool = False,
         conn_reuse_mode: int = 1,
         marks: list[tuple[int, str, Any, int]] | None = None,
+        neigh: dict[str, str] | None = None,
+        tunnel_source: str | None = None,
+        tunnel_mtu: int = 1500,
     ) -> None:
         self.engine = Engine(capacity, seed)
         self.engine.set_options(
@@ -59,6 +64,7 @@ class Director:
             expire_nodest_conn=expire_nodest_conn,
             expire_quiescent_template=expire_quiescent_template,
             conn_reuse_mode=conn_reuse_mode,
+            tunnel_mtu=tunnel_mtu,
         )
         if marks:
             self.engine.set_marks(marks)
@@ -67,7 +73,10 @@ class Director:
         self._dest_index: dict[tuple[Any, tuple[str, int]], int] = {}
         self.first_ts: int | None = None
         self.packets = 0
+        self._neigh = {ipaddress.ip_address(k): v for k, v in (neigh or {}).items()}
+        self._tunnel_source = tunnel_source
         self._apply(rules)
+        self._xmit_tables()
 
     # -- configuration ---------------------------------------------------------------
     def _apply(self, rules: Rules) -> None:
@@ -112,6 +121,36 @@ class Director:
         )
         self._dest_index[(svc.key, rs.key)] = di
 
+    def _xmit_tables(self) -> None:
+        """What the output stage needs for -g and -i real servers."""
+        self._needs_xmit = any(rs.fwd in ("route", "tunnel") for svc in self.rules.services for rs in svc.reals)
+        if not self._needs_xmit:
+            return
+        self._dest_addr, self._dest_af = self.engine.dest_table()
+        n = len(self._dest_af)
+        self._dest_mac = np.zeros((n, 6), dtype=np.uint8)
+        self._has_mac = np.zeros(n, dtype=np.uint8)
+        for i in range(n):
+            raw = bytes(self._dest_addr[i])
+            ip = ipaddress.ip_address(raw[:4] if self._dest_af[i] == 4 else raw)
+            mac = self._neigh.get(ip)
+            if mac:
+                self._dest_mac[i] = np.frombuffer(bytes.fromhex(mac.replace(":", "").replace("-", "")), np.uint8)
+                self._has_mac[i] = 1
+        src4, src6 = "0.0.0.0", "::"
+        vips4 = [s.addr for s in self.rules.services if s.proto != "fwmark" and s.family == 4]
+        vips6 = [s.addr for s in self.rules.services if s.proto != "fwmark" and s.family == 6]
+        if self._tunnel_source:
+            if ipaddress.ip_address(self._tunnel_source).version == 4:
+                src4 = self._tunnel_source
+            else:
+                src6 = self._tunnel_source
+        else:
+            src4 = vips4[0] if vips4 else src4
+            src6 = vips6[0] if vips6 else src6
+        self._src4 = np.frombuffer(ipaddress.IPv4Address(src4).packed, np.uint8).copy()
+        self._src6 = np.frombuffer(ipaddress.IPv6Address(src6).packed, np.uint8).copy()
+
     # -- data path ---------------------------------------------------------------------
     def process(self, batch: PacketBatch) -> int:
         """Run one batch in place; fills ``batch.verdict``. Returns packets written."""
@@ -119,9 +158,23 @@ class Director:
         if n and self.first_ts is None:
             self.first_ts = int(batch.ts[0])
         self.packets += n
-        return self.engine.process(
-            batch.buf, batch.off, batch.caplen, batch.wirelen, batch.ts, batch.linktype, batch.verdict
+        if not self._needs_xmit:
+            return self.engine.process(
+                batch.buf, batch.off, batch.caplen, batch.wirelen, batch.ts, batch.linktype, batch.verdict
+            )
+        aux = np.empty(n, dtype=np.int32)
+        written = self.engine.process(
+            batch.buf, batch.off, batch.caplen, batch.wirelen, batch.ts, batch.linktype, batch.verdict, aux
         )
+        if np.any(batch.verdict == V.FWD_DR):
+            set_dr_macs(batch.buf, batch.off, batch.caplen, batch.linktype, batch.verdict, aux,
+                        self._dest_mac, self._has_mac)
+        if np.any(batch.verdict == V.FWD_TUN):
+            batch.buf, batch.off, batch.caplen, batch.wirelen = encap_tunnel(
+                batch.buf, batch.off, batch.caplen, batch.wirelen, batch.linktype, batch.verdict, aux,
+                self._dest_addr, self._dest_af, self._src4, self._src6,
+            )
+        return written
 
     def process_packets(self, frames: list[bytes], ts_ns: list[int] | None = None,
                         linktype: int = 1) -> tuple[list[bytes], list[int]]:
@@ -232,10 +285,31 @@ def parse_marks(text: str, source: str = "<marks>") -> list[tuple[int, str, Any,
     return out
 
 
+def parse_neigh(text: str, source: str = "<neigh>") -> dict[str, str]:
+    """A neighbour file: ``IP MAC`` per line (``192.168.0.10 02:52:c0:a8:00:0a``), the
+    MAC addresses direct routing sends real servers' frames to."""
+    out: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].split()
+        if not line:
+            continue
+        try:
+            if len(line) != 2:
+                raise ValueError("expected IP MAC")
+            ip = str(ipaddress.ip_address(line[0]))
+            mac = line[1].lower().replace("-", ":")
+            if len(bytes.fromhex(mac.replace(":", ""))) != 6:
+                raise ValueError(f"bad MAC address {line[1]!r}")
+        except ValueError as e:
+            raise RulesError(str(e), source=source, line=n) from None
+        out[ip] = mac
+    return out
+
+
 def verdict_counts(verdicts: np.ndarray) -> dict[str, int]:
     """Count a verdict array by name (for tests and reports)."""
     codes, counts = np.unique(verdicts, return_counts=True)
     return {V.name(int(c)): int(n) for c, n in zip(codes, counts, strict=True)}
 
 
-__all__ = ["Director", "DEFAULT_CAPACITY", "DEFAULT_TCP_TIMEOUTS", "parse_marks", "verdict_counts"]
+__all__ = ["Director", "DEFAULT_CAPACITY", "DEFAULT_TCP_TIMEOUTS", "parse_marks", "parse_neigh", "verdict_counts"]

@@ -20,8 +20,8 @@ PASS_ROUTED = 6  # director view: transit traffic routed on (TTL decremented)
 # -- written: forwarded after rewriting --------------------------------------------
 FWD_IN = 32  # client -> VIP: DNAT to the real server (ip_vs_in, ip_vs_nat_xmit)
 FWD_OUT = 33  # real server -> client: SNAT back to the VIP (ip_vs_out, handle_response)
-FWD_DR = 34  # client -> VIP by direct routing: only the MAC changes
-FWD_TUN = 35  # client -> VIP by IPIP tunnel
+FWD_DR = 34  # client -> VIP by direct routing (-g): only the MACs change (and TTL)
+FWD_TUN = 35  # client -> VIP by IPIP tunnel (-i): encapsulated toward the real server
 # -- dropped ---------------------------------------------------------------------------
 DROP_BASE = 64
 DROP_BAD_SLOT = 64  # offset/length outside the batch buffer
@@ -43,6 +43,7 @@ DROP_LOCAL = 79  # director view: addressed to the director itself (VIP) outside
 DROP_CAPTURE_CUT = 80  # cut by the snap length and truncated="drop" was chosen
 DROP_SNAT_FAILED = 81  # reply could not be rewritten (header cut before the checksum)
 DROP_ICMP_CSUM = 82  # an ICMP error about a connection with a wrong checksum (ip_vs_in_icmp)
+DROP_MTU = 83  # too big to tunnel with DF set (the kernel answers ICMP fragmentation needed)
 
 NAMES: dict[int, str] = {
     PASS_NOT_IP: "pass_not_ip",
@@ -75,6 +76,7 @@ NAMES: dict[int, str] = {
     DROP_CAPTURE_CUT: "drop_capture_cut",
     DROP_SNAT_FAILED: "drop_snat_failed",
     DROP_ICMP_CSUM: "drop_icmp_csum",
+    DROP_MTU: "drop_mtu",
 }
 
 
