@@ -116,7 +116,8 @@ cdef inline int l2_parse(const uint8_t* p, uint32_t caplen, uint16_t linktype,
 
 
 cdef inline bint ip_options_ok(const uint8_t* opt, uint32_t n) noexcept nogil:
-    """Walk IPv4 options the way ip_options_compile does for their framing."""
+    """Walk IPv4 options the way ip_options_compile does for their framing; a
+    source-route option fails too, as ip_rcv_options refuses it by default."""
     cdef uint32_t i = 0
     cdef uint32_t olen
     while i < n:
@@ -125,6 +126,8 @@ cdef inline bint ip_options_ok(const uint8_t* opt, uint32_t n) noexcept nogil:
         if opt[i] == 1:         # IPOPT_NOOP
             i += 1
             continue
+        if opt[i] == 131 or opt[i] == 137:
+            return False        # source routing: refused (accept_source_route = 0)
         if i + 1 >= n:
             return False
         olen = opt[i + 1]
@@ -141,15 +144,13 @@ cdef enum:
 cdef inline int parse_l4(const uint8_t* p, uint32_t caplen, uint32_t l4, uint32_t dgram_end,
                          PacketMeta* m) noexcept nogil:
     """TCP/UDP header of a datagram ending at ``dgram_end``; ICMP/ICMPv6 type and code."""
-    cdef uint32_t doff
     if m.proto == IPPROTO_TCP_:
         if l4 + 20 > dgram_end:
             return V_DROP_L4_MALFORMED
         if l4 + 20 > caplen:
             return V_DROP_L4_TRUNCATED
-        doff = (p[l4 + 12] >> 4) * 4
-        if doff < 20 or l4 + doff > dgram_end:
-            return V_DROP_L4_MALFORMED
+        # IPVS reads the 20-byte header only: a bad data offset is the real
+        # server's business (the kernel forwards such a SYN and makes a connection)
         m.tcpflags = p[l4 + 13]
     elif m.proto == IPPROTO_UDP_:
         if l4 + 8 > dgram_end:
