@@ -429,6 +429,7 @@ cdef inline void want_ip(PumpC* s, uint32_t ip) noexcept nogil:
 cdef Py_ssize_t pump_rx(PumpC* s, int timeout_ms) noexcept nogil:
     """Poll, then drain each data socket once. Returns frames accepted into the batch."""
     cdef int i, k, r, fi, nready
+    cdef bint polled
     cdef int start = 0
     cdef Py_ssize_t n = 0
     cdef mmsghdr* h
@@ -440,16 +441,21 @@ cdef Py_ssize_t pump_rx(PumpC* s, int timeout_ms) noexcept nogil:
     for i in range(s.npfd):
         s.pfd[i].revents = 0
     s.aux_ready = 0
+    polled = False
     if not s.last_full or s.npfd > s.nfds:
         # skip the system call only while the data sockets keep us busy and no aux fds
         nready = poll(s.pfd, s.npfd, 0 if s.last_full else timeout_ms)
-        if nready <= 0:
+        if nready < 0:
             return 0
+        polled = not s.last_full
         for i in range(s.nfds, s.npfd):
             if s.pfd[i].revents:
                 s.aux_ready |= 1u << (i - s.nfds)
     s.last_full = False
     for fi in range(s.nfds):
+        if polled and s.pfd[fi].revents == 0:
+            start += s.batch            # nothing waiting there: save the system call
+            continue
         for k in range(s.batch):
             i = start + k
             h = &s.rxh[i]
@@ -762,3 +768,47 @@ cdef uint16_t* _ptr16(arr):
 cdef uint8_t* _ptr8(arr):
     cdef uint8_t[::1] v = arr
     return &v[0]
+
+
+def blast(int fd, const uint8_t[::1] frames, unsigned int frame_len, double seconds,
+          unsigned int burst=64):
+    """Send the concatenated ``frames`` (each ``frame_len`` bytes) round-robin on a
+    bound AF_PACKET socket with sendmmsg for ``seconds``; returns frames accepted by
+    the kernel. A load generator for benchmarks (benchmarks/bench_forward.py)."""
+    cdef Py_ssize_t nframes = frames.shape[0] // frame_len if frame_len else 0
+    cdef mmsghdr* h
+    cdef iovec* iov
+    cdef unsigned int i, _k
+    cdef int r
+    cdef uint64_t sent = 0
+    cdef int64_t end
+    cdef Py_ssize_t next_frame = 0
+    if nframes == 0 or burst == 0:
+        raise ValueError("no frames to send")
+    h = <mmsghdr*>calloc(burst, sizeof(mmsghdr))
+    iov = <iovec*>calloc(burst, sizeof(iovec))
+    if h == NULL or iov == NULL:
+        free(h)
+        free(iov)
+        raise MemoryError()
+    end = mono_ns() + <int64_t>(seconds * 1e9)
+    with nogil:
+        for i in range(burst):
+            h[i].msg_hdr.msg_iov = &iov[i]
+            h[i].msg_hdr.msg_iovlen = 1
+            iov[i].iov_len = frame_len
+        while True:
+            for _k in range(16):
+                for i in range(burst):
+                    iov[i].iov_base = <void*>(&frames[0] + next_frame * frame_len)
+                    next_frame += 1
+                    if next_frame == nframes:
+                        next_frame = 0
+                r = sendmmsg(fd, h, burst, 0)
+                if r > 0:
+                    sent += r
+            if mono_ns() >= end:
+                break
+    free(h)
+    free(iov)
+    return sent

@@ -1,0 +1,282 @@
+"""Live forwarding: ``fastvs forward`` against the kernel's own NAT load balancing.
+
+One topology (tests/netns.py: client, director, switch, two real servers running nginx
+if installed, else busybox httpd), measured in one run with the director namespace as
+
+- **fastvs**: ``fastvs forward`` (``--workers`` 1, and N if asked), no addresses, no
+  forwarding, the kernel's IP stack fenced off by a netdev ingress drop;
+- **kernel**: addresses on both interfaces (VIP on the client side), ``ip_forward=1``,
+  nftables ``dnat to numgen inc mod 2 map { 0 : rs1, 1 : rs2 }`` with conntrack.
+
+For each: HTTP requests/s and latency percentiles with ``wrk`` (keep-alive), new
+connections/s (``Connection: close``: one TCP connection per request), and 64-byte UDP
+frames/s forwarded (a client blasting 18-byte datagrams over 64 flows; counted at the
+real servers' interfaces). Prints a table with the ratios fastvs/kernel. Needs root,
+``ip netns``, ``wrk`` and ``nft``; run as a script::
+
+    python benchmarks/bench_forward.py [--seconds 5] [--workers 1 2] [--json out.json]
+
+Nothing is asserted; pytest collects no test from this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from netns import GW_IP, RS_IPS, VIP, Topology, have_netns  # noqa: E402
+
+BLAST_PORT = 9
+BLASTER = r"""
+import socket, struct, sys
+from fastvs._afpacket import blast
+dst_mac, src_mac, src, dst = bytes.fromhex(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3], sys.argv[4]
+port, secs, flows = int(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
+
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return s
+
+frames = bytearray()
+payload = b"x" * 18          # 14 eth + 20 ip + 8 udp + 18 = 60 bytes (+ FCS = 64 on a wire)
+for i in range(flows):
+    sport = 20000 + i
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 46, i, 0, 64, 17, 0,
+                               socket.inet_aton(src), socket.inet_aton(dst)))
+    ip[10:12] = struct.pack("!H", 0xffff - csum(bytes(ip)))
+    udp = bytearray(struct.pack("!HHHH", sport, port, 26, 0) + payload)
+    ph = ip[12:20] + struct.pack("!BBH", 0, 17, 26)
+    c = 0xffff - csum(bytes(ph + udp))
+    udp[6:8] = struct.pack("!H", c or 0xffff)
+    frames += dst_mac + src_mac + b"\x08\x00" + ip + udp
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+s.setsockopt(263, 20, 1)   # PACKET_QDISC_BYPASS
+s.bind(("eth0", 0))
+print(blast(s.fileno(), frames, 60, secs))
+"""
+
+
+def wrk(t: Topology, seconds: float, conns: int, close: bool) -> dict[str, float]:
+    args = ["wrk", "-t2", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency"]
+    if close:
+        args += ["-H", "Connection: close"]
+    r = t.nsx(t.client, *args, f"http://{VIP}/", timeout=seconds + 60, check=False)
+    out = r.stdout
+    res: dict[str, float] = {"rps": 0.0, "errors": 0.0}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m:
+        res["rps"] = float(m.group(1))
+    else:
+        print(f"wrk failed: {out.strip()} {r.stderr.strip()}", file=sys.stderr)
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)
+        if m:
+            scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+            res[f"p{pct}_ms"] = float(m.group(1)) * scale
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        res["errors"] = float(sum(int(x) for x in m.groups()))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        res["errors"] += float(m.group(1))
+    return res
+
+
+def rs_rx(t: Topology) -> int:
+    total = 0
+    for ns in t.rs:
+        total += int(t.nsx(ns, "cat", "/sys/class/net/eth0/statistics/rx_packets").stdout)
+    return total
+
+
+def mac_of(t: Topology, ns: str, ip: str | None, dev: str = "eth0") -> str:
+    if ip is None:
+        out = t.nsx(ns, "cat", f"/sys/class/net/{dev}/address").stdout
+    else:
+        t.nsx(ns, "ping", "-c1", "-W1", ip, check=False)
+        out = t.nsx(ns, "ip", "neigh", "show", ip, "dev", dev).stdout
+    m = re.search(r"([0-9a-f]{2}(?::[0-9a-f]{2}){5})", out)
+    if not m:
+        raise RuntimeError(f"no MAC for {ip or dev} in {ns}: {out!r}")
+    return m.group(1).replace(":", "")
+
+
+def udp_pps(t: Topology, seconds: float, senders: int = 1) -> dict[str, float]:
+    """A raw AF_PACKET blaster (sendmmsg of prebuilt frames) over 64 flows."""
+    from netns import CLIENT_IP
+
+    dmac, smac = mac_of(t, t.client, VIP), mac_of(t, t.client, None)
+    before = rs_rx(t)
+    procs = [t.spawn(t.client, sys.executable, "-c", BLASTER, dmac, smac, CLIENT_IP, VIP, str(BLAST_PORT),
+                     str(seconds), "64", stdout=subprocess.PIPE) for _ in range(senders)]
+    sent = 0
+    for p in procs:
+        out, _ = p.communicate(timeout=seconds + 30)
+        sent += int(out or 0)
+        t.procs.remove(p)
+    time.sleep(0.3)
+    got = rs_rx(t) - before
+    return {"sent_pps": sent / seconds, "fwd_pps": got / seconds}
+
+
+def rules_text() -> str:
+    lines = [f"-A -t {VIP}:80 -s rr"]
+    lines += [f"-a -t {VIP}:80 -r {ip}:80 -m -w 1" for ip in RS_IPS]
+    lines += [f"-A -u {VIP}:{BLAST_PORT} -s rr"]
+    lines += [f"-a -u {VIP}:{BLAST_PORT} -r {ip}:{BLAST_PORT} -m -w 1" for ip in RS_IPS]
+    return "\n".join(lines) + "\n"
+
+
+def measure(t: Topology, seconds: float, conns: int) -> dict[str, Any]:
+    t.nsx(t.client, "curl", "-s", "--max-time", "3", f"http://{VIP}/", check=False)  # warm ARP
+    res: dict[str, Any] = {}
+    res["http"] = wrk(t, seconds, conns, close=False)
+    res["newconn"] = wrk(t, seconds, conns, close=True)
+    res["udp"] = udp_pps(t, seconds)
+    return res
+
+
+def kernel_mode(t: Topology, on: bool) -> None:
+    d = t.director
+    if on:
+        t.nsx(d, "nft", "delete", "table", "netdev", "fvt", check=False)
+        t.nsx(d, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        t.nsx(d, "ip", "addr", "add", "10.0.0.1/24", "dev", t.client_if)
+        t.nsx(d, "ip", "addr", "add", f"{VIP}/32", "dev", t.client_if)
+        t.nsx(d, "ip", "addr", "add", f"{GW_IP}/24", "dev", t.server_if)
+        conf = t.tmp / "lb.nft"
+        m = f"{{ 0 : {RS_IPS[0]}, 1 : {RS_IPS[1]} }}"
+        conf.write_text(
+            "table ip fvtlb {\n"
+            "  chain pre { type nat hook prerouting priority -100;\n"
+            f"    ip daddr {VIP} tcp dport 80 dnat to numgen inc mod 2 map {m}\n"
+            f"    ip daddr {VIP} udp dport {BLAST_PORT} dnat to numgen inc mod 2 map {m}\n"
+            "  }\n"
+            "  chain post { type nat hook postrouting priority 100; }\n"
+            "}\n")
+        t.nsx(d, "nft", "-f", str(conf))
+    else:
+        t.nsx(d, "nft", "delete", "table", "ip", "fvtlb", check=False)
+        t.nsx(d, "ip", "addr", "flush", "dev", t.client_if, check=False)
+        t.nsx(d, "ip", "addr", "flush", "dev", t.server_if, check=False)
+        t.nsx(d, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+    t.flush_neighbours()
+
+
+def run_fastvs(t: Topology, rules: Path, workers: int, seconds: float, conns: int) -> dict[str, Any]:
+    t.flush_neighbours()
+    p = t.spawn(t.director, sys.executable, "-m", "fastvs.forwarder", "-r", str(rules),
+                *t.forward_args(), "--fix-offloads", "-q", "--workers", str(workers),
+                "--capacity", str(1 << 21), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stderr is not None
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        line = p.stderr.readline().decode()
+        if "ready" in line or not line:
+            break
+    try:
+        return measure(t, seconds, conns)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+        t.procs.remove(p)
+        tail = out.decode().strip().splitlines()
+        print("\n".join(line for line in tail if line.startswith(("packets in", "  io", "  drops"))),
+              file=sys.stderr)
+
+
+def fmt(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if unit == "ms":
+        return f"{v:.2f}"
+    return f"{v:,.0f}"
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    cols = list(results)
+    kern = results.get("kernel")
+    rows = [
+        ("HTTP req/s (keep-alive)", lambda r: r["http"]["rps"], ""),
+        ("  latency p50 ms", lambda r: r["http"].get("p50_ms"), "ms"),
+        ("  latency p90 ms", lambda r: r["http"].get("p90_ms"), "ms"),
+        ("  latency p99 ms", lambda r: r["http"].get("p99_ms"), "ms"),
+        ("  errors", lambda r: r["http"]["errors"], ""),
+        ("new connections/s (no keep-alive)", lambda r: r["newconn"]["rps"], ""),
+        ("  latency p99 ms", lambda r: r["newconn"].get("p99_ms"), "ms"),
+        ("  errors", lambda r: r["newconn"]["errors"], ""),
+        ("UDP 64 B frames/s forwarded", lambda r: r["udp"]["fwd_pps"], ""),
+        ("  offered by the client", lambda r: r["udp"]["sent_pps"], ""),
+    ]
+    fast = [c for c in cols if c != "kernel"]
+    head = f"{'':36}" + "".join(f"{c:>14}" for c in cols) + "".join(f"{c + '/kernel':>20}" for c in fast)
+    out = [head, "-" * len(head)]
+    for name, get, unit in rows:
+        line = f"{name:36}" + "".join(f"{fmt(get(results[c]), unit):>14}" for c in cols)
+        if kern is not None:
+            for c in fast:
+                a, b = get(results[c]), get(kern)
+                line += f"{(a / b if a is not None and b else float('nan')):>20.2f}"
+        out.append(line)
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--conns", type=int, default=50, help="wrk connections")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--json", metavar="FILE")
+    a = ap.parse_args(argv)
+    ok, why = have_netns()
+    if not ok:
+        print(f"bench_forward: {why}", file=sys.stderr)
+        return 1
+    for tool in ("wrk", "nft"):
+        if shutil.which(tool) is None:
+            print(f"bench_forward: {tool} not installed", file=sys.stderr)
+            return 1
+    results: dict[str, dict[str, Any]] = {}
+    with Topology(server="nginx") as t:
+        print(f"servers: {'nginx' if shutil.which('nginx') else 'busybox httpd'}; "
+              f"{a.seconds:g} s per measurement, wrk -t2 -c{a.conns}", file=sys.stderr)
+        rules = t.tmp / "bench.rules"
+        rules.write_text(rules_text())
+        # each run opens tens of thousands of connections: keep the servers' TIME_WAIT
+        # sockets from one run out of the next (a SYN that meets one is answered with a
+        # challenge ACK and retried a second later), and give the client all ports
+        for r in t.rs:
+            t.nsx(r, "sysctl", "-qw", "net.ipv4.tcp_max_tw_buckets=0")
+        t.nsx(t.client, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535")
+        if shutil.which("nft"):
+            for r in t.rs:  # no ICMP port unreachable storms from the UDP sink port
+                t.nsx(r, "nft", "add table ip sink; add chain ip sink in { type filter hook input priority 0; }; "
+                      f"add rule ip sink in udp dport {BLAST_PORT} drop", check=False)
+        for w in a.workers:
+            print(f"-- fastvs forward --workers {w}", file=sys.stderr)
+            results[f"fastvs-w{w}"] = run_fastvs(t, rules, w, a.seconds, a.conns)
+        print("-- kernel: nftables dnat numgen + conntrack", file=sys.stderr)
+        kernel_mode(t, True)
+        try:
+            results["kernel"] = measure(t, a.seconds, a.conns)
+        finally:
+            kernel_mode(t, False)
+    print(table(results))
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
