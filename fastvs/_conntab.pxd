@@ -109,7 +109,7 @@ cdef inline uint32_t ct_lookup(const ConnTable* t, const PacketMeta* m, uint64_t
         if (b >> 32) == tag:
             idx = <uint32_t>(b & 0x7fffffff) - 1
             c = &t.conns[idx]
-            if c.proto == m.proto and not (c.in_use & 4):
+            if c.proto == m.proto and c.af == m.af and not (c.in_use & 4):
                 if (b >> 31) & 1:
                     if (c.dport_be == m.sport_be and c.cport_be == m.dport_be
                             and addr_eq(c.daddr, m.saddr) and addr_eq(c.caddr, m.daddr)):

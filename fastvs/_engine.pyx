@@ -309,8 +309,6 @@ cdef inline uint32_t conn_new(EngineState* st, int32_t s, int32_t di, uint8_t pr
 cdef inline void conn_stats(EngineState* st, Conn* c) noexcept nogil:
     """ip_vs_conn_stats: one more connection for the dest, its service, the total."""
     st.dests[c.dest].stats.conns += 1
-    st.svcs[c.svc].stats.conns += 1
-    st.total.conns += 1
 
 
 cdef inline bint template_ok(const EngineState* st, const Conn* t) noexcept nogil:
@@ -396,17 +394,14 @@ cdef inline int conn_schedule(EngineState* st, int32_t s, PacketMeta* m, uint32_
 
 
 cdef inline void count_in(EngineState* st, Conn* c, uint32_t nbytes, bint pkt) noexcept nogil:
-    """ip_vs_in_stats: the connection's real server, its service and the total."""
+    """ip_vs_in_stats. Only the real server's counters move per packet; a service's
+    and the total are sums over real servers (removed ones included), taken when read."""
     cdef Dest* d
     if c.dest < 0:
         return
     d = &st.dests[c.dest]
     d.stats.inpkts += pkt
     d.stats.inbytes += nbytes
-    st.svcs[c.svc].stats.inpkts += pkt
-    st.svcs[c.svc].stats.inbytes += nbytes
-    st.total.inpkts += pkt
-    st.total.inbytes += nbytes
 
 
 cdef inline void count_out(EngineState* st, Conn* c, uint32_t nbytes, bint pkt) noexcept nogil:
@@ -417,10 +412,6 @@ cdef inline void count_out(EngineState* st, Conn* c, uint32_t nbytes, bint pkt) 
     d = &st.dests[c.dest]
     d.stats.outpkts += pkt
     d.stats.outbytes += nbytes
-    st.svcs[c.svc].stats.outpkts += pkt
-    st.svcs[c.svc].stats.outbytes += nbytes
-    st.total.outpkts += pkt
-    st.total.outbytes += nbytes
 
 
 # -- fragments --------------------------------------------------------------------------
@@ -1084,8 +1075,21 @@ cdef class Engine:
         """Packets per verdict code since the engine was made: {code: count}."""
         return {i: self.st.counts[i] for i in range(V_NCODES) if self.st.counts[i]}
 
+    cdef void _sum_stats(self, int32_t svc, Stats* out):
+        cdef int32_t i
+        memset(out, 0, sizeof(Stats))
+        for i in range(self.st.ndests):
+            if svc < 0 or self.st.dests[i].svc == svc:
+                out.conns += self.st.dests[i].stats.conns
+                out.inpkts += self.st.dests[i].stats.inpkts
+                out.outpkts += self.st.dests[i].stats.outpkts
+                out.inbytes += self.st.dests[i].stats.inbytes
+                out.outbytes += self.st.dests[i].stats.outbytes
+
     def total_stats(self):
-        return _stats(&self.st.total)
+        cdef Stats t
+        self._sum_stats(-1, &t)
+        return _stats(&t)
 
     def services(self):
         """Services with their real servers in list order, stats and counters."""
@@ -1106,10 +1110,15 @@ cdef class Engine:
                 "af": s.af,
                 "scheduler": (<SchedOps*>s.sched).name.decode(),
                 "persistent": s.persist_timeout,
-                "stats": _stats(&s.stats),
+                "stats": self._svc_stats(i),
                 "reals": reals,
             })
         return out
+
+    cdef dict _svc_stats(self, int32_t svc):
+        cdef Stats t
+        self._sum_stats(svc, &t)
+        return _stats(&t)
 
     def dest_info(self, int dest):
         self._check_dest(dest)
@@ -1177,6 +1186,7 @@ cdef class Engine:
         m.sport_be = _port_be(cport)
         m.dport_be = _port_be(vport)
         m.proto = PROTO_NUMBERS[proto]
+        m.af = af
         cdef uint32_t idx = ct_lookup(&self.st.ct, &m, ct_hash_pkt(&self.st.ct, &m), &direction)
         if idx == CT_NONE or direction != CT_DIR_IN:
             return None

@@ -23,6 +23,12 @@ static inline uint64_t fv_hash_key(const uint32_t *a1, const uint32_t *a2,
 {
     const uint64_t k0 = 0xa0761d6478bd642fULL, k1 = 0xe7037ed1a0b428dbULL;
     const uint64_t k2 = 0x8ebc6af09c88c6e3ULL, k3 = 0x589965cc75374cc3ULL;
+    if (!(a1[1] | a1[2] | a1[3] | a2[1] | a2[2] | a2[3])) {
+        /* IPv4 (or any key with only the first address words set): two multiplies */
+        uint64_t v = ((uint64_t)a1[0] << 32) | a2[0];
+        uint64_t w = ((uint64_t)p1 << 24) | ((uint64_t)p2 << 8) | proto;
+        return fv_mum(fv_mum(v ^ seed ^ k0, w ^ k1) ^ k2, seed ^ k3);
+    }
     uint64_t w0 = ((uint64_t)a1[0] << 32) | a1[1];
     uint64_t w1 = ((uint64_t)a1[2] << 32) | a1[3];
     uint64_t w2 = ((uint64_t)a2[0] << 32) | a2[1];

@@ -172,6 +172,7 @@ ctypedef struct Service:
     Stats stats
 
 ctypedef struct Conn:
+    # first cache line: what a lookup compares and the per-packet state
     uint32_t caddr[4]
     uint32_t vaddr[4]
     uint32_t daddr[4]
@@ -183,6 +184,8 @@ ctypedef struct Conn:
     uint8_t state
     uint8_t fwd
     uint16_t flags
+    uint16_t in_use          # bit 0 allocated, bit 1 hashed, bit 2 a template
+    # second cache line
     int32_t dest             # index into Dest array, -1 for none
     int32_t svc
     int64_t expires          # ns; the connection is gone for a packet at or after this
@@ -190,7 +193,7 @@ ctypedef struct Conn:
     int64_t heap_key         # this connection's key in the timer heap (<= expires)
     uint64_t hash            # keyed hash of the in key (the out key hashes alike)
     uint64_t hash_out
-    uint32_t in_use           # bit 0 allocated, bit 1 hashed, bit 2 a template
-    uint32_t heap_pos         # this connection's place in the timer heap
-    uint32_t control          # the controlling template's index + 1, 0 for none
-    int32_t n_control         # a template: connections it controls
+    uint32_t heap_pos        # this connection's place in the timer heap
+    uint32_t control         # the controlling template's index + 1, 0 for none
+    int32_t n_control        # a template: connections it controls
+    uint32_t pad_
