@@ -32,30 +32,57 @@ cdef enum:
     CT_NONE = 0xffffffff
 
 ctypedef struct ConnTable:
-    Conn* conns
+    Conn* conns              # mmap'd: page aligned, zero pages until used
+    size_t conns_bytes
     uint64_t* buckets        # 0 = empty; else tag << 32 | dir << 31 | (index + 1)
     uint32_t* free_stack
     int64_t* heap_t
     uint32_t* heap_i
     uint64_t seed
     uint64_t mask
+    uint64_t max_buckets     # the bucket array grows up to this (4 x capacity)
+    uint64_t nentries        # bucket entries in use (2 per connection, 1 per template)
     uint32_t capacity
     uint32_t count
     uint32_t free_top
     uint32_t heap_n
 
 
+cdef extern from "<sys/mman.h>" nogil:
+    void* mmap(void* addr, size_t length, int prot, int flags, int fd, long offset)
+    int munmap(void* addr, size_t length)
+    int madvise(void* addr, size_t length, int advice)
+    int PROT_READ
+    int PROT_WRITE
+    int MAP_PRIVATE
+    int MAP_ANONYMOUS
+    void* MAP_FAILED
+    int MADV_HUGEPAGE
+
+cdef enum:
+    CT_MIN_BUCKETS = 1024
+
+
 cdef inline int ct_init(ConnTable* t, uint32_t capacity, uint64_t seed) noexcept nogil:
     cdef uint64_t nb = 16
     cdef uint32_t i
+    cdef void* mem
     while nb < <uint64_t>capacity * 4:
         nb <<= 1
+    t.max_buckets = nb
+    if nb > CT_MIN_BUCKETS:
+        nb = CT_MIN_BUCKETS       # grows with the live connections (ct_grow)
     t.capacity = capacity
     t.count = 0
+    t.nentries = 0
     t.seed = seed
     t.mask = nb - 1
     t.heap_n = 0
-    t.conns = <Conn*>calloc(capacity, sizeof(Conn))
+    t.conns_bytes = <size_t>capacity * sizeof(Conn)
+    mem = mmap(NULL, t.conns_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    t.conns = NULL if mem == MAP_FAILED else <Conn*>mem
+    if t.conns != NULL and t.conns_bytes >= (2 << 20):
+        madvise(mem, t.conns_bytes, MADV_HUGEPAGE)     # fewer TLB misses; advisory
     t.buckets = <uint64_t*>calloc(nb, sizeof(uint64_t))
     t.free_stack = <uint32_t*>calloc(capacity, sizeof(uint32_t))
     t.heap_t = <int64_t*>calloc(capacity, sizeof(int64_t))
@@ -72,12 +99,14 @@ cdef inline int ct_init(ConnTable* t, uint32_t capacity, uint64_t seed) noexcept
 
 
 cdef inline void ct_destroy(ConnTable* t) noexcept nogil:
-    free(t.conns)
+    if t.conns != NULL:
+        munmap(t.conns, t.conns_bytes)
     free(t.buckets)
     free(t.free_stack)
     free(t.heap_t)
     free(t.heap_i)
     t.conns = NULL
+    t.conns_bytes = 0
     t.buckets = NULL
     t.free_stack = NULL
     t.heap_t = NULL
@@ -182,6 +211,32 @@ cdef inline uint64_t ct_bucket_home(const ConnTable* t, uint64_t b) noexcept nog
     return c.hash & t.mask
 
 
+cdef inline int ct_grow(ConnTable* t) noexcept nogil:
+    """Double the bucket array and re-place every entry (rare: amortised over the
+    connections that filled it). Returns -1 when it cannot grow."""
+    cdef uint64_t nb = (t.mask + 1) * 2
+    cdef uint64_t* old = t.buckets
+    cdef uint64_t old_n = t.mask + 1
+    cdef uint64_t* nbk
+    cdef uint64_t i, b, pos
+    if nb > t.max_buckets:
+        return -1
+    nbk = <uint64_t*>calloc(nb, sizeof(uint64_t))
+    if nbk == NULL:
+        return -1
+    t.buckets = nbk
+    t.mask = nb - 1
+    for i in range(old_n):
+        b = old[i]
+        if b:
+            pos = ct_bucket_home(t, b)
+            while nbk[pos] != 0:
+                pos = (pos + 1) & t.mask
+            nbk[pos] = b
+    free(old)
+    return 0
+
+
 # -- timer heap ----------------------------------------------------------------------
 
 cdef inline void heap_set(ConnTable* t, uint32_t pos, int64_t when, uint32_t idx) noexcept nogil:
@@ -254,6 +309,10 @@ cdef inline uint32_t ct_alloc(ConnTable* t) noexcept nogil:
     cdef uint32_t idx
     if t.free_top == 0:
         return CT_NONE
+    # keep the buckets at most half full, counting this connection's two entries
+    while (t.nentries + 2) * 2 > t.mask + 1:
+        if ct_grow(t) != 0:
+            return CT_NONE
     t.free_top -= 1
     idx = t.free_stack[t.free_top]
     return idx
@@ -265,10 +324,12 @@ cdef inline void ct_link(ConnTable* t, uint32_t idx) noexcept nogil:
     c.hash = fv_hash_key(c.caddr, c.vaddr, c.cport_be, c.vport_be, c.proto, t.seed)
     c.hash_out = fv_hash_key(c.daddr, c.caddr, c.dport_be, c.cport_be, c.proto, t.seed)
     ct_bucket_put(t, c.hash, idx, CT_DIR_IN)
+    t.nentries += 1
     if c.flags & CONN_F_TEMPLATE:
         c.in_use = 7        # a template is reached only by its in key
     else:
         ct_bucket_put(t, c.hash_out, idx, CT_DIR_OUT)
+        t.nentries += 1
         c.in_use = 3        # bit 0: allocated, bit 1: hashed
     t.count += 1
     t.heap_n += 1
@@ -282,8 +343,10 @@ cdef inline void ct_unhash(ConnTable* t, uint32_t idx) noexcept nogil:
     cdef Conn* c = &t.conns[idx]
     if c.in_use & 2:
         ct_bucket_del(t, c.hash, idx, CT_DIR_IN)
+        t.nentries -= 1
         if not (c.in_use & 4):
             ct_bucket_del(t, c.hash_out, idx, CT_DIR_OUT)
+            t.nentries -= 1
         c.in_use &= ~2
 
 

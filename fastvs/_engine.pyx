@@ -1148,9 +1148,10 @@ cdef class Engine:
         out = []
         cdef uint32_t i
         cdef Conn* c
-        for i in range(self.st.ct.capacity):
-            c = &self.st.ct.conns[i]
-            if not (c.in_use & 1):
+        # every live connection has one timer-heap entry: walk those, not the table
+        for i in range(self.st.ct.heap_n):
+            c = &self.st.ct.conns[self.st.ct.heap_i[i]]
+            if not (c.in_use & 2):
                 continue
             out.append(self._conn_info(c))
         return out

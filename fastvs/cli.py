@@ -316,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", metavar="PNG", help="plot throughput (needs matplotlib)")
     b.add_argument("--no-refs", action="store_true", help="skip the C and dpkt references")
     b.set_defaults(func=cmd_bench)
+
+    from fastvs.forwarder import add_cli
+
+    add_cli(sub)
     return p
 
 

@@ -312,3 +312,20 @@ def test_many_connections_expire_exactly_on_time() -> None:
         last[port] = t
         alive = sum(1 for v in last.values() if v + 300 * S > t)
         assert d.engine.conn_count == alive
+
+
+def test_table_grows_and_shrinks_with_many_connections() -> None:
+    """The bucket array starts small and doubles as connections arrive (4000 here,
+    past several doublings); every connection stays reachable, then all expire."""
+    d = director(capacity=5000)
+    frames = [udp(f"100.64.{i // 250}.{i % 250 + 1}", 1024 + i, VIP, 53) for i in range(4000)]
+    _, v = run(d, frames, step=1000)
+    assert v == [V.FWD_IN] * 4000
+    assert d.engine.conn_count == 4000
+    for i in (0, 1234, 3999):
+        assert d.lookup("udp", f"100.64.{i // 250}.{i % 250 + 1}", 1024 + i, VIP, 53) is not None
+    replies, v = run(d, [udp(RIP1, 5353, f"100.64.{i // 250}.{i % 250 + 1}", 1024 + i) for i in range(4000)],
+                     t0=S)
+    assert v == [V.FWD_OUT] * 4000
+    d.engine.advance(400 * S)
+    assert d.engine.conn_count == 0 and d.connections() == []
