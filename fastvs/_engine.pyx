@@ -561,7 +561,6 @@ cdef inline bint new_conn_expected(const Conn* c, int mode) noexcept nogil:
 cdef inline int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int rc,
                           uint64_t h) noexcept nogil:
     """One packet, already parsed (``rc``, ``mp``) and, if a candidate, hashed (``h``)."""
-    cdef PacketMeta m = mp[0]
     cdef int direction
     cdef uint32_t idx
     cdef int32_t s
@@ -569,26 +568,26 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int rc,
     cdef Conn* c
     if rc != PKT_OK:
         if rc == PKT_ICMP:
-            return icmp_packet(st, p, &m)
+            return icmp_packet(st, p, mp)
         if rc == V_PASS_FRAGMENT:
-            rc = frag_follow(st, p, &m)
+            rc = frag_follow(st, p, mp)
             if rc != V_PASS_FRAGMENT:
                 return rc
         if rc == V_PASS_NOT_SERVICE or rc == V_PASS_PROTO or rc == V_PASS_FRAGMENT:
-            return not_ipvs(st, p, &m, rc)
+            return not_ipvs(st, p, mp, rc)
         return rc
-    if m.cut and not st.truncated_balance:
+    if mp.cut and not st.truncated_balance:
         return V_DROP_CAPTURE_CUT
 
     direction = CT_DIR_IN
-    idx = ct_lookup(&st.ct, &m, h, &direction)
+    idx = ct_lookup(&st.ct, mp, h, &direction)
     if idx != CT_NONE and direction == CT_DIR_OUT:
-        return handle_response(st, p, &m, idx)
+        return handle_response(st, p, mp, idx)
 
     if idx != CT_NONE:
         c = &st.ct.conns[idx]
         # a SYN for a connection that is finishing or whose server was quiesced
-        if m.proto == IPPROTO_TCP_ and (m.tcpflags & TH_SYN):
+        if mp.proto == IPPROTO_TCP_ and (mp.tcpflags & TH_SYN):
             if st.expire_nodest_conn and c.dest >= 0 and st.dests[c.dest].weight == 0:
                 conn_expire_now(st, idx)
                 idx = CT_NONE
@@ -604,42 +603,42 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int rc,
 
     if idx == CT_NONE:
         # tcp_conn_schedule / udp_conn_schedule
-        s = svc_lookup(st, &m, &fwmark)
+        s = svc_lookup(st, mp, &fwmark)
         if s < 0:
-            return not_ipvs(st, p, &m, V_PASS_NOT_SERVICE)
-        if m.proto == IPPROTO_TCP_ and ((m.tcpflags & TH_RST) or not (m.tcpflags & TH_SYN)):
+            return not_ipvs(st, p, mp, V_PASS_NOT_SERVICE)
+        if mp.proto == IPPROTO_TCP_ and ((mp.tcpflags & TH_RST) or not (mp.tcpflags & TH_SYN)):
             return V_DROP_TCP_NO_CONN
-        if m.sport_be == 0x1400:        # client port 20 (FTP data) is never scheduled
-            return not_ipvs(st, p, &m, V_PASS_NOT_SERVICE)
-        rc = conn_schedule(st, s, &m, fwmark, &idx)
+        if mp.sport_be == 0x1400:        # client port 20 (FTP data) is never scheduled
+            return not_ipvs(st, p, mp, V_PASS_NOT_SERVICE)
+        rc = conn_schedule(st, s, mp, fwmark, &idx)
         if rc:
             return rc
 
     c = &st.ct.conns[idx]
-    count_in(st, c, m.l3len, True)
-    set_state(st, c, DIR_INPUT, m.tcpflags)
+    count_in(st, c, mp.l3len, True)
+    set_state(st, c, DIR_INPUT, mp.tcpflags)
     ct_expire_at(&st.ct, idx, st.now + c.timeout)
     # ip_vs_nat_xmit: the route to the real server decrements the TTL first
-    if not st.keep_ttl and m.ttl <= 1:
+    if not st.keep_ttl and mp.ttl <= 1:
         return V_DROP_TTL
-    if m.frag == 2:
-        frag_remember(st, &m, idx, CT_DIR_IN)
+    if mp.frag == 2:
+        frag_remember(st, mp, idx, CT_DIR_IN)
     st.last_dest = c.dest
     if c.fwd == FWD_MASQ:
-        nat_dnat(p, &m, c, not st.keep_ttl)
+        nat_dnat(p, mp, c, not st.keep_ttl)
         return V_FWD_IN
     if c.fwd == FWD_TUNNEL:
         # ensure_mtu_is_adequate: the outer header must fit, unless the packet may
         # be fragmented (no DF; IPv6 always counts as DF)
-        if m.l3len + (20 if st.dests[c.dest].af == 4 else 40) > st.tun_mtu and (
-                m.af == 6 or (p[m.l3off + 6] & 0x40)):
+        if mp.l3len + (20 if st.dests[c.dest].af == 4 else 40) > st.tun_mtu and (
+                mp.af == 6 or (p[mp.l3off + 6] & 0x40)):
             return V_DROP_MTU
     # ip_vs_dr_xmit / ip_vs_tunnel_xmit: the route decrements the TTL; the MACs and
     # the tunnel header are the output stage's (fastvs._xmit)
     if not st.keep_ttl:
-        hop_decrease(p, &m)
-        if m.af == 4 and c.fwd == FWD_DROUTE:
-            ip_send_check(p + m.l3off, (p[m.l3off] & 0x0f) * 4)
+        hop_decrease(p, mp)
+        if mp.af == 4 and c.fwd == FWD_DROUTE:
+            ip_send_check(p + mp.l3off, (p[mp.l3off] & 0x0f) * 4)
     return V_FWD_DR if c.fwd == FWD_DROUTE else V_FWD_TUN
 
 
