@@ -98,7 +98,13 @@ def _caplen_limit(snaplen: int, max_caplen: int | None) -> int:
 
 
 class _Stop(Exception):
-    """Internal: a bad record or block; message already names the file and place."""
+    """Internal: a bad record or block; message already names the file and place.
+
+    ``rows`` is how many good records the failing index pass had already stored: they
+    are yielded before the error (or, with ``keep_going``, before the clean stop).
+    """
+
+    rows = 0
 
 
 class Reader:
@@ -312,6 +318,7 @@ class Reader:
             if pcapng:
                 n, need = self._index_pcapng(arrays)
             else:
+                # ``n`` is updated before any raise, so records before a bad one are kept
                 while True:
                     n, stop, st, need, aux = _pcapio.index_pcap(
                         self._buf, self._pos, self._end, self._big, self._nanosecond,
@@ -329,55 +336,71 @@ class Reader:
                         )
                     break
         except _Stop as e:
+            if pcapng:
+                n = e.rows
             self._fail(str(e))
         if n:
             self._rec_bytes = max((self._pos - pos0) / n, 16.0)
         return arrays, n, need
 
     def _index_pcapng(self, arrays: list[np.ndarray]) -> tuple[int, int]:
+        """Index pcapng blocks into ``arrays`` (grown in place); returns (rows, need).
+
+        A bad block raises ``_Stop`` with ``rows`` set to the records stored before it.
+        """
         n = 0
-        while True:
-            t = self._if_tables or self._tables()
-            n, stop, st, need, aux = _pcapio.index_pcapng(
-                self._buf, self._pos, self._end, self._big, *t, self._sec_base,
-                self._sec_count, MAX_BLOCK, *arrays[:4], arrays[4], arrays[5], n,
-            )  # fmt: skip
-            self._pos = stop
-            where = f"{self.path}: block at byte offset {self._foff + stop}"
-            if st == _pcapio.ST_FULL:
-                arrays[:] = self._grow(arrays, n)
-            elif st == _pcapio.ST_SHB:
-                blen = self._section_header()
-                if blen is None:
-                    return n, self._shb_need
-                self._pos += blen
-            elif st == _pcapio.ST_IDB:
-                self._interface_block()
-            elif st == _pcapio.ST_NEED_MORE:
-                return n, need
-            elif st == _pcapio.ST_ERR_BLOCKLEN:
-                raise _Stop(f"{where}: bad block length {aux} (must be >= 12 and a multiple of 4)")
-            elif st == _pcapio.ST_ERR_TOOBIG:
-                raise _Stop(f"{where}: block length {aux} is implausibly large (limit {MAX_BLOCK})")
-            elif st == _pcapio.ST_ERR_TRAILER:
-                raise _Stop(f"{where}: trailing block length {aux} differs from the leading one")
-            elif st == _pcapio.ST_ERR_IFACE:
-                raise _Stop(
-                    f"{where}: packet {self.packets + n + 1} names interface {aux}, but section "
-                    f"{self.sections} defines {self._sec_count} interface(s)"
-                )
-            elif st == _pcapio.ST_ERR_EPBLEN:
-                raise _Stop(
-                    f"{where}: packet {self.packets + n + 1}: captured length {aux} does not "
-                    "fit in its block"
-                )
-            elif st == _pcapio.ST_ERR_CAPLEN:
-                raise _Stop(
-                    f"{where}: packet {self.packets + n + 1}: captured length {aux} exceeds "
-                    "the interface's snap length limit"
-                )
-            else:  # pragma: no cover - the loop returns no other code
-                raise AssertionError(st)
+        try:
+            while True:
+                t = self._if_tables or self._tables()
+                n, stop, st, need, aux = _pcapio.index_pcapng(
+                    self._buf, self._pos, self._end, self._big, *t, self._sec_base,
+                    self._sec_count, MAX_BLOCK, *arrays[:4], arrays[4], arrays[5], n,
+                )  # fmt: skip
+                self._pos = stop
+                where = f"{self.path}: block at byte offset {self._foff + stop}"
+                if st == _pcapio.ST_FULL:
+                    arrays[:] = self._grow(arrays, n)
+                elif st == _pcapio.ST_SHB:
+                    blen = self._section_header()
+                    if blen is None:
+                        return n, self._shb_need
+                    self._pos += blen
+                elif st == _pcapio.ST_IDB:
+                    self._interface_block()
+                elif st == _pcapio.ST_NEED_MORE:
+                    return n, need
+                elif st == _pcapio.ST_ERR_BLOCKLEN:
+                    raise _Stop(
+                        f"{where}: bad block length {aux} (must be >= 12 and a multiple of 4)"
+                    )
+                elif st == _pcapio.ST_ERR_TOOBIG:
+                    raise _Stop(
+                        f"{where}: block length {aux} is implausibly large (limit {MAX_BLOCK})"
+                    )
+                elif st == _pcapio.ST_ERR_TRAILER:
+                    raise _Stop(
+                        f"{where}: trailing block length {aux} differs from the leading one"
+                    )
+                elif st == _pcapio.ST_ERR_IFACE:
+                    raise _Stop(
+                        f"{where}: packet {self.packets + n + 1} names interface {aux}, but section "
+                        f"{self.sections} defines {self._sec_count} interface(s)"
+                    )
+                elif st == _pcapio.ST_ERR_EPBLEN:
+                    raise _Stop(
+                        f"{where}: packet {self.packets + n + 1}: captured length {aux} does not "
+                        "fit in its block"
+                    )
+                elif st == _pcapio.ST_ERR_CAPLEN:
+                    raise _Stop(
+                        f"{where}: packet {self.packets + n + 1}: captured length {aux} exceeds "
+                        "the interface's snap length limit"
+                    )
+                else:  # pragma: no cover - the loop returns no other code
+                    raise AssertionError(st)
+        except _Stop as e:
+            e.rows = n
+            raise
 
     def _tables(self) -> tuple[np.ndarray, ...]:
         """Per-interface arrays the nogil loop reads (rebuilt only when an IDB arrives)."""

@@ -65,15 +65,9 @@ def test_pcapng_bad_block_small_chunks_reference(tmp_path: Path) -> None:
     assert err is not None and "trailing block length" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fastvs/pcap.py:313 Reader._index: `n, need = self._index_pcapng(arrays)` — when "
-    "_index_pcapng raises _Stop for a bad block, the records it already indexed in that call "
-    "(n) are discarded, so the good packets before a bad pcapng block in the same chunk are "
-    "lost (and open_capture itself raises when it is in the first chunk). Found by "
-    "fuzz/fuzz_pcap.py (chunk 43 vs 4 MiB read 2 vs 0 packets).",
-)
 def test_pcapng_records_before_bad_block_are_kept(tmp_path: Path) -> None:
+    """fuzz/fuzz_pcap.py (chunk 43 vs 4 MiB read 2 vs 0 packets): the good records indexed
+    before a bad block in the same chunk come out, then the error (pcap.py Reader._index)."""
     p = tmp_path / "bad.pcapng"
     p.write_bytes(BAD_PCAPNG)
     pkts, err = _read(p, 1 << 20)
@@ -81,14 +75,55 @@ def test_pcapng_records_before_bad_block_are_kept(tmp_path: Path) -> None:
     assert err is not None and "trailing block length" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fastvs/pcap.py:313/331: same as above with keep_going=True: the records indexed "
-    "before the bad block in the same chunk are dropped instead of being yielded.",
-)
 def test_pcapng_keep_going_keeps_records_before_bad_block(tmp_path: Path) -> None:
+    """As above with keep_going: the good records, then a clean stop counting the bad block."""
     p = tmp_path / "bad.pcapng"
     p.write_bytes(BAD_PCAPNG)
     pkts, err = _read(p, 1 << 20, keep_going=True)
     assert err is None
     assert pkts == [FRAME, FRAME[::-1]]
+    with open_capture(p, chunk_bytes=1 << 20, keep_going=True) as r:
+        assert sum(len(b) for b in r) == 2
+        assert r.bad_records == 1 and r.packets == 2
+
+
+@pytest.mark.parametrize("chunk", [40, 100, 150, 1 << 20])
+@pytest.mark.parametrize("keep_going", [False, True])
+def test_pcapng_bad_block_after_several_chunks(
+    tmp_path: Path, chunk: int, keep_going: bool
+) -> None:
+    """Whatever chunk the bad block lands in, every record before it comes out once."""
+    frames = [bytes([i]) * (40 + i) for i in range(6)]
+    p = tmp_path / "bad.pcapng"
+    p.write_bytes(_shb() + _idb() + b"".join(_epb(f) for f in frames) + _bad_trailer_block())
+    pkts, err = _read(p, chunk, keep_going=keep_going)
+    assert pkts == frames
+    if keep_going:
+        assert err is None
+    else:
+        assert err is not None and "trailing block length" in err
+
+
+def _pcap(records: list[tuple[bytes, int]], snaplen: int = 100) -> bytes:
+    out = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen, 1)
+    for data, caplen in records:
+        out += struct.pack("<IIII", 1, 0, caplen, caplen) + data
+    return out
+
+
+@pytest.mark.parametrize("chunk", [30, 100, 1 << 20])
+@pytest.mark.parametrize("keep_going", [False, True])
+def test_pcap_records_before_bad_caplen_are_kept(
+    tmp_path: Path, chunk: int, keep_going: bool
+) -> None:
+    """Classic pcap counterpart: a record over the snap length ends the file after the good
+    records before it, whether or not they share its chunk."""
+    frames = [bytes([i]) * (40 + i) for i in range(4)]
+    p = tmp_path / "bad.pcap"
+    p.write_bytes(_pcap([(f, len(f)) for f in frames] + [(b"", 5000)]))
+    pkts, err = _read(p, chunk, keep_going=keep_going)
+    assert pkts == frames
+    if keep_going:
+        assert err is None
+    else:
+        assert err is not None and "exceeds the snap length limit" in err
