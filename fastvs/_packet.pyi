@@ -1,0 +1,3 @@
+from typing import Any
+
+def parse(frame: bytes | bytearray | memoryview, linktype: int = ..., wirelen: int | None = ...) -> tuple[int, dict[str, Any]]: ...
