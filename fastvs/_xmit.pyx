@@ -13,7 +13,8 @@ from libc.string cimport memcpy
 from fastvs._types cimport V_FWD_DR, V_FWD_TUN
 from fastvs._bytes cimport ld16, st16
 from fastvs._csum cimport ip_send_check
-from fastvs._packet cimport l2_parse
+from fastvs._packet cimport (l2_parse, LT_EN10MB, LT_LINUX_SLL, LT_LINUX_SLL2, LT_NULL,
+                             LT_LOOP)
 
 import numpy as np
 
@@ -42,17 +43,47 @@ def set_dr_macs(uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t[::1] c
     return done
 
 
+cdef inline void set_link_family(uint8_t* o, uint32_t l3, uint16_t linktype,
+                                 bint outer4) noexcept nogil:
+    """Make the link layer name the outer header's family (it named the inner one's).
+    LINKTYPE_IPV4/IPV6 (228/229) name one family for the whole link: left as they are."""
+    cdef uint32_t af
+    if (linktype == LT_EN10MB and l3 >= 14) or (linktype == LT_LINUX_SLL and l3 >= 16):
+        # the ethertype (protocol) right before the network header, after any VLAN tags
+        st16(o + l3 - 2, 0x0800 if outer4 else 0x86DD)
+    elif linktype == LT_LINUX_SLL2 and l3 >= 20:
+        st16(o, 0x0800 if outer4 else 0x86DD)
+    elif (linktype == LT_NULL or linktype == LT_LOOP) and l3 >= 4:
+        # AF_INET is 2 everywhere; AF_INET6 differs by OS: keep the inner one's if it
+        # was IPv6 (never the case when the families differ), else the BSDs' 24
+        af = 2 if outer4 else 24
+        if linktype == LT_LOOP or (o[0] == 0 and o[1] == 0):
+            o[0] = 0
+            o[1] = 0
+            o[2] = 0
+            o[3] = <uint8_t>af
+        else:
+            o[0] = <uint8_t>af
+            o[1] = 0
+            o[2] = 0
+            o[3] = 0
+
+
 def encap_tunnel(const uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t[::1] caplen,
                  const uint32_t[::1] wirelen, const uint16_t[::1] linktype,
                  const uint8_t[::1] verdict, const int32_t[::1] aux,
                  const uint8_t[:, ::1] dest_addr, const uint8_t[::1] dest_af,
                  const uint8_t[::1] src4, const uint8_t[::1] src6):
     """Copy the batch into a new buffer, tunnelled packets wrapped in an outer header
-    from ``src4``/``src6`` to their real server. Returns (buf, off, caplen, wirelen)."""
+    from ``src4``/``src6`` to their real server. Returns (buf, off, caplen, wirelen).
+
+    The tunnel carries the inner datagram as its IP header gives its length (ip_rcv
+    trims the frame to it): link-layer padding or trailers after it are left out, and
+    the outer length never depends on the record's wire length."""
     cdef Py_ssize_t i, n = off.shape[0]
     cdef Py_ssize_t nd = dest_af.shape[0]
     cdef unsigned long long total = 0
-    cdef uint32_t extra, inner_len, hl
+    cdef uint32_t extra, inner_len, inner_cap, hl, avail
     cdef uint32_t l3 = 0
     cdef int af_in
     cdef int32_t d
@@ -88,14 +119,24 @@ def encap_tunnel(const uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t
                 pos += caplen[i]
                 continue
             af_in = l2_parse(f, caplen[i], linktype[i], &l3)
+            avail = caplen[i] - l3 if l3 <= caplen[i] else 0
+            # the engine balanced it, so its IP header is all there; be safe anyway
+            if af_in == 4 and avail >= 20:
+                inner_len = ld16(f + l3 + 2)
+            elif af_in == 6 and avail >= 40:
+                inner_len = 40 + <uint32_t>ld16(f + l3 + 4)
+            else:
+                memcpy(o, f, caplen[i])
+                oc[i] = caplen[i]
+                ow[i] = wirelen[i]
+                pos += caplen[i]
+                continue
+            inner_cap = inner_len if inner_len < avail else avail
             hl = 20 if dest_af[d] == 4 else 40
             memcpy(o, f, l3)
-            if linktype[i] == 1 and l3 >= 14:
-                # the outer header's family decides the ethertype (after any VLAN tags)
-                st16(o + l3 - 2, 0x0800 if hl == 20 else 0x86DD)
+            set_link_family(o, l3, linktype[i], hl == 20)
             h = o + l3
-            memcpy(h + hl, f + l3, caplen[i] - l3)
-            inner_len = wirelen[i] - l3
+            memcpy(h + hl, f + l3, inner_cap)
             if hl == 20:
                 h[0] = 0x45
                 # tos from the inner header (dsfield), DF copied (pmtu_disc), id 0
@@ -120,7 +161,7 @@ def encap_tunnel(const uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t
                 h[7] = f[l3 + 8] if af_in == 4 else f[l3 + 7]
                 memcpy(h + 8, &src6[0], 16)
                 memcpy(h + 24, &dest_addr[d, 0], 16)
-            oc[i] = caplen[i] + hl
-            ow[i] = wirelen[i] + hl
-            pos += caplen[i] + hl
+            oc[i] = l3 + hl + inner_cap
+            ow[i] = l3 + hl + inner_len
+            pos += l3 + hl + inner_cap
     return out, out_off, out_cap, out_wire

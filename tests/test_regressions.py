@@ -127,3 +127,86 @@ def test_pcap_records_before_bad_caplen_are_kept(
         assert err is None
     else:
         assert err is not None and "exceeds the snap length limit" in err
+
+
+# -- tunnel output stage (fastvs/_xmit.pyx encap_tunnel), found while bringing
+#    fuzz/fuzz_engine.py's invariants up to DR/TUN ------------------------------------
+
+
+def _tun_director() -> object:
+    from fastvs.director import Director
+    from fastvs.rules import parse_rules
+
+    rules = (
+        "-A -t 10.10.0.1:80 -s rr\n-a -t 10.10.0.1:80 -r 192.168.0.10 -i\n"
+        "-A -t [2001:db8::1]:80 -s rr\n-a -t [2001:db8::1]:80 -r 192.168.0.11 -i\n"
+    )
+    return Director(parse_rules(rules), seed=1)
+
+
+def _ip4_syn() -> bytes:
+    import socket
+
+    tcp = struct.pack(">HHIIBBHHH", 1000, 80, 1, 0, 5 << 4, 2, 65535, 0, 0)
+    hdr = struct.pack(
+        ">BBHHHBBH4s4s", 0x45, 0, 40, 1, 0, 64, 6, 0,
+        socket.inet_aton("100.64.0.1"), socket.inet_aton("10.10.0.1"),
+    )  # fmt: skip
+    s = sum(struct.unpack(">10H", hdr))
+    s = (s & 0xFFFF) + (s >> 16)
+    hdr = hdr[:10] + struct.pack(">H", ~s & 0xFFFF) + hdr[12:]
+    return hdr + tcp  # the TCP checksum does not matter here
+
+
+ETH4 = b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00"
+
+
+def test_tunnel_outer_length_leaves_out_ethernet_padding() -> None:
+    """A 40-byte datagram in a padded 60-byte frame: the outer total length is 60
+    (ip_rcv trims the padding), not 66, and the padding is not tunnelled."""
+    d = _tun_director()
+    out, v = d.process_packets([ETH4 + _ip4_syn() + b"\0" * 6])  # type: ignore[attr-defined]
+    assert v == [35]
+    o = out[0]
+    assert int.from_bytes(o[16:18], "big") == 60
+    assert len(o) == 14 + 20 + 40
+
+
+def test_tunnel_outer_length_ignores_a_short_wire_length() -> None:
+    """A record whose wire length is below its captured length (the parser takes the
+    captured one): the outer length came from wirelen - l3 and wrapped around."""
+    from fastvs.batch import PacketBatch
+
+    d = _tun_director()
+    b = PacketBatch.from_packets([ETH4 + _ip4_syn()], [0])
+    b.wirelen[:] = 0
+    d.process(b)  # type: ignore[attr-defined]
+    assert int(b.verdict[0]) == 35
+    o = b.packet(0)
+    assert int.from_bytes(o[16:18], "big") == 60
+    assert int(b.caplen[0]) == int(b.wirelen[0]) == 74
+
+
+@pytest.mark.parametrize("linktype", [113, 276, 0, 108])
+def test_tunnel_link_layer_names_the_outer_family(linktype: int) -> None:
+    """IPv6 in IPv4: the link layer must say IPv4 now (it said so only on Ethernet)."""
+    from fastvs._packet import parse
+
+    ip6 = (
+        struct.pack(">IHBB", 6 << 28, 20, 6, 64)
+        + bytes.fromhex("20010db8000200000000000000000005")
+        + bytes.fromhex("20010db8000000000000000000000001")
+        + struct.pack(">HHIIBBHHH", 1000, 80, 1, 0, 5 << 4, 2, 65535, 0, 0)
+    )
+    l2 = {
+        113: struct.pack(">HHH8sH", 0, 1, 6, bytes(8), 0x86DD),
+        276: b"\x86\xdd" + bytes(18),
+        0: struct.pack("<I", 24),
+        108: struct.pack(">I", 24),
+    }[linktype]
+    d = _tun_director()
+    out, v = d.process_packets([l2 + ip6], linktype=linktype)  # type: ignore[attr-defined]
+    assert v == [35]
+    _, fields = parse(out[0], linktype)
+    assert fields.get("af") == 4 and fields.get("l3off") == len(l2)
+    assert out[0][len(l2) + 9] == 41  # IPv6 inside
