@@ -96,6 +96,18 @@ ctypedef struct EngineState:
     int32_t nnull_svcs         # port-zero (catch-all) services
     bint expire_quiescent_template
     uint32_t tun_mtu           # route MTU toward tunnel real servers
+    # flood defenses (ip_vs_ctl.c update_defense_level), driven by table occupancy:
+    # "available memory" is the free connection slots, amemthresh a number of slots
+    int drop_entry_mode        # 0 off, 1 auto (on when low), 3 always
+    int drop_packet_mode       # 0 off, 1 auto, 3 always
+    bint drop_entry_on
+    uint32_t amemthresh
+    uint32_t am_droprate
+    uint32_t drop_rate
+    uint32_t drop_counter
+    int64_t next_defense       # the defense timer runs once a second of packet time
+    uint64_t rnd               # xorshift state for the random entry scan
+    uint64_t entries_dropped
     int32_t last_dest          # the real server of the packet just processed, or -1
     # counters
     uint64_t counts[V_NCODES]
@@ -324,6 +336,58 @@ cdef inline bint template_ok(const EngineState* st, const Conn* t) noexcept nogi
     return True
 
 
+# -- flood defenses -------------------------------------------------------------------
+
+cdef inline void update_defense(EngineState* st) noexcept nogil:
+    """update_defense_level + the drop_entry part of defense_work_handler, once a
+    second: with few free slots left, refuse some new connections (drop_packet) and
+    drop random half-open TCP entries (drop_entry)."""
+    cdef uint32_t avail = st.ct.capacity - st.ct.count
+    cdef bint low = avail < st.amemthresh
+    cdef uint32_t k, idx, nscan
+    cdef Conn* c
+    if st.drop_packet_mode == 3:
+        st.drop_rate = st.am_droprate
+    elif st.drop_packet_mode == 1 and low:
+        st.drop_rate = st.amemthresh // (st.amemthresh - avail)
+        if st.drop_rate < 1:
+            st.drop_rate = 1
+        if st.drop_counter == 0 or st.drop_counter > st.drop_rate:
+            st.drop_counter = st.drop_rate
+    else:
+        st.drop_rate = 0
+    st.drop_entry_on = st.drop_entry_mode == 3 or (st.drop_entry_mode == 1 and low)
+    if not st.drop_entry_on:
+        return
+    # ip_vs_random_dropentry: look at 1/32 of the table at random; entries still in
+    # the handshake (SYN_RECV, SYNACK) and controlling nothing go
+    nscan = st.ct.capacity >> 5
+    if nscan == 0:
+        nscan = st.ct.capacity
+    for k in range(nscan):
+        st.rnd ^= st.rnd << 13
+        st.rnd ^= st.rnd >> 7
+        st.rnd ^= st.rnd << 17
+        idx = <uint32_t>(st.rnd % st.ct.capacity)
+        c = &st.ct.conns[idx]
+        if not (c.in_use & 2) or (c.in_use & 4) or c.n_control or c.proto != IPPROTO_TCP_:
+            continue
+        if c.state == TCP_S_SYN_RECV or c.state == TCP_S_SYNACK:
+            conn_expire_now(st, idx)
+            st.entries_dropped += 1
+
+
+cdef inline bint todrop(EngineState* st) noexcept nogil:
+    """ip_vs_todrop: with drop_rate N, one new connection in N is refused."""
+    if not st.drop_rate:
+        return False
+    st.drop_counter -= 1
+    if st.drop_counter > 0:
+        return False
+    st.drop_counter = st.drop_rate
+    return True
+
+
 cdef inline int conn_schedule(EngineState* st, int32_t s, PacketMeta* m, uint32_t fwmark,
                               uint32_t* out_idx) noexcept nogil:
     """ip_vs_schedule / ip_vs_sched_persist. Returns 0 with the new connection in
@@ -338,6 +402,8 @@ cdef inline int conn_schedule(EngineState* st, int32_t s, PacketMeta* m, uint32_
     cdef uint8_t tproto
     cdef Conn* tc
     m.now = st.now
+    if todrop(st):
+        return V_DROP_DEFENSE
     if not (svc.flags & SVC_F_PERSISTENT):
         di = ops.pick(svc, st.dests, m)
         if di < 0:
@@ -696,6 +762,9 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
             if not st.started or ts[j] > st.now:
                 st.now = ts[j]
                 st.started = True
+            if st.now >= st.next_defense:
+                update_defense(st)
+                st.next_defense = st.now + NS
             if st.ct.heap_n and st.ct.heap_t[0] <= st.now:
                 expire_due(st)
             st.last_dest = -1
@@ -773,6 +842,13 @@ cdef class Engine:
         self.st.truncated_balance = True
         self.st.conn_reuse_mode = 1
         self.st.tun_mtu = 1500
+        self.st.drop_entry_mode = 1
+        self.st.amemthresh = max(1, capacity // 8)
+        self.st.am_droprate = 10
+        self.st.rnd = 0x9E3779B97F4A7C15 ^ (<uint64_t>seed & 0xFFFFFFFF)
+        if self.st.rnd == 0:
+            self.st.rnd = 1
+        self.st.next_defense = -(1 << 62)
 
     def __dealloc__(self):
         cdef int32_t i
@@ -793,7 +869,13 @@ cdef class Engine:
     # -- options -------------------------------------------------------------------------
     def set_options(self, *, keep_ttl=None, director_view=None, truncated=None,
                     expire_nodest_conn=None, conn_reuse_mode=None,
-                    expire_quiescent_template=None, tunnel_mtu=None):
+                    expire_quiescent_template=None, tunnel_mtu=None, drop_entry=None,
+                    drop_packet=None, amemthresh=None, am_droprate=None):
+        """Options named after the kernel's sysctls. Flood defenses: ``drop_entry`` and
+        ``drop_packet`` are 0 (off), 1 (automatic: on while fewer than ``amemthresh``
+        connection slots are free) or 3 (always); fastvs turns drop_entry on
+        automatically by default (the kernel's default is off, but its table is not
+        bounded the way fastvs's is)."""
         if keep_ttl is not None:
             self.st.keep_ttl = bool(keep_ttl)
         if director_view is not None:
@@ -812,6 +894,18 @@ cdef class Engine:
             if not 68 <= tunnel_mtu <= 65535:
                 raise ValueError("tunnel MTU must be between 68 and 65535")
             self.st.tun_mtu = tunnel_mtu
+        for name, val in (("drop_entry", drop_entry), ("drop_packet", drop_packet)):
+            if val is not None and val not in (0, 1, 2, 3):
+                raise ValueError(f"{name} must be 0, 1 or 3")
+        if drop_entry is not None:
+            self.st.drop_entry_mode = 1 if drop_entry == 2 else drop_entry
+        if drop_packet is not None:
+            self.st.drop_packet_mode = 1 if drop_packet == 2 else drop_packet
+        if amemthresh is not None:
+            self.st.amemthresh = max(1, int(amemthresh))
+        if am_droprate is not None:
+            self.st.am_droprate = max(1, int(am_droprate))
+        self.st.next_defense = -(1 << 62)
 
     def set_marks(self, rules):
         """The firewall-mark classifier: ``rules`` is a list of (mark, proto, network,
@@ -1109,6 +1203,11 @@ cdef class Engine:
     @property
     def conn_count(self):
         return self.st.ct.count
+
+    @property
+    def entries_dropped(self):
+        """Connections the drop_entry defense removed."""
+        return self.st.entries_dropped
 
     def counters(self):
         """Packets per verdict code since the engine was made: {code: count}."""

@@ -40,6 +40,7 @@ cdef enum:
     V_DROP_SNAT_FAILED = 81
     V_DROP_ICMP_CSUM = 82
     V_DROP_MTU = 83
+    V_DROP_DEFENSE = 84
     V_NCODES = 256
 
 # Parser results besides verdicts: an IPVS candidate (TCP/UDP over IP, headers

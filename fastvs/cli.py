@@ -87,6 +87,8 @@ def cmd_process(a: argparse.Namespace) -> int:
             neigh=neigh,
             tunnel_source=a.tunnel_source,
             tunnel_mtu=a.tunnel_mtu,
+            drop_entry=a.drop_entry,
+            drop_packet=a.drop_packet,
         )
     for w in caught:
         print(f"fastvs: warning: {w.message}", file=sys.stderr)
@@ -274,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="outer source address of IPIP tunnels (default: the first VIP)")
     pr.add_argument("--tunnel-mtu", type=int, default=1500,
                     help="route MTU toward tunnelled real servers (DF packets above it are dropped)")
+    pr.add_argument("--drop-entry", type=int, choices=(0, 1, 3), default=1,
+                    help="flood defense: drop random half-open entries when the table is "
+                    "nearly full (1, default), never (0) or always (3)")
+    pr.add_argument("--drop-packet", type=int, choices=(0, 1, 3), default=0,
+                    help="flood defense: refuse 1 in N new connections when nearly full")
     pr.add_argument("--marks", metavar="FILE",
                     help="firewall marks for -f services: lines 'MARK PROTO NETWORK [PORT]'")
     pr.add_argument("--rules-order", choices=("kernel", "file"), default="kernel",

@@ -37,6 +37,12 @@ class Director:
     locally, i.e. dropped from the output; anything else: routed with TTL - 1) instead
     of writing it unchanged; ``truncated`` says what to do with packets a snap length
     cut short: ``"balance"`` them by their headers (default) or ``"drop"`` them.
+
+    Flood defenses (the kernel's sysctls, driven by the share of free connection slots
+    instead of free memory): ``drop_entry`` (default 1: while fewer than ``amemthresh``
+    slots — default capacity/8 — are free, each second of traffic removes half-open TCP
+    entries found in a random 1/32 of the table) and ``drop_packet`` (default 0; 1 or 3
+    refuse one new connection in N, N growing as the table fills).
     """
 
     def __init__(
@@ -55,6 +61,9 @@ class Director:
         neigh: dict[str, str] | None = None,
         tunnel_source: str | None = None,
         tunnel_mtu: int = 1500,
+        drop_entry: int = 1,
+        drop_packet: int = 0,
+        amemthresh: int | None = None,
     ) -> None:
         self.engine = Engine(capacity, seed)
         self.engine.set_options(
@@ -65,6 +74,9 @@ class Director:
             expire_quiescent_template=expire_quiescent_template,
             conn_reuse_mode=conn_reuse_mode,
             tunnel_mtu=tunnel_mtu,
+            drop_entry=drop_entry,
+            drop_packet=drop_packet,
+            amemthresh=amemthresh,
         )
         if marks:
             self.engine.set_marks(marks)
@@ -202,6 +214,7 @@ class Director:
             "drops": {V.name(code): n for code, n in sorted(c.items()) if code >= V.DROP_BASE},
             "passes": {V.name(code): n for code, n in sorted(c.items()) if code < V.FWD_IN},
             "connections": self.engine.conn_count,
+            "defense_entries_dropped": self.engine.entries_dropped,
         }
 
     def _span_seconds(self) -> float:

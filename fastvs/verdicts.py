@@ -44,6 +44,7 @@ DROP_CAPTURE_CUT = 80  # cut by the snap length and truncated="drop" was chosen
 DROP_SNAT_FAILED = 81  # reply could not be rewritten (header cut before the checksum)
 DROP_ICMP_CSUM = 82  # an ICMP error about a connection with a wrong checksum (ip_vs_in_icmp)
 DROP_MTU = 83  # too big to tunnel with DF set (the kernel answers ICMP fragmentation needed)
+DROP_DEFENSE = 84  # a new connection refused by the drop_packet defense (ip_vs_todrop)
 
 NAMES: dict[int, str] = {
     PASS_NOT_IP: "pass_not_ip",
@@ -77,6 +78,7 @@ NAMES: dict[int, str] = {
     DROP_SNAT_FAILED: "drop_snat_failed",
     DROP_ICMP_CSUM: "drop_icmp_csum",
     DROP_MTU: "drop_mtu",
+    DROP_DEFENSE: "drop_defense",
 }
 
 
