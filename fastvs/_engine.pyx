@@ -344,7 +344,7 @@ cdef inline void update_defense(EngineState* st) noexcept nogil:
     drop random half-open TCP entries (drop_entry)."""
     cdef uint32_t avail = st.ct.capacity - st.ct.count
     cdef bint low = avail < st.amemthresh
-    cdef uint32_t k, idx, nscan
+    cdef uint32_t _, idx, nscan
     cdef Conn* c
     if st.drop_packet_mode == 3:
         st.drop_rate = st.am_droprate
@@ -364,7 +364,7 @@ cdef inline void update_defense(EngineState* st) noexcept nogil:
     nscan = st.ct.capacity >> 5
     if nscan == 0:
         nscan = st.ct.capacity
-    for k in range(nscan):
+    for _ in range(nscan):
         st.rnd ^= st.rnd << 13
         st.rnd ^= st.rnd >> 7
         st.rnd ^= st.rnd << 17
