@@ -19,7 +19,8 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from fastvs._types cimport *
 from fastvs._packet cimport pkt_parse
 from fastvs._conntab cimport (ConnTable, ct_init, ct_destroy, ct_hash_pkt, ct_lookup,
-                              ct_alloc, ct_link, ct_expire_at, CT_NONE, CT_DIR_IN)
+                              ct_alloc, ct_link, ct_expire_at, CT_NONE, CT_DIR_IN,
+                              fv_hash_key)
 from fastvs._proto cimport fv_tcp_states, tcp_state_idx, nat_dnat, nat_snat, TCP_TBL_INPUT, TCP_TBL_OUTPUT
 from fastvs.sched._base cimport SchedOps
 
@@ -309,3 +310,40 @@ def schedule(sched, int ndests, Metas ms, bint bind=True):
         free(svc.dest_list)
         free(dests)
     return t1 - t0, picks
+
+
+def colliding_clients(unsigned long long seed, int mask_bits, uint32_t vip_be, uint16_t vport,
+                      Py_ssize_t n, uint32_t start_addr=0x64400000):
+    """Hash flooding, from the attacker's side: ``n`` TCP clients (address, port) whose
+    in-key <client, VIP:vport> falls in bucket 0 of a table of 2**mask_bits buckets
+    when the table's seed is ``seed``. Brute force over client addresses and ports
+    (about 2**mask_bits tries per key). Addresses are host-order ints."""
+    import numpy as np
+    out_addr = np.zeros(n, dtype=np.uint32)
+    out_port = np.zeros(n, dtype=np.uint16)
+    cdef uint32_t[::1] oa = out_addr
+    cdef uint16_t[::1] op = out_port
+    cdef uint64_t mask = (<uint64_t>1 << mask_bits) - 1
+    cdef uint32_t a1[4]
+    cdef uint32_t a2[4]
+    cdef uint32_t addr = start_addr
+    cdef uint32_t port = 1024
+    cdef Py_ssize_t found = 0
+    cdef uint16_t vport_be = <uint16_t>(((vport & 0xff) << 8) | (vport >> 8))
+    cdef uint16_t port_be
+    memset(a1, 0, sizeof(a1))
+    memset(a2, 0, sizeof(a2))
+    a2[0] = ((vip_be & 0xff) << 24) | ((vip_be & 0xff00) << 8) | ((vip_be >> 8) & 0xff00) | (vip_be >> 24)
+    with nogil:
+        while found < n:
+            a1[0] = ((addr & 0xff) << 24) | ((addr & 0xff00) << 8) | ((addr >> 8) & 0xff00) | (addr >> 24)
+            port_be = <uint16_t>(((port & 0xff) << 8) | (port >> 8))
+            if (fv_hash_key(a1, a2, port_be, vport_be, 6, seed) & mask) == 0:
+                oa[found] = addr
+                op[found] = <uint16_t>port
+                found += 1
+            port += 1
+            if port > 65535:
+                port = 1024
+                addr += 1
+    return out_addr, out_port
