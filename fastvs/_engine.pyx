@@ -20,6 +20,9 @@ from fastvs._conntab cimport (ConnTable, ct_init, ct_destroy, ct_hash_pkt, ct_lo
 from fastvs._proto cimport (fv_tcp_states, fv_tcp_active, TCP_TBL_INPUT, TCP_TBL_OUTPUT,
                             TCP_TBL_INPUT_ONLY, tcp_state_idx, nat_dnat, nat_snat,
                             hop_decrease)
+from fastvs._sctp cimport (sctp_table, sctp_next_state, sctp_state_active, sctp_is_new_conn,
+                           sctp_can_schedule, sctp_new_conn_expected, fv_sctp_timeouts,
+                           fv_sctp_state_names, SCTP_S_LAST)
 from fastvs._icmp cimport icmp_is_error, icmp_inner, icmp_csum_ok, icmp_nat
 from fastvs._csum cimport ip_send_check
 from fastvs.sched._base cimport SchedOps
@@ -39,6 +42,7 @@ TCP_TIMEOUT_NAMES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT",
                      "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK")
 DEFAULT_TCP_TIMEOUTS = (2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120)
 DEFAULT_UDP_TIMEOUT = 300
+SCTP_STATE_NAMES = tuple(fv_sctp_state_names[i].decode() for i in range(SCTP_S_LAST))
 
 cdef int64_t NS = 1000000000
 
@@ -81,6 +85,8 @@ ctypedef struct EngineState:
     uint64_t svc_mask
     int64_t tcp_timeout[TCP_S_LAST]
     int64_t udp_timeout
+    int64_t sctp_timeout[SCTP_S_LAST]
+    bint sloppy_sctp
     int64_t now                # ns; never runs backwards
     bint started
     # options
@@ -255,6 +261,21 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction, uint8_t tcpf
     cdef int tbl, fidx
     cdef uint8_t new_state
     cdef Dest* d
+    if c.proto == IPPROTO_SCTP_:
+        new_state = sctp_next_state(sctp_table(direction, &c.flags), c.state, tcpflags)
+        if new_state != c.state and c.dest >= 0:
+            d = &st.dests[c.dest]
+            if not (c.flags & CONN_F_INACTIVE) and not sctp_state_active(new_state):
+                d.activeconns -= 1
+                d.inactconns += 1
+                c.flags |= CONN_F_INACTIVE
+            elif (c.flags & CONN_F_INACTIVE) and sctp_state_active(new_state):
+                d.activeconns += 1
+                d.inactconns -= 1
+                c.flags &= ~CONN_F_INACTIVE
+        c.state = new_state
+        c.timeout = st.sctp_timeout[new_state]
+        return
     if c.proto != IPPROTO_TCP_:
         c.timeout = st.udp_timeout
         return
@@ -618,6 +639,8 @@ cdef inline int handle_response(EngineState* st, uint8_t* p, const PacketMeta* m
 cdef inline bint new_conn_expected(const Conn* c, int mode) noexcept nogil:
     """is_new_conn_expected: a SYN may replace a TCP connection in TIME_WAIT or
     CLOSE (and, with conn_reuse_mode bit 2, FIN_WAIT of a DR/TUN connection)."""
+    if c.proto == IPPROTO_SCTP_:
+        return sctp_new_conn_expected(c)       # not controlled, state CLOSED
     if c.proto != IPPROTO_TCP_ or c.control:
         return False
     return (c.state == TCP_S_TIME_WAIT or c.state == TCP_S_CLOSE
@@ -653,7 +676,8 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int rc,
     if idx != CT_NONE:
         c = &st.ct.conns[idx]
         # a SYN for a connection that is finishing or whose server was quiesced
-        if mp.proto == IPPROTO_TCP_ and (mp.tcpflags & TH_SYN):
+        if ((mp.proto == IPPROTO_TCP_ and (mp.tcpflags & TH_SYN))
+                or (mp.proto == IPPROTO_SCTP_ and sctp_is_new_conn(mp.tcpflags))):
             if st.expire_nodest_conn and c.dest >= 0 and st.dests[c.dest].weight == 0:
                 conn_expire_now(st, idx)
                 idx = CT_NONE
@@ -674,6 +698,8 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int rc,
             return not_ipvs(st, p, mp, V_PASS_NOT_SERVICE)
         if mp.proto == IPPROTO_TCP_ and ((mp.tcpflags & TH_RST) or not (mp.tcpflags & TH_SYN)):
             return V_DROP_TCP_NO_CONN
+        if mp.proto == IPPROTO_SCTP_ and not sctp_can_schedule(mp.tcpflags, st.sloppy_sctp):
+            return not_ipvs(st, p, mp, V_PASS_NOT_SERVICE)   # sctp_conn_schedule accepts it
         if mp.sport_be == 0x1400:        # client port 20 (FTP data) is never scheduled
             return not_ipvs(st, p, mp, V_PASS_NOT_SERVICE)
         rc = conn_schedule(st, s, mp, fwmark, &idx)
@@ -839,13 +865,15 @@ cdef class Engine:
         for i, t in enumerate(DEFAULT_TCP_TIMEOUTS):
             self.st.tcp_timeout[i] = t * NS
         self.st.udp_timeout = DEFAULT_UDP_TIMEOUT * NS
+        for i in range(SCTP_S_LAST):
+            self.st.sctp_timeout[i] = <int64_t>fv_sctp_timeouts[i] * NS
         self.st.truncated_balance = True
         self.st.conn_reuse_mode = 1
         self.st.tun_mtu = 1500
         self.st.drop_entry_mode = 1
         self.st.amemthresh = max(1, capacity // 8)
         self.st.am_droprate = 10
-        self.st.rnd = 0x9E3779B97F4A7C15 ^ (<uint64_t>seed & 0xFFFFFFFF)
+        self.st.rnd = 0x9E3779B97F4A7C15      # fixed: results never depend on the hash seed
         if self.st.rnd == 0:
             self.st.rnd = 1
         self.st.next_defense = -(1 << 62)
@@ -870,7 +898,7 @@ cdef class Engine:
     def set_options(self, *, keep_ttl=None, director_view=None, truncated=None,
                     expire_nodest_conn=None, conn_reuse_mode=None,
                     expire_quiescent_template=None, tunnel_mtu=None, drop_entry=None,
-                    drop_packet=None, amemthresh=None, am_droprate=None):
+                    drop_packet=None, amemthresh=None, am_droprate=None, sloppy_sctp=None):
         """Options named after the kernel's sysctls. Flood defenses: ``drop_entry`` and
         ``drop_packet`` are 0 (off), 1 (automatic: on while fewer than ``amemthresh``
         connection slots are free) or 3 (always); fastvs turns drop_entry on
@@ -901,6 +929,8 @@ cdef class Engine:
             self.st.drop_entry_mode = 1 if drop_entry == 2 else drop_entry
         if drop_packet is not None:
             self.st.drop_packet_mode = 1 if drop_packet == 2 else drop_packet
+        if sloppy_sctp is not None:
+            self.st.sloppy_sctp = bool(sloppy_sctp)
         if amemthresh is not None:
             self.st.amemthresh = max(1, int(amemthresh))
         if am_droprate is not None:
@@ -949,6 +979,8 @@ cdef class Engine:
     def timeouts(self):
         out = {name: self.st.tcp_timeout[i] // NS for i, name in enumerate(TCP_TIMEOUT_NAMES)}
         out["UDP"] = self.st.udp_timeout // NS
+        for i, name in enumerate(SCTP_STATE_NAMES):
+            out["SCTP_" + name] = self.st.sctp_timeout[i] // NS
         return out
 
     # -- configuration --------------------------------------------------------------------
@@ -1299,6 +1331,8 @@ cdef class Engine:
             state = "NONE"
         elif c.proto == IPPROTO_TCP_:
             state = TCP_TIMEOUT_NAMES[c.state]
+        elif c.proto == IPPROTO_SCTP_:
+            state = SCTP_STATE_NAMES[c.state] if c.state < SCTP_S_LAST else "ERR!"
         else:
             state = PROTO_NAMES.get(c.proto, "?")
         return {

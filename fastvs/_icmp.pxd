@@ -79,7 +79,7 @@ cdef inline int icmp_inner(const uint8_t* p, const PacketMeta* m, PacketMeta* im
         im.l4off = off
         if off + 8 > end:
             return -1
-    if im.proto != IPPROTO_TCP_ and im.proto != IPPROTO_UDP_:
+    if im.proto != IPPROTO_TCP_ and im.proto != IPPROTO_UDP_ and im.proto != IPPROTO_SCTP_:
         return -1
     im.dport_be = ldraw16(p + im.l4off)
     im.sport_be = ldraw16(p + im.l4off + 2)

@@ -11,6 +11,7 @@ from fastvs._types cimport *
 from libc.string cimport memcpy
 from fastvs._bytes cimport ld16, ld32, ldraw16, ldraw32
 from fastvs._csum cimport ip_csum_ok
+from fastvs._sctp cimport sctp_parse
 
 # Link types (LINKTYPE_* numbers as pcap stores them)
 cdef enum:
@@ -158,6 +159,8 @@ cdef inline int parse_l4(const uint8_t* p, uint32_t caplen, uint32_t l4, uint32_
         if l4 + 8 > caplen:
             return V_DROP_L4_TRUNCATED
         m.tcpflags = 0
+    elif m.proto == IPPROTO_SCTP_:
+        return sctp_parse(p, caplen, l4, dgram_end, m)     # ports, first chunk in tcpflags
     elif m.proto == IPPROTO_ICMP_ or m.proto == IPPROTO_ICMPV6_:
         if l4 + 8 > dgram_end or l4 + 8 > caplen:
             return V_PASS_PROTO

@@ -11,6 +11,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from fastvs._types cimport *
 from libc.string cimport memcpy
 from fastvs._bytes cimport ld16, ldraw16, ldraw32, straw16, straw32
+from fastvs._sctp cimport sctp_nat_port
 from fastvs._csum cimport csum_fold, csum_partial, csum_diff4, csum_diff2, csum_apply, ip_send_check
 
 # Transitions [direction table][flag class][state]: INPUT, OUTPUT, INPUT-ONLY;
@@ -121,6 +122,10 @@ cdef inline void l4_rewrite(uint8_t* p, const PacketMeta* m, const uint32_t* old
     cdef uint16_t check
     cdef uint64_t s
     cdef uint32_t l4len
+    if m.proto == IPPROTO_SCTP_:
+        # no pseudo-header: only a port change touches the SCTP bytes (CRC32c)
+        sctp_nat_port(p, m, new_port, port_off)
+        return
     straw16(th + port_off, new_port)
     if m.proto == IPPROTO_TCP_:
         check = ldraw16(th + 16)

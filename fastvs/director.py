@@ -99,8 +99,6 @@ class Director:
 
     def _add_service(self, svc: VirtualService) -> None:
         where = f"service {svc.spec()}"
-        if svc.proto not in ("tcp", "udp", "fwmark"):
-            raise RulesError(f"{where}: {svc.proto} services are not supported yet", line=svc.line)
         try:
             ops = _sched.get(svc.scheduler)
         except KeyError:

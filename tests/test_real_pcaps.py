@@ -39,6 +39,7 @@ def pick_rules(path: Path) -> str:
     b = open_capture(path).read_all()
     tcp: collections.Counter[tuple[str, int]] = collections.Counter()
     udp: collections.Counter[tuple[str, int]] = collections.Counter()
+    sctp: collections.Counter[tuple[str, int]] = collections.Counter()
     for i in range(len(b)):
         code, f = parse(b.packet(i), int(b.linktype[i]), int(b.wirelen[i]))
         if code != 255:
@@ -47,8 +48,11 @@ def pick_rules(path: Path) -> str:
             tcp[(f["dst"], f["dport"])] += 1
         elif f["proto"] == 17:
             udp[(f["dst"], f["dport"])] += 1
+        elif f["proto"] == 132 and f["tcpflags"] == 1:  # SCTP INIT
+            sctp[(f["dst"], f["dport"])] += 1
     lines = []
-    for opt, counter, rs in (("-t", tcp, "198.51.100."), ("-u", udp, "203.0.113.")):
+    for opt, counter, rs in (("-t", tcp, "198.51.100."), ("-u", udp, "203.0.113."),
+                             ("--sctp-service", sctp, "192.0.2.")):
         if counter:
             (addr, port), _ = counter.most_common(1)[0]
             vip = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
@@ -138,7 +142,8 @@ def test_some_real_traffic_is_balanced() -> None:
     """The matching rules really take traffic: the clients' packets are DNAT'd. (The
     servers' replies in these captures come from the original server, which is the
     VIP here, not from a real server, so they pass as non-IPVS traffic.)"""
-    for name in ("dpkt_http.pcap", "zeek_http-methods.pcap", "zeek_echo-connections.pcap"):
+    for name in ("dpkt_http.pcap", "zeek_http-methods.pcap", "zeek_echo-connections.pcap",
+                 "zeek_communityid-sctp.pcap"):
         path = REAL / name
         d = Director(parse_rules(pick_rules(path)), seed=3)
         for b in open_capture(path):
