@@ -164,4 +164,7 @@ def encap_tunnel(const uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t
             oc[i] = l3 + hl + inner_cap
             ow[i] = l3 + hl + inner_len
             pos += l3 + hl + inner_cap
-    return out, out_off, out_cap, out_wire
+    # ``total`` was an upper bound (padding is left out): no uninitialised tail
+    if pos == 0:
+        return np.zeros(1, dtype=np.uint8), out_off, out_cap, out_wire
+    return out[:pos], out_off, out_cap, out_wire

@@ -172,6 +172,18 @@ def test_tunnel_outer_length_leaves_out_ethernet_padding() -> None:
     assert len(o) == 14 + 20 + 40
 
 
+def test_tunnel_output_buffer_has_no_uninitialised_tail() -> None:
+    """fuzz/fuzz_engine.py (smoke input 16, seed-determinism check): with the padding
+    left out, the new buffer was sized for it and its tail left uninitialised."""
+    from fastvs.batch import PacketBatch
+
+    d = _tun_director()
+    b = PacketBatch.from_packets([ETH4 + _ip4_syn() + b"\0" * 6, ETH4 + _ip4_syn()], [0, 1])
+    d.process(b)  # type: ignore[attr-defined]
+    assert [int(x) for x in b.verdict] == [35, 35]
+    assert len(b.buf) == int(b.caplen.sum()) == 2 * 74
+
+
 def test_tunnel_outer_length_ignores_a_short_wire_length() -> None:
     """A record whose wire length is below its captured length (the parser takes the
     captured one): the outer length came from wirelen - l3 and wrapped around."""
