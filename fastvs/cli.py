@@ -92,6 +92,15 @@ def cmd_process(a: argparse.Namespace) -> int:
         )
     for w in caught:
         print(f"fastvs: warning: {w.message}", file=sys.stderr)
+    for spec in a.rules_at or []:
+        when, sep, path = spec.partition(":")
+        try:
+            seconds = float(when)
+        except ValueError:
+            seconds = -1.0
+        if not sep or seconds < 0 or not path:
+            raise RulesError(f"--rules-at {spec!r}: expected SECONDS:FILE (seconds after the first packet)")
+        director.rules_at(int(seconds * 1e9), _load_rules(path, a.rules_order))
 
     t0 = time.perf_counter()
     reader = open_capture(inp, chunk_bytes=a.chunk_mb << 20, keep_going=a.keep_going)
@@ -131,6 +140,7 @@ def cmd_process(a: argparse.Namespace) -> int:
     summary["output"] = a.output
     summary["seconds"] = round(elapsed, 6)
     summary["bad_records"] = reader.bad_records
+    summary["reloads"] = [f"t+{(at - (director.first_ts or at)) / 1e9:g}s {line}" for at, line in director.reload_log]
     services = director.services()
     conns = director.connections() if a.conns or a.json else []
     if a.json:
@@ -167,6 +177,8 @@ def _summary_text(s: dict[str, Any], counters: dict[str, int]) -> str:
     for name, n in counters.items():
         if not name.startswith("fwd_"):
             lines.append(f"  {name:<24} {n}")
+    for line in s.get("reloads", []):
+        lines.append(f"  rules change: {line}")
     if s.get("bad_records"):
         lines.append(f"  bad capture records skipped {s['bad_records']}")
     if s.get("output"):
@@ -276,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="outer source address of IPIP tunnels (default: the first VIP)")
     pr.add_argument("--tunnel-mtu", type=int, default=1500,
                     help="route MTU toward tunnelled real servers (DF packets above it are dropped)")
+    pr.add_argument("--rules-at", action="append", metavar="SECONDS:FILE",
+                    help="switch to the rules in FILE that many seconds after the first packet "
+                    "(as ipvsadm commands would: connections are kept); repeatable")
     pr.add_argument("--drop-entry", type=int, choices=(0, 1, 3), default=1,
                     help="flood defense: drop random half-open entries when the table is "
                     "nearly full (1, default), never (0) or always (3)")

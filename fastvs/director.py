@@ -86,6 +86,9 @@ class Director:
         self.first_ts: int | None = None
         self.packets = 0
         self._neigh = {ipaddress.ip_address(k): v for k, v in (neigh or {}).items()}
+        self._pending: list[tuple[int, Rules]] = []
+        self._pending_raw: list[tuple[int, bool, Rules]] = []
+        self.reload_log: list[tuple[int, str]] = []
         self._tunnel_source = tunnel_source
         self._apply(rules)
         self._xmit_tables()
@@ -163,28 +166,118 @@ class Director:
 
     # -- data path ---------------------------------------------------------------------
     def process(self, batch: PacketBatch) -> int:
-        """Run one batch in place; fills ``batch.verdict``. Returns packets written."""
+        """Run one batch in place; fills ``batch.verdict``. Returns packets written.
+
+        Rules scheduled with :meth:`rules_at` take effect before the first packet whose
+        timestamp reaches their time (the engine's clock, which never runs backwards)."""
         n = len(batch)
         if n and self.first_ts is None:
             self.first_ts = int(batch.ts[0])
+            self._pending = sorted((self.first_ts + off if rel else off, rules)
+                                   for off, rel, rules in self._pending_raw)
         self.packets += n
-        if not self._needs_xmit:
-            return self.engine.process(
-                batch.buf, batch.off, batch.caplen, batch.wirelen, batch.ts, batch.linktype, batch.verdict
-            )
-        aux = np.empty(n, dtype=np.int32)
-        written = self.engine.process(
-            batch.buf, batch.off, batch.caplen, batch.wirelen, batch.ts, batch.linktype, batch.verdict, aux
-        )
-        if np.any(batch.verdict == V.FWD_DR):
-            set_dr_macs(batch.buf, batch.off, batch.caplen, batch.linktype, batch.verdict, aux,
-                        self._dest_mac, self._has_mac)
-        if np.any(batch.verdict == V.FWD_TUN):
-            batch.buf, batch.off, batch.caplen, batch.wirelen = encap_tunnel(
-                batch.buf, batch.off, batch.caplen, batch.wirelen, batch.linktype, batch.verdict, aux,
-                self._dest_addr, self._dest_af, self._src4, self._src6,
-            )
+        aux = np.empty(n, dtype=np.int32) if self._needs_xmit or self._pending else None
+        written = 0
+        start = 0
+        if self._pending and n:
+            clock = np.maximum.accumulate(batch.ts)
+            while self._pending:
+                at, rules = self._pending[0]
+                cut = int(np.searchsorted(clock, at, side="left"))
+                if cut >= n:
+                    break
+                if cut > start:
+                    written += self._run(batch, start, cut, aux)
+                    start = cut
+                self._pending.pop(0)
+                for line in self.reload(rules):
+                    self.reload_log.append((at, line))
+                if aux is None and self._needs_xmit:
+                    aux = np.empty(n, dtype=np.int32)
+        written += self._run(batch, start, n, aux)
+        if aux is not None and self._needs_xmit:
+            if np.any(batch.verdict == V.FWD_DR):
+                set_dr_macs(batch.buf, batch.off, batch.caplen, batch.linktype, batch.verdict, aux,
+                            self._dest_mac, self._has_mac)
+            if np.any(batch.verdict == V.FWD_TUN):
+                batch.buf, batch.off, batch.caplen, batch.wirelen = encap_tunnel(
+                    batch.buf, batch.off, batch.caplen, batch.wirelen, batch.linktype, batch.verdict, aux,
+                    self._dest_addr, self._dest_af, self._src4, self._src6,
+                )
         return written
+
+    def _run(self, b: PacketBatch, lo: int, hi: int, aux: np.ndarray | None) -> int:
+        if lo == 0 and hi == len(b):
+            return self.engine.process(b.buf, b.off, b.caplen, b.wirelen, b.ts, b.linktype, b.verdict, aux)
+        return self.engine.process(
+            b.buf, b.off[lo:hi], b.caplen[lo:hi], b.wirelen[lo:hi], b.ts[lo:hi], b.linktype[lo:hi],
+            b.verdict[lo:hi], None if aux is None else aux[lo:hi],
+        )
+
+    # -- rules changes ---------------------------------------------------------------------
+    def rules_at(self, when_ns: int, rules: Rules, *, relative: bool = True) -> None:
+        """Apply ``rules`` (as :meth:`reload` does) at ``when_ns``: nanoseconds after the
+        first packet (``relative``) or an absolute packet timestamp."""
+        if self.first_ts is not None:
+            self._pending.append((self.first_ts + when_ns if relative else when_ns, rules))
+            self._pending.sort(key=lambda x: x[0])
+        else:
+            self._pending_raw.append((when_ns, relative, rules))
+
+    def reload(self, new: Rules) -> list[str]:
+        """Bring the director to ``new`` rules without dropping connections, as a
+        sequence of ipvsadm commands would: services and real servers are added,
+        weights and thresholds edited in place (weight 0 drains: no new connections,
+        existing ones go on), real servers removed (their connections stay until they
+        expire, or end at their next packet with expire_nodest_conn). Returns one line
+        per change."""
+        eng = self.engine
+        msgs: list[str] = []
+        old_by_key = {s.key: s for s in self.rules.services}
+        new_keys = {s.key for s in new.services}
+        eff = new.timeouts.effective()
+        eng.set_timeouts(eff.tcp, eff.tcpfin, eff.udp)
+        for svc in new.services:
+            if svc.key not in self._svc_index:
+                self._add_service(svc)
+                msgs.append(f"added service {svc.spec()} ({len(svc.reals)} real servers)")
+                continue
+            si = self._svc_index[svc.key]
+            old = old_by_key.get(svc.key)
+            if old is not None and old.scheduler != svc.scheduler:
+                msgs.append(f"warning: {svc.spec()}: scheduler change {old.scheduler} -> "
+                            f"{svc.scheduler} needs a restart; keeping {old.scheduler}")
+            wanted = {rs.key for rs in svc.reals}
+            for rs, _ in svc.replay():
+                di = self._dest_index.get((svc.key, rs.key))
+                if di is None:
+                    self._add_dest(svc, si, rs)
+                    msgs.append(f"{svc.spec()}: added real server {rs.addrport()} weight {rs.weight}")
+                    continue
+                cur = eng.dest_info(di)
+                changes = {k: getattr(rs, k) for k in ("weight", "u_threshold", "l_threshold")
+                           if cur[k] != getattr(rs, k)}
+                if changes:
+                    eng.edit_dest(di, **changes)
+                    what = " ".join(f"{k} {cur[k]}->{v}" for k, v in changes.items())
+                    msgs.append(f"{svc.spec()}: real server {rs.addrport()} {what}")
+            for (skey, rkey), di in list(self._dest_index.items()):
+                if skey == svc.key and rkey not in wanted:
+                    eng.remove_dest(di)
+                    del self._dest_index[(skey, rkey)]
+                    msgs.append(f"{svc.spec()}: removed real server {rkey[0]}:{rkey[1]}")
+        for key, old in old_by_key.items():
+            if key in new_keys:
+                continue
+            for (skey, rkey), di in list(self._dest_index.items()):
+                if skey == key:
+                    eng.remove_dest(di)
+                    del self._dest_index[(skey, rkey)]
+            msgs.append(f"removed service {old.spec()}: its real servers are unlinked; "
+                        "new connections to it are dropped (drop_no_dest)")
+        self.rules = new
+        self._xmit_tables()
+        return msgs
 
     def process_packets(self, frames: list[bytes], ts_ns: list[int] | None = None,
                         linktype: int = 1) -> tuple[list[bytes], list[int]]:

@@ -341,66 +341,9 @@ def check_offloads(ifname: str, fix: bool, log: Callable[[str], None]) -> None:
 
 # -- rules reload -------------------------------------------------------------------------------
 def apply_rules(director: Any, new: Any) -> list[str]:
-    """Bring a running director to ``new`` rules without dropping connections:
-    add services and real servers, edit weights/thresholds in place (weight 0 drains:
-    no new connections, existing ones continue), remove real servers (their
-    connections stay until they expire, as ipvsadm -d leaves them). Returns what
-    changed, one line per change."""
-    eng = director.engine
-    msgs: list[str] = []
-    old_by_key = {s.key: s for s in director.rules.services}
-    new_keys = {s.key for s in new.services}
-    eff = new.timeouts.effective()
-    eng.set_timeouts(eff.tcp, eff.tcpfin, eff.udp)
-    for svc in new.services:
-        if svc.key not in director._svc_index:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                director._add_service(svc)
-            msgs += [f"warning: {w.message}" for w in caught]
-            msgs.append(f"added service {svc.spec()} ({len(svc.reals)} real servers)")
-            continue
-        si = director._svc_index[svc.key]
-        old = old_by_key.get(svc.key)
-        if old is not None and old.scheduler != svc.scheduler:
-            msgs.append(f"warning: {svc.spec()}: scheduler change {old.scheduler} -> "
-                        f"{svc.scheduler} needs a restart; keeping {old.scheduler}")
-        wanted = {rs.key for rs in svc.reals}
-        for rs, _ in svc.replay():
-            key = (svc.key, rs.key)
-            di = director._dest_index.get(key)
-            if di is None:
-                director._add_dest(svc, si, rs)
-                msgs.append(f"{svc.spec()}: added real server {rs.addrport()} weight {rs.weight}")
-                continue
-            cur = eng.dest_info(di)
-            changes: dict[str, int] = {}
-            if cur["weight"] != rs.weight:
-                changes["weight"] = rs.weight
-            if cur["u_threshold"] != rs.u_threshold:
-                changes["u_threshold"] = rs.u_threshold
-            if cur["l_threshold"] != rs.l_threshold:
-                changes["l_threshold"] = rs.l_threshold
-            if changes:
-                eng.edit_dest(di, **changes)
-                what = " ".join(f"{k} {cur[k]}->{v}" for k, v in changes.items())
-                msgs.append(f"{svc.spec()}: real server {rs.addrport()} {what}")
-        for (skey, rkey), di in list(director._dest_index.items()):
-            if skey == svc.key and rkey not in wanted:
-                eng.remove_dest(di)
-                del director._dest_index[(skey, rkey)]
-                msgs.append(f"{svc.spec()}: removed real server {rkey[0]}:{rkey[1]}")
-    for key, old in old_by_key.items():
-        if key in new_keys:
-            continue
-        for (skey, rkey), di in list(director._dest_index.items()):
-            if skey == key:
-                eng.remove_dest(di)
-                del director._dest_index[(skey, rkey)]
-        msgs.append(f"removed service {old.spec()}: its real servers are unlinked; "
-                    "new connections to it are dropped (drop_no_dest)")
-    director.rules = new
-    return msgs
+    """Bring a running director to ``new`` rules without dropping connections
+    (``Director.reload``). Returns what changed, one line per change."""
+    return list(director.reload(new))
 
 
 def _load_rules(cfg: ForwardConfig) -> Any:
