@@ -107,8 +107,9 @@ def cmd_process(a: argparse.Namespace) -> int:
     size = os.path.getsize(inp)
     show = not a.quiet and not a.no_progress and sys.stderr.isatty() and size > (8 << 20)
     bar = _progress(size, show)
-    writer = Writer(a.output, like=reader) if a.output else None
-    dropped = Writer(a.dropped, like=reader) if a.dropped else None
+    fmt = a.out_format if a.out_format != "same" else None
+    writer = Writer(a.output, like=reader, format=fmt) if a.output else None
+    dropped = Writer(a.dropped, like=reader, format=fmt) if a.dropped else None
     try:
         with reader:
             for batch in reader:
@@ -268,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-o", "--output", help="write the balanced capture here")
     pr.add_argument("-r", "--rules", help="rules in ipvsadm -S -n format")
     pr.add_argument("--dropped", metavar="PCAP", help="write dropped packets here")
+    pr.add_argument("--out-format", choices=("same", "pcap", "pcapng"), default="same",
+                    help="output capture format (default: the input's)")
     pr.add_argument("--json", action="store_true", help="print listing, connections and counters as JSON")
     pr.add_argument("-c", "--conns", action="store_true", help="also list connections (ipvsadm -L -n -c)")
     pr.add_argument("--seed", type=int, default=None, help="connection-table hash seed (default random)")

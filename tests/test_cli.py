@@ -86,3 +86,18 @@ def test_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
     assert r.returncode == 3 and "missing.pcap" in r.stderr and "Traceback" not in r.stderr
     r = run("process", str(GOLDEN / "g1-rr.pcap"), "-r", str(tmp_path / "nope.rules"))
     assert r.returncode == 2 and "nope.rules" in r.stderr
+
+
+def test_output_keeps_or_changes_the_format(tmp_path: Path) -> None:
+    ng = tmp_path / "out.pcapng"
+    r = run("process", str(GOLDEN / "g1-rr.pcap"), "-r", str(GOLDEN / "g1-rr.rules"), "-o", str(ng),
+            "--out-format", "pcapng")
+    assert r.returncode == 0, r.stderr
+    with open(ng, "rb") as f:
+        assert f.read(4) == b"\x0a\x0d\x0d\x0a"
+    back = tmp_path / "back.pcap"
+    r = run("process", str(ng), "-r", str(GOLDEN / "g1-rr.rules"), "-o", str(back), "--keep-ttl",
+            "--out-format", "pcap")
+    assert r.returncode == 0, r.stderr
+    with open(back, "rb") as f:
+        assert len(list(dpkt.pcap.Reader(f))) == 240
