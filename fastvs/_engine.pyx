@@ -17,7 +17,7 @@ from fastvs._conntab cimport (ConnTable, ct_init, ct_destroy, ct_hash_pkt, ct_lo
                               ct_alloc, ct_link, ct_unhash, ct_free, ct_due, ct_expire_at, addr_eq,
                               ct_lookup_template,
                               CT_NONE, CT_DIR_IN, CT_DIR_OUT, fv_hash_key)
-from fastvs._proto cimport (fv_tcp_states, fv_tcp_active, TCP_TBL_INPUT, TCP_TBL_OUTPUT,
+from fastvs._proto cimport (fv_tcp_states, fv_tcp_states_dos, fv_tcp_active, TCP_TBL_INPUT, TCP_TBL_OUTPUT,
                             TCP_TBL_INPUT_ONLY, tcp_state_idx, nat_dnat, nat_snat,
                             hop_decrease)
 from fastvs._sctp cimport (sctp_table, sctp_next_state, sctp_state_active, sctp_is_new_conn,
@@ -106,6 +106,8 @@ ctypedef struct EngineState:
     # "available memory" is the free connection slots, amemthresh a number of slots
     int drop_entry_mode        # 0 off, 1 auto (on when low), 3 always
     int drop_packet_mode       # 0 off, 1 auto, 3 always
+    int secure_tcp_mode        # 0 off, 1 auto, 3 always: the tcp_states_dos table
+    bint secure_tcp_on
     bint drop_entry_on
     uint32_t amemthresh
     uint32_t am_droprate
@@ -288,6 +290,8 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction, uint8_t tcpf
     fidx = tcp_state_idx(tcpflags)
     if fidx < 0:
         new_state = TCP_S_CLOSE
+    elif st.secure_tcp_on:
+        new_state = fv_tcp_states_dos[tbl][fidx][c.state]
     else:
         new_state = fv_tcp_states[tbl][fidx][c.state]
     if new_state != c.state and c.dest >= 0:
@@ -377,6 +381,7 @@ cdef inline void update_defense(EngineState* st) noexcept nogil:
             st.drop_counter = st.drop_rate
     else:
         st.drop_rate = 0
+    st.secure_tcp_on = st.secure_tcp_mode == 3 or (st.secure_tcp_mode == 1 and low)
     st.drop_entry_on = st.drop_entry_mode == 3 or (st.drop_entry_mode == 1 and low)
     if not st.drop_entry_on:
         return
@@ -898,9 +903,10 @@ cdef class Engine:
     def set_options(self, *, keep_ttl=None, director_view=None, truncated=None,
                     expire_nodest_conn=None, conn_reuse_mode=None,
                     expire_quiescent_template=None, tunnel_mtu=None, drop_entry=None,
-                    drop_packet=None, amemthresh=None, am_droprate=None, sloppy_sctp=None):
-        """Options named after the kernel's sysctls. Flood defenses: ``drop_entry`` and
-        ``drop_packet`` are 0 (off), 1 (automatic: on while fewer than ``amemthresh``
+                    drop_packet=None, amemthresh=None, am_droprate=None, sloppy_sctp=None,
+                    secure_tcp=None):
+        """Options named after the kernel's sysctls. Flood defenses: ``drop_entry``,
+        ``drop_packet`` and ``secure_tcp`` are 0 (off), 1 (automatic: on while fewer than ``amemthresh``
         connection slots are free) or 3 (always); fastvs turns drop_entry on
         automatically by default (the kernel's default is off, but its table is not
         bounded the way fastvs's is)."""
@@ -922,13 +928,16 @@ cdef class Engine:
             if not 68 <= tunnel_mtu <= 65535:
                 raise ValueError("tunnel MTU must be between 68 and 65535")
             self.st.tun_mtu = tunnel_mtu
-        for name, val in (("drop_entry", drop_entry), ("drop_packet", drop_packet)):
+        for name, val in (("drop_entry", drop_entry), ("drop_packet", drop_packet),
+                          ("secure_tcp", secure_tcp)):
             if val is not None and val not in (0, 1, 2, 3):
                 raise ValueError(f"{name} must be 0, 1 or 3")
         if drop_entry is not None:
             self.st.drop_entry_mode = 1 if drop_entry == 2 else drop_entry
         if drop_packet is not None:
             self.st.drop_packet_mode = 1 if drop_packet == 2 else drop_packet
+        if secure_tcp is not None:
+            self.st.secure_tcp_mode = 1 if secure_tcp == 2 else secure_tcp
         if sloppy_sctp is not None:
             self.st.sloppy_sctp = bool(sloppy_sctp)
         if amemthresh is not None:

@@ -59,6 +59,31 @@ cdef extern from *:
         /* rst */ {sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL},
       },
     };
+    /* tcp_states_dos: the table secure_tcp switches to under attack (a client's ACK
+       does not establish a SYN_RECV connection; the server's SYN-ACK makes it SYNACK) */
+    static const unsigned char fv_tcp_states_dos[3][4][11] = {
+      /* INPUT:  sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA */
+      {
+        /* syn */ {sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSA},
+        /* fin */ {sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sSA},
+        /* ack */ {sES, sES, sSS, sSR, sFW, sTW, sCL, sCW, sCL, sLI, sSA},
+        /* rst */ {sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL},
+      },
+      /* OUTPUT:  sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA */
+      {
+        /* syn */ {sSS, sES, sSS, sSA, sSS, sSS, sSS, sSS, sSS, sLI, sSA},
+        /* fin */ {sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW},
+        /* ack */ {sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES},
+        /* rst */ {sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL},
+      },
+      /* INPUT-ONLY:  sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA */
+      {
+        /* syn */ {sSA, sES, sES, sSR, sSA, sSA, sSA, sSA, sSA, sSA, sSA},
+        /* fin */ {sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW},
+        /* ack */ {sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES},
+        /* rst */ {sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL},
+      },
+    };
     /* tcp_state_active_table: ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK */
     static const int fv_tcp_active[11] = {0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1};
     #undef sNO
@@ -74,6 +99,7 @@ cdef extern from *:
     #undef sSA
     """
     const unsigned char fv_tcp_states[3][4][11]
+    const unsigned char fv_tcp_states_dos[3][4][11]
     const int fv_tcp_active[11]
 
 

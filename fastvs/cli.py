@@ -89,6 +89,7 @@ def cmd_process(a: argparse.Namespace) -> int:
             tunnel_mtu=a.tunnel_mtu,
             drop_entry=a.drop_entry,
             drop_packet=a.drop_packet,
+            secure_tcp=a.secure_tcp,
         )
     for w in caught:
         print(f"fastvs: warning: {w.message}", file=sys.stderr)
@@ -299,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "nearly full (1, default), never (0) or always (3)")
     pr.add_argument("--drop-packet", type=int, choices=(0, 1, 3), default=0,
                     help="flood defense: refuse 1 in N new connections when nearly full")
+    pr.add_argument("--secure-tcp", type=int, choices=(0, 1, 3), default=0,
+                    help="flood defense: the kernel's tcp_states_dos state table when nearly full")
     pr.add_argument("--marks", metavar="FILE",
                     help="firewall marks for -f services: lines 'MARK PROTO NETWORK [PORT]'")
     pr.add_argument("--rules-order", choices=("kernel", "file"), default="kernel",

@@ -42,7 +42,9 @@ class Director:
     instead of free memory): ``drop_entry`` (default 1: while fewer than ``amemthresh``
     slots — default capacity/8 — are free, each second of traffic removes half-open TCP
     entries found in a random 1/32 of the table) and ``drop_packet`` (default 0; 1 or 3
-    refuse one new connection in N, N growing as the table fills).
+    refuse one new connection in N, N growing as the table fills) and ``secure_tcp``
+    (default 0; 1 or 3 switch to the kernel's tcp_states_dos table, where only the real
+    server's answer moves a half-open connection on).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Director:
         tunnel_mtu: int = 1500,
         drop_entry: int = 1,
         drop_packet: int = 0,
+        secure_tcp: int = 0,
         amemthresh: int | None = None,
     ) -> None:
         self.engine = Engine(capacity, seed)
@@ -76,6 +79,7 @@ class Director:
             tunnel_mtu=tunnel_mtu,
             drop_entry=drop_entry,
             drop_packet=drop_packet,
+            secure_tcp=secure_tcp,
             amemthresh=amemthresh,
         )
         if marks:

@@ -78,3 +78,25 @@ def test_defense_is_idle_while_the_table_has_room() -> None:
     _, v = d.process_packets([tcp(f"100.64.0.{i}", 1000, VIP, 80, "S") for i in range(1, 200)],
                              [i * S // 100 for i in range(199)])
     assert v == [V.FWD_IN] * 199 and d.engine.entries_dropped == 0
+
+
+def test_secure_tcp_uses_the_dos_state_table() -> None:
+    """tcp_states_dos: a client's ACK no longer establishes a SYN_RECV connection;
+    the real server's SYN-ACK moves it to SYNACK, where only the server's own next
+    segment establishes it (a spoofed client cannot)."""
+    for mode, states in ((0, ["SYN_RECV", "ESTABLISHED"]), (3, ["SYN_RECV", "SYN_RECV"])):
+        d = Director(parse_rules(RULES), seed=1, secure_tcp=mode)
+        seen = []
+        for i, flags in enumerate(["S", "A"]):
+            d.process_packets([tcp("100.64.0.1", 1000, VIP, 80, flags)], [i])
+            seen.append(d.lookup("tcp", "100.64.0.1", 1000, VIP, 80)["state"])
+        assert seen == states
+    d = Director(parse_rules(RULES), seed=1, secure_tcp=3)
+    d.process_packets([tcp("100.64.0.1", 1000, VIP, 80, "S")], [0])
+    rs = d.lookup("tcp", "100.64.0.1", 1000, VIP, 80)["daddr"]
+    d.process_packets([tcp(rs, 8080, "100.64.0.1", 1000, "SA")], [1])
+    assert d.lookup("tcp", "100.64.0.1", 1000, VIP, 80)["state"] == "SYNACK"
+    d.process_packets([tcp("100.64.0.1", 1000, VIP, 80, "A")], [2])
+    assert d.lookup("tcp", "100.64.0.1", 1000, VIP, 80)["state"] == "SYNACK"
+    d.process_packets([tcp(rs, 8080, "100.64.0.1", 1000, "PA", payload=b"hi")], [3])
+    assert d.lookup("tcp", "100.64.0.1", 1000, VIP, 80)["state"] == "ESTABLISHED"
