@@ -787,7 +787,9 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
             if rcs[k] == PKT_OK:
                 b = st.ct.buckets[hs[k] & st.ct.mask]
                 if b:
+                    # both cache lines of the record: keys and state, then timer and dest
                     FV_PREFETCH_W(&st.ct.conns[<uint32_t>(b & 0x7fffffff) - 1])
+                    FV_PREFETCH_W(<uint8_t*>&st.ct.conns[<uint32_t>(b & 0x7fffffff) - 1] + 64)
         for k in range(w):
             j = i + k
             if not st.started or ts[j] > st.now:
