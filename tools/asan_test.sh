@@ -3,7 +3,7 @@
 # the work tree, then run the test suite and a short fuzz run of each harness under it.
 #
 # CPython itself is not built with ASan, so the ASan runtime must be the first library
-# loaded: LD_PRELOAD=$(gcc -print-file-name=libasan.so). Leak checking is off (CPython
+# loaded: LD_PRELOAD=$(gcc -print-file-name=libasan.so) (and libstdc++, see below). Leak checking is off (CPython
 # leaks at exit by design). Any "ERROR: AddressSanitizer" or UBSan "runtime error:" in
 # the logs fails the run.
 #
@@ -35,10 +35,14 @@ echo "== build with FASTVS_SANITIZE=1"
   || { tail -n 30 "$LOG/build.log"; echo "asan: build failed"; exit 2; }
 LIBASAN=$(gcc -print-file-name=libasan.so)
 if [ ! -e "$LIBASAN" ]; then echo "asan: libasan.so not found (gcc -print-file-name)"; exit 2; fi
+# libstdc++ too: python is plain C, so without it ASan's __cxa_throw interceptor finds no
+# real function and aborts ("CHECK failed ... real___cxa_throw") the first time a C++
+# extension throws (matplotlib's ft2font does, on import, in tests/test_bench.py)
+LIBSTDCXX=$(gcc -print-file-name=libstdc++.so)
 so=$(ls "$WORK"/fastvs/_engine*.so)
 if [ "$(nm -D "$so" | grep -c __asan_report)" = 0 ]; then echo "asan: $so is not instrumented"; exit 2; fi
 
-export LD_PRELOAD=$LIBASAN
+export LD_PRELOAD="$LIBASAN${LIBSTDCXX:+ $LIBSTDCXX}"
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=0:detect_stack_use_after_return=0:allocator_may_return_null=1:print_summary=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export PYTHONPATH=$WORK
