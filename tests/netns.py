@@ -65,8 +65,22 @@ def have_netns() -> tuple[bool, str]:
     return True, ""
 
 
+def tool_env(args: list[str] | tuple[str, ...]) -> dict[str, str] | None:
+    """The environment for a command: as ours, but under tools/asan_test.sh (which
+    preloads libasan) only our own Python keeps LD_PRELOAD. Other programs do not need
+    it, and some break under it: curl hangs past its own --max-time."""
+    if "LD_PRELOAD" not in os.environ:
+        return None
+    prog = args[4] if list(args[:3]) == ["ip", "netns", "exec"] and len(args) > 4 else args[0]
+    if prog == sys.executable:
+        return None
+    env = dict(os.environ)
+    del env["LD_PRELOAD"]
+    return env
+
+
 def sh(*args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, env=tool_env(args))
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(args)}: {r.returncode}: {r.stderr.strip()}")
     return r
@@ -185,7 +199,9 @@ class Topology:
     def spawn(self, ns: str, *args: str, **kw: object) -> subprocess.Popen[bytes]:
         kw.setdefault("stdout", subprocess.DEVNULL)
         kw.setdefault("stderr", subprocess.DEVNULL)
-        p = subprocess.Popen(["ip", "netns", "exec", ns, *args], **kw)  # type: ignore[call-overload]
+        cmd = ["ip", "netns", "exec", ns, *args]
+        kw.setdefault("env", tool_env(cmd))
+        p = subprocess.Popen(cmd, **kw)  # type: ignore[call-overload]
         self.procs.append(p)
         return p
 

@@ -20,7 +20,11 @@ from fastvs.batch import PacketBatch
 from fastvs.errors import CaptureError
 from fastvs.pcap import Reader, Writer, open_capture
 
-REAL = Path(__file__).resolve().parents[2] / "shared/pcaps/real"
+from conftest import REAL as _CONF_REAL
+
+# conftest's lookup: beside the repo, else /work/shared (a copy of the tree in /tmp, as
+# tools/asan_test.sh makes, finds them too)
+REAL = _CONF_REAL or Path(__file__).resolve().parents[2] / "shared/pcaps/real"
 REAL_FILES = sorted(p for p in REAL.glob("*.pcap*")) if REAL.is_dir() else []
 needs_real = pytest.mark.skipif(not REAL_FILES, reason=f"{REAL} is absent")
 MANIFEST = (
