@@ -96,22 +96,32 @@ def encap_tunnel(const uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t
     cdef uint32_t[::1] oo = out_off
     cdef uint32_t[::1] oc = out_cap
     cdef uint32_t[::1] ow = out_wire
+    cdef Py_ssize_t buflen = buf.shape[0]
     for i in range(n):
         extra = 0
         if verdict[i] == V_FWD_TUN and 0 <= aux[i] < nd:
             extra = 20 if dest_af[aux[i]] == 4 else 40
-        total += caplen[i] + extra
+        if <unsigned long long>off[i] + caplen[i] <= <unsigned long long>buflen:
+            total += caplen[i]
+        total += extra
     if total >= 2 ** 32:
         raise ValueError("tunnelled batch too large")
     out = np.empty(max(1, total), dtype=np.uint8)
     cdef uint8_t[::1] ob = out
+    cdef uint8_t* obase = &ob[0]
+    cdef const uint8_t* ibase = &buf[0] if buflen else NULL
     cdef uint32_t pos = 0
     with nogil:
         for i in range(n):
-            f = &buf[off[i]]
-            o = &ob[pos]
+            o = obase + pos
             d = aux[i]
             oo[i] = pos
+            if <unsigned long long>off[i] + caplen[i] > <unsigned long long>buflen:
+                # a slot outside the buffer (the engine dropped it): nothing to copy
+                oc[i] = 0
+                ow[i] = wirelen[i]
+                continue
+            f = ibase + off[i]
             if verdict[i] != V_FWD_TUN or d < 0 or d >= nd:
                 memcpy(o, f, caplen[i])
                 oc[i] = caplen[i]

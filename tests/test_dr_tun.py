@@ -68,3 +68,22 @@ def test_mixed_methods_in_one_batch() -> None:
     for f, code in zip(out, v, strict=True):
         if code == V.FWD_TUN:
             assert len(f) == 14 + 20 + 40  # the outer header in front of the whole datagram
+
+
+def test_tunnel_stage_with_empty_and_out_of_buffer_slots() -> None:
+    """Regression (found by the fuzzer on the bounds-checked build): the tunnel output
+    stage must not read a slot the engine refused as outside the buffer, nor index
+    past the end for an empty last record."""
+    import numpy as np
+
+    from fastvs.batch import PacketBatch
+
+    rules = f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r 192.168.0.10 -i\n"
+    d = Director(parse_rules(rules), seed=1)
+    syn = tcp("100.64.0.1", 1000, VIP, 80, "S")
+    b = PacketBatch.from_packets([syn, syn, b""])
+    b.off[1] = len(b.buf) - 4  # claims 54 bytes where only 4 remain
+    d.process(b)
+    assert [int(v) for v in b.verdict] == [V.FWD_TUN, V.DROP_BAD_SLOT, V.DROP_L2_TRUNCATED]
+    assert int(b.caplen[0]) == len(syn) + 20 and int(b.caplen[1]) == 0 and int(b.caplen[2]) == 0
+    assert int(b.off[2]) <= len(b.buf) and np.all(b.off[:1] + b.caplen[:1] <= len(b.buf))
