@@ -132,6 +132,7 @@ def test_atheris_short_run(corpus: Path, name: str, tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, str(FUZZ / f"fuzz_{name}.py"), str(work),
          f"-max_total_time={ATHERIS_SECONDS}", f"-artifact_prefix={tmp_path}/", "-print_final_stats=1",
+         "-seed=1",  # CI explores the same mutations each run; `make fuzz` runs free
          *rss],
         capture_output=True, text=True, timeout=ATHERIS_SECONDS + 120, cwd=tmp_path,
     )  # fmt: skip
