@@ -730,6 +730,10 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int rc,
         if mp.l3len + (20 if st.dests[c.dest].af == 4 else 40) > st.tun_mtu and (
                 mp.af == 6 or (p[mp.l3off + 6] & 0x40)):
             return V_DROP_MTU
+        # the kernel would fragment an oversized datagram without DF; one that cannot
+        # get an outer header at all (over 64 KiB with it) is refused here
+        if mp.l3len + (20 if st.dests[c.dest].af == 4 else 40) > 65535:
+            return V_DROP_MTU
     # ip_vs_dr_xmit / ip_vs_tunnel_xmit: the route decrements the TTL; the MACs and
     # the tunnel header are the output stage's (fastvs._xmit)
     if not st.keep_ttl:

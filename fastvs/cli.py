@@ -173,11 +173,12 @@ def _summary_text(s: dict[str, Any], counters: dict[str, int]) -> str:
     lines = [
         f"packets in {s['packets_in']}  out {s['packets_out']}  dropped {s['dropped']}"
         f"  ({s['seconds']:.3f} s, {rate / 1e6:.2f} Mpps end to end)",
-        f"  forwarded to real servers {s['forwarded_in']}  replies rewritten {s['forwarded_out']}"
-        f"  passed untouched {s['passed']}  connections live {s['connections']}",
+        f"  forwarded to real servers {s['forwarded_in'] + s['forwarded_dr'] + s['forwarded_tun']}"
+        f"  replies rewritten {s['forwarded_out']}  not IPVS's (passed on) {s['passed']}"
+        f"  connections live {s['connections']}",
     ]
     for name, n in counters.items():
-        if not name.startswith("fwd_"):
+        if not name.startswith("fwd_") or name in ("fwd_dr", "fwd_tun"):
             lines.append(f"  {name:<24} {n}")
     for line in s.get("reloads", []):
         lines.append(f"  rules change: {line}")

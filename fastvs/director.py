@@ -304,6 +304,8 @@ class Director:
             "packets_out": written,
             "dropped": dropped,
             "forwarded_in": c.get(V.FWD_IN, 0),
+            "forwarded_dr": c.get(V.FWD_DR, 0),
+            "forwarded_tun": c.get(V.FWD_TUN, 0),
             "forwarded_out": c.get(V.FWD_OUT, 0),
             "passed": sum(n for code, n in c.items() if code < V.FWD_IN),
             "drops": {V.name(code): n for code, n in sorted(c.items()) if code >= V.DROP_BASE},

@@ -87,3 +87,21 @@ def test_tunnel_stage_with_empty_and_out_of_buffer_slots() -> None:
     assert [int(v) for v in b.verdict] == [V.FWD_TUN, V.DROP_BAD_SLOT, V.DROP_L2_TRUNCATED]
     assert int(b.caplen[0]) == len(syn) + 20 and int(b.caplen[1]) == 0 and int(b.caplen[2]) == 0
     assert int(b.off[2]) <= len(b.buf) and np.all(b.off[:1] + b.caplen[:1] <= len(b.buf))
+
+
+def test_summary_counts_dr_and_tunnel_forwarding(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    rules = tmp_path / "r.rules"
+    rules.write_text(f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r 192.168.0.10 -i\n-a -t {VIP}:80 -r 192.168.0.11 -g\n")
+    cap = tmp_path / "in.pcap"
+    with open(cap, "wb") as f:
+        w = dpkt.pcap.Writer(f)
+        for i in range(4):
+            w.writepkt(tcp("100.64.0.1", 1000 + i, VIP, 80, "S"), 1.0 + i)
+    r = subprocess.run([sys.executable, "-m", "fastvs.cli", "process", str(cap), "-r", str(rules)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "forwarded to real servers 4" in r.stdout
+    assert "fwd_dr" in r.stdout and "fwd_tun" in r.stdout
