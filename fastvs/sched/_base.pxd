@@ -39,3 +39,50 @@ cdef inline int32_t list_pos(const Service* svc, int32_t dest) noexcept nogil:
         if svc.dest_list[i] == dest:
             return i
     return -1
+
+
+cdef inline int64_t sed_overhead(const Dest* d) noexcept nogil:
+    """ip_vs_sed_dest_overhead: only active connections, plus the one to come."""
+    return <int64_t>d.activeconns + 1
+
+
+cdef inline int32_t weighted_least(Service* svc, Dest* dests, bint sed) noexcept nogil:
+    """The weighted least-connection walk that wlc, sed, lblc and lblcr share: the
+    first usable dest (not overloaded, weight > 0) starts, then every later dest not
+    overloaded wins if overhead/weight is strictly smaller, compared cross-multiplied
+    in 64 bits (so a weight-0 dest never wins and the first in list order wins a tie).
+    ``sed`` takes active + 1 as the overhead instead of active * 256 + inactive."""
+    cdef int32_t least = -1
+    cdef int64_t loh = 0
+    cdef int64_t doh
+    cdef int32_t i, d
+    cdef int32_t n = svc.ndests
+    for i in range(n):
+        d = svc.dest_list[i]
+        if not dest_overloaded(&dests[d]) and dests[d].weight > 0:
+            least = d
+            loh = sed_overhead(&dests[d]) if sed else dest_overhead(&dests[d])
+            break
+    if least < 0:
+        return -1
+    for i in range(i + 1, n):
+        d = svc.dest_list[i]
+        if dest_overloaded(&dests[d]):
+            continue
+        doh = sed_overhead(&dests[d]) if sed else dest_overhead(&dests[d])
+        if loh * dests[d].weight > doh * dests[least].weight:
+            least = d
+            loh = doh
+    return least
+
+
+cdef inline bint lblc_is_overloaded(Service* svc, Dest* dests, int32_t d) noexcept nogil:
+    """is_overloaded of ip_vs_lblc.c / ip_vs_lblcr.c: more active connections than
+    its weight while some dest runs below half of its own."""
+    cdef int32_t i, x
+    if dests[d].activeconns > dests[d].weight:
+        for i in range(svc.ndests):
+            x = svc.dest_list[i]
+            if <int64_t>dests[x].activeconns * 2 < dests[x].weight:
+                return True
+    return False

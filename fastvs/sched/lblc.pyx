@@ -37,7 +37,7 @@ from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from fastvs._types cimport Service, Dest, PacketMeta, DEST_F_AVAILABLE
-from fastvs.sched._base cimport SchedOps, dest_overloaded, dest_overhead
+from fastvs.sched._base cimport SchedOps, weighted_least, lblc_is_overloaded
 from fastvs.sched._hashing cimport hash_32, addr_fold
 
 cdef enum:
@@ -198,42 +198,6 @@ cdef void run_timers(Table* t, int64_t now, int af) noexcept nogil:
         t.next_check += CHECK_EXPIRE_INTERVAL
 
 
-cdef bint is_overloaded(Service* svc, Dest* dests, int32_t d) noexcept nogil:
-    cdef int32_t i, x
-    if dests[d].activeconns > dests[d].weight:
-        for i in range(svc.ndests):
-            x = svc.dest_list[i]
-            if <int64_t>dests[x].activeconns * 2 < dests[x].weight:
-                return True
-    return False
-
-
-cdef int32_t least_loaded(Service* svc, Dest* dests) noexcept nogil:
-    """__ip_vs_lblc_schedule: weighted least-connection over the whole list."""
-    cdef int32_t least = -1
-    cdef int64_t loh = 0
-    cdef int64_t doh
-    cdef int32_t i, d
-    cdef int32_t n = svc.ndests
-    for i in range(n):
-        d = svc.dest_list[i]
-        if not dest_overloaded(&dests[d]) and dests[d].weight > 0:
-            least = d
-            loh = dest_overhead(&dests[d])
-            break
-    if least < 0:
-        return -1
-    for i in range(i + 1, n):
-        d = svc.dest_list[i]
-        if dest_overloaded(&dests[d]):
-            continue
-        doh = dest_overhead(&dests[d])
-        if loh * dests[d].weight > doh * dests[least].weight:
-            least = d
-            loh = doh
-    return least
-
-
 cdef int32_t lblc_pick(Service* svc, Dest* dests, const PacketMeta* m) noexcept nogil:
     cdef Table* t = <Table*>svc.sched_data
     cdef int32_t e, d
@@ -245,9 +209,9 @@ cdef int32_t lblc_pick(Service* svc, Dest* dests, const PacketMeta* m) noexcept 
         t.pool[e].lastuse = m.now
         d = t.pool[e].dest
         if ((dests[d].flags & DEST_F_AVAILABLE) and dests[d].weight > 0
-                and not is_overloaded(svc, dests, d)):
+                and not lblc_is_overloaded(svc, dests, d)):
             return d
-    d = least_loaded(svc, dests)
+    d = weighted_least(svc, dests, False)
     if d < 0:
         return -1
     tbl_new(t, m.daddr, svc.af, d, m.now)

@@ -28,7 +28,7 @@ from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from fastvs._types cimport Service, Dest, PacketMeta, DEST_F_AVAILABLE
-from fastvs.sched._base cimport SchedOps, dest_overloaded, dest_overhead
+from fastvs.sched._base cimport SchedOps, dest_overloaded, dest_overhead, weighted_least, lblc_is_overloaded
 from fastvs.sched._hashing cimport hash_32, addr_fold
 
 cdef enum:
@@ -308,42 +308,6 @@ cdef void run_timers(Table* t, int64_t now) noexcept nogil:
 
 # -- scheduling ---------------------------------------------------------------------
 
-cdef bint is_overloaded(Service* svc, Dest* dests, int32_t d) noexcept nogil:
-    cdef int32_t i, x
-    if dests[d].activeconns > dests[d].weight:
-        for i in range(svc.ndests):
-            x = svc.dest_list[i]
-            if <int64_t>dests[x].activeconns * 2 < dests[x].weight:
-                return True
-    return False
-
-
-cdef int32_t least_loaded(Service* svc, Dest* dests) noexcept nogil:
-    """__ip_vs_lblcr_schedule: weighted least-connection over the whole list."""
-    cdef int32_t least = -1
-    cdef int64_t loh = 0
-    cdef int64_t doh
-    cdef int32_t i, d
-    cdef int32_t n = svc.ndests
-    for i in range(n):
-        d = svc.dest_list[i]
-        if not dest_overloaded(&dests[d]) and dests[d].weight > 0:
-            least = d
-            loh = dest_overhead(&dests[d])
-            break
-    if least < 0:
-        return -1
-    for i in range(i + 1, n):
-        d = svc.dest_list[i]
-        if dest_overloaded(&dests[d]):
-            continue
-        doh = dest_overhead(&dests[d])
-        if loh * dests[d].weight > doh * dests[least].weight:
-            least = d
-            loh = doh
-    return least
-
-
 cdef int32_t lblcr_pick(Service* svc, Dest* dests, const PacketMeta* m) noexcept nogil:
     cdef Table* t = <Table*>svc.sched_data
     cdef Entry* en
@@ -353,7 +317,7 @@ cdef int32_t lblcr_pick(Service* svc, Dest* dests, const PacketMeta* m) noexcept
     run_timers(t, m.now)
     e = tbl_get(t, m.daddr, svc.af)
     if e < 0:
-        d = least_loaded(svc, dests)
+        d = weighted_least(svc, dests, False)
         if d >= 0:
             tbl_new(t, m.daddr, svc.af, d, m.now)
         return d
@@ -364,9 +328,9 @@ cdef int32_t lblcr_pick(Service* svc, Dest* dests, const PacketMeta* m) noexcept
         most = set_max(t, en, dests)
         if most >= 0:
             set_erase(t, en, most, m.now)
-    if d >= 0 and not is_overloaded(svc, dests, d):
+    if d >= 0 and not lblc_is_overloaded(svc, dests, d):
         return d
-    d = least_loaded(svc, dests)
+    d = weighted_least(svc, dests, False)
     if d >= 0:
         set_insert(t, en, d, True, m.now)
     return d
