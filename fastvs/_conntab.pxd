@@ -25,6 +25,9 @@ from fastvs._types cimport Conn, PacketMeta, CONN_F_TEMPLATE
 cdef extern from "_hash.h" nogil:
     uint64_t fv_hash_key(const uint32_t* a1, const uint32_t* a2, uint16_t p1, uint16_t p2,
                          uint8_t proto, uint64_t seed)
+    uint64_t fv_hash_v4(uint32_t a1, uint32_t a2, uint16_t p1, uint16_t p2,
+                        uint8_t proto, uint64_t seed)
+    bint fv_eq16(const void* a, const void* b)
 
 cdef enum:
     CT_DIR_IN = 0
@@ -120,6 +123,8 @@ cdef inline bint addr_eq(const uint32_t* a, const uint32_t* b) noexcept nogil:
 
 
 cdef inline uint64_t ct_hash_pkt(const ConnTable* t, const PacketMeta* m) noexcept nogil:
+    if m.af == 4:
+        return fv_hash_v4(m.saddr[0], m.daddr[0], m.sport_be, m.dport_be, m.proto, t.seed)
     return fv_hash_key(m.saddr, m.daddr, m.sport_be, m.dport_be, m.proto, t.seed)
 
 
@@ -140,12 +145,12 @@ cdef inline uint32_t ct_lookup(const ConnTable* t, const PacketMeta* m, uint64_t
             c = &t.conns[idx]
             if c.proto == m.proto and c.af == m.af and not (c.in_use & 4):
                 if (b >> 31) & 1:
-                    if (c.dport_be == m.sport_be and c.cport_be == m.dport_be
-                            and addr_eq(c.daddr, m.saddr) and addr_eq(c.caddr, m.daddr)):
+                    if (((c.dport_be ^ m.sport_be) | (c.cport_be ^ m.dport_be)) == 0
+                            and fv_eq16(c.daddr, m.saddr) & fv_eq16(c.caddr, m.daddr)):
                         direction[0] = CT_DIR_OUT
                         return idx
-                elif (c.cport_be == m.sport_be and c.vport_be == m.dport_be
-                        and addr_eq(c.caddr, m.saddr) and addr_eq(c.vaddr, m.daddr)):
+                elif (((c.cport_be ^ m.sport_be) | (c.vport_be ^ m.dport_be)) == 0
+                        and fv_eq16(c.caddr, m.saddr) & fv_eq16(c.vaddr, m.daddr)):
                     direction[0] = CT_DIR_IN
                     return idx
         pos = (pos + 1) & t.mask

@@ -10,12 +10,15 @@ from fastvs._bytes cimport ldraw16, ldraw32
 
 
 cdef inline uint16_t csum_fold(uint64_t s) noexcept nogil:
-    """Fold a 64-bit one's complement accumulator to 16 bits (end-around carry)."""
-    s = (s & 0xffffffffULL) + (s >> 32)
-    s = (s & 0xffffffffULL) + (s >> 32)
-    s = (s & 0xffff) + (s >> 16)
-    s = (s & 0xffff) + (s >> 16)
-    return <uint16_t>s
+    """Fold a 64-bit one's complement accumulator to 16 bits (end-around carry):
+    the two halves added with their carry, then the 32-bit sum plus itself rotated
+    by 16 leaves the folded sum in the top half (the kernel's csum_fold). Gives 0
+    only for 0, as a step-by-step fold does."""
+    cdef uint32_t lo = <uint32_t>s
+    cdef uint32_t t = lo + <uint32_t>(s >> 32)
+    t += t < lo
+    t += (t >> 16) | (t << 16)
+    return <uint16_t>(t >> 16)
 
 
 cdef inline uint64_t ldraw16_pad(const uint8_t* p) noexcept nogil:

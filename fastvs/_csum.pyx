@@ -43,3 +43,8 @@ cdef uint32_t _be32(unsigned int v):
     b[2] = (v >> 8) & 0xff
     b[3] = v & 0xff
     return (<uint32_t*>b)[0]
+
+
+def fold(unsigned long long s):
+    """csum_fold of a 64-bit accumulator, for tests."""
+    return csum_fold(s)

@@ -138,43 +138,48 @@ cdef inline uint64_t pseudo_sum(const uint8_t* iph, int af, uint32_t l4len,
     return s + be16(<uint16_t>proto) + be16(<uint16_t>l4len) + be16(<uint16_t>(l4len >> 16))
 
 
-cdef inline void l4_rewrite(uint8_t* p, const PacketMeta* m, const uint32_t* old_addr,
-                            const uint32_t* new_addr, uint16_t old_port, uint16_t new_port,
-                            int port_off) noexcept nogil:
+cdef inline void l4_rewrite(uint8_t* p, const PacketMeta* m, uint64_t addr_diff,
+                            uint16_t old_port, uint16_t new_port, int port_off) noexcept nogil:
     """Patch a TCP/UDP port at ``port_off`` (0 = source, 2 = destination) and fix
     the checksum for it and for the pseudo-header address that changed (already
-    written into the IP header)."""
+    written into the IP header; ``addr_diff`` is that change's checksum delta)."""
     cdef uint8_t* th = p + m.l4off
     cdef uint16_t check
-    cdef uint64_t s
-    cdef uint32_t l4len
-    if m.proto == IPPROTO_SCTP_:
-        # no pseudo-header: only a port change touches the SCTP bytes (CRC32c)
-        sctp_nat_port(p, m, new_port, port_off)
-        return
-    straw16(th + port_off, new_port)
     if m.proto == IPPROTO_TCP_:
-        check = ldraw16(th + 16)
-        check = csum_apply(
-            check, csum_diff_addr(old_addr, new_addr, m.af) + csum_diff2(old_port, new_port))
-        straw16(th + 16, check)
+        straw16(th + port_off, new_port)
+        straw16(th + 16, csum_apply(ldraw16(th + 16), addr_diff + csum_diff2(old_port, new_port)))
         return
-    # UDP
-    check = ldraw16(th + 6)
-    if check != 0:
-        check = csum_apply(
-            check, csum_diff_addr(old_addr, new_addr, m.af) + csum_diff2(old_port, new_port))
-    elif not m.cut and m.frag == 0:
-        # no checksum came in: the kernel computes a full one over the datagram
-        # (pseudo-header with the new addresses, length = IP payload length)
-        l4len = m.l3len - (m.l4off - m.l3off)
-        s = csum_partial(th, l4len, 0) + pseudo_sum(p + m.l3off, m.af, l4len, IPPROTO_UDP_)
-        check = <uint16_t>~csum_fold(s)
-    else:
-        # the payload is not all here (snap length, fragments): leave "no checksum"
+    if m.proto == IPPROTO_UDP_:
+        straw16(th + port_off, new_port)
+        check = ldraw16(th + 6)
+        if check == 0:
+            udp_no_checksum(p, m)
+            return
+        check = csum_apply(check, addr_diff + csum_diff2(old_port, new_port))
+        if check == 0:
+            check = 0xffff          # CSUM_MANGLED_0: 0 would mean "no checksum"
+        straw16(th + 6, check)
         return
+    # SCTP has no pseudo-header: only a port change touches its bytes (CRC32c)
+    sctp_nat_port(p, m, new_port, port_off)
+
+
+cdef inline void udp_no_checksum(uint8_t* p, const PacketMeta* m) noexcept nogil:
+    """A UDP datagram that came without a checksum: the kernel computes a full one
+    over the datagram (pseudo-header with the new addresses, length = IP payload
+    length); when the payload is not all here (snap length, fragments) it is left
+    with "no checksum"."""
+    cdef uint8_t* th = p + m.l4off
+    cdef uint32_t l4len
+    cdef uint64_t s
+    cdef uint16_t check
+    if m.cut or m.frag != 0:
+        return
+    l4len = m.l3len - (m.l4off - m.l3off)
+    s = csum_partial(th, l4len, 0) + pseudo_sum(p + m.l3off, m.af, l4len, IPPROTO_UDP_)
+    check = <uint16_t>~csum_fold(s)
     if check == 0:
-        check = 0xffff          # CSUM_MANGLED_0: 0 would mean "no checksum"
+        check = 0xffff
     straw16(th + 6, check)
 
 
@@ -207,7 +212,7 @@ cdef inline void nat_dnat(uint8_t* p, const PacketMeta* m, const Conn* c, bint d
             iph[7] -= 1
         memcpy(iph + 24, c.daddr, 16)
     if m.frag != 1:
-        l4_rewrite(p, m, old_addr, c.daddr, old_port, c.dport_be, 2)
+        l4_rewrite(p, m, csum_diff_addr(old_addr, c.daddr, m.af), old_port, c.dport_be, 2)
 
 
 cdef inline void nat_snat(uint8_t* p, const PacketMeta* m, const Conn* c, bint dec_ttl) noexcept nogil:
@@ -229,7 +234,7 @@ cdef inline void nat_snat(uint8_t* p, const PacketMeta* m, const Conn* c, bint d
             iph[7] -= 1
         memcpy(iph + 8, c.vaddr, 16)
     if m.frag != 1:
-        l4_rewrite(p, m, old_addr, c.vaddr, old_port, c.vport_be, 0)
+        l4_rewrite(p, m, csum_diff_addr(old_addr, c.vaddr, m.af), old_port, c.vport_be, 0)
 
 
 cdef inline void hop_decrease(uint8_t* p, const PacketMeta* m) noexcept nogil:

@@ -53,6 +53,20 @@ def test_checksum_matches_independent_sum(data: bytes) -> None:
     assert _csum.checksum(data) == inet_csum(data)
 
 
+def _fold_stepwise(s: int) -> int:
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+@given(st.one_of(st.integers(0, 2**64 - 1), st.sampled_from(
+    [0, 1, 0xFFFF, 0x10000, 0xFFFF_FFFF, 0x1_0000_0000, 0xFFFF_0001, 2**64 - 1, 0xFFFF_FFFF_0000_0001])))
+@SETTINGS
+def test_fold_matches_stepwise(s: int) -> None:
+    # the rotate-and-add fold gives the same 16 bits as folding carry by carry
+    assert _csum.fold(s) == _fold_stepwise(s)
+
+
 def _equal_csum(a: int, b: int) -> bool:
     # one's complement has two zeros; RFC 1624 eqn. 3 never produces 0x0000 from a
     # non-zero sum, and full recomputation gives 0xFFFF only for all-zero data
