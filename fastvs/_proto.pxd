@@ -183,58 +183,48 @@ cdef inline void udp_no_checksum(uint8_t* p, const PacketMeta* m) noexcept nogil
     straw16(th + 6, check)
 
 
-cdef inline void ip_header_update(uint8_t* iph, uint32_t old_addr, uint32_t new_addr,
-                                  uint16_t old_ttlp) noexcept nogil:
-    """The IPv4 header checksum after an address and TTL change. The kernel
-    recomputes it in full (ip_send_check); the header's checksum was verified on the
-    way in, so the RFC 1624 update gives the very same bytes (both land in
-    0x0000..0xFFFE) for a fraction of the work."""
-    straw16(iph + 10, csum_apply(ldraw16(iph + 10), csum_diff4(old_addr, new_addr)
-                                 + csum_diff2(old_ttlp, ldraw16(iph + 8))))
-
-
 cdef inline void nat_dnat(uint8_t* p, const PacketMeta* m, const Conn* c, bint dec_ttl) noexcept nogil:
     """Client -> real server: destination becomes RIP:rport (ip_vs_nat_xmit)."""
-    cdef uint8_t* iph = p + m.l3off
-    cdef uint16_t old_port = ldraw16(p + m.l4off + 2)
-    cdef uint32_t old_addr[4]
-    cdef uint16_t old_ttlp
-    if m.af == 4:
-        old_addr[0] = ldraw32(iph + 16)
-        old_ttlp = ldraw16(iph + 8)
-        if dec_ttl:
-            iph[8] -= 1
-        straw32(iph + 16, c.daddr[0])
-        ip_header_update(iph, old_addr[0], c.daddr[0], old_ttlp)
-    else:
-        memcpy(old_addr, iph + 24, 16)
-        if dec_ttl:
-            iph[7] -= 1
-        memcpy(iph + 24, c.daddr, 16)
-    if m.frag != 1:
-        l4_rewrite(p, m, csum_diff_addr(old_addr, c.daddr, m.af), old_port, c.dport_be, 2)
+    nat_rewrite(p, m, c.daddr, c.dport_be, 16, 2, dec_ttl)
 
 
 cdef inline void nat_snat(uint8_t* p, const PacketMeta* m, const Conn* c, bint dec_ttl) noexcept nogil:
     """Real server -> client: source becomes VIP:vport (handle_response)."""
+    nat_rewrite(p, m, c.vaddr, c.vport_be, 12, 0, dec_ttl)
+
+
+cdef inline void nat_rewrite(uint8_t* p, const PacketMeta* m, const uint32_t* new_addr,
+                             uint16_t new_port, int addr_off, int port_off,
+                             bint dec_ttl) noexcept nogil:
+    """Replace one address (IPv4 header offset ``addr_off``: 12 source, 16
+    destination; in IPv6 8 and 24) and the matching port, fix the IP header checksum
+    (IPv4) and the transport checksum with one address delta."""
     cdef uint8_t* iph = p + m.l3off
-    cdef uint16_t old_port = ldraw16(p + m.l4off)
+    cdef uint16_t old_port = ldraw16(p + m.l4off + port_off)
+    cdef uint32_t old_addr4
     cdef uint32_t old_addr[4]
     cdef uint16_t old_ttlp
+    cdef uint64_t addr_diff
     if m.af == 4:
-        old_addr[0] = ldraw32(iph + 12)
+        old_addr4 = ldraw32(iph + addr_off)
+        addr_diff = csum_diff4(old_addr4, new_addr[0])
         old_ttlp = ldraw16(iph + 8)
         if dec_ttl:
             iph[8] -= 1
-        straw32(iph + 12, c.vaddr[0])
-        ip_header_update(iph, old_addr[0], c.vaddr[0], old_ttlp)
+        straw32(iph + addr_off, new_addr[0])
+        # the header's checksum was verified on the way in, so the RFC 1624 update
+        # gives the very bytes the kernel's full ip_send_check does
+        straw16(iph + 10, csum_apply(ldraw16(iph + 10),
+                                     addr_diff + csum_diff2(old_ttlp, ldraw16(iph + 8))))
     else:
-        memcpy(old_addr, iph + 8, 16)
+        addr_off = 8 if addr_off == 12 else 24
+        memcpy(old_addr, iph + addr_off, 16)
+        addr_diff = csum_diff_addr(old_addr, new_addr, 6)
         if dec_ttl:
             iph[7] -= 1
-        memcpy(iph + 8, c.vaddr, 16)
+        memcpy(iph + addr_off, new_addr, 16)
     if m.frag != 1:
-        l4_rewrite(p, m, csum_diff_addr(old_addr, c.vaddr, m.af), old_port, c.vport_be, 0)
+        l4_rewrite(p, m, addr_diff, old_port, new_port, port_off)
 
 
 cdef inline void hop_decrease(uint8_t* p, const PacketMeta* m) noexcept nogil:
