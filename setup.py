@@ -5,6 +5,7 @@ FASTVS_DEBUG C macro; FASTVS_SANITIZE=1 adds AddressSanitizer/UBSan flags.
 """
 
 import os
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,10 @@ directives = {
 }
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 cflags = ["-O3", "-fno-strict-aliasing"]
+if "clang" not in (os.environ.get("CC") or sysconfig.get_config_var("CC") or ""):
+    # GCC: let the per-packet function be inlined into the batch loop (measured
+    # 494 -> 462 instructions per packet in callgrind)
+    cflags += ["--param=large-function-growth=400", "--param=large-function-insns=8000"]
 ldflags: list[str] = []
 if DEBUG:
     directives["linetrace"] = True

@@ -185,12 +185,38 @@ cdef inline void udp_no_checksum(uint8_t* p, const PacketMeta* m) noexcept nogil
 
 cdef inline void nat_dnat(uint8_t* p, const PacketMeta* m, const Conn* c, bint dec_ttl) noexcept nogil:
     """Client -> real server: destination becomes RIP:rport (ip_vs_nat_xmit)."""
-    nat_rewrite(p, m, c.daddr, c.dport_be, 16, 2, dec_ttl)
+    if m.af == 4 and m.proto == IPPROTO_TCP_ and m.frag == 0:
+        nat4_tcp(p, m, c.daddr[0], c.dport_be, 16, 2, dec_ttl)
+    else:
+        nat_rewrite(p, m, c.daddr, c.dport_be, 16, 2, dec_ttl)
 
 
 cdef inline void nat_snat(uint8_t* p, const PacketMeta* m, const Conn* c, bint dec_ttl) noexcept nogil:
     """Real server -> client: source becomes VIP:vport (handle_response)."""
-    nat_rewrite(p, m, c.vaddr, c.vport_be, 12, 0, dec_ttl)
+    if m.af == 4 and m.proto == IPPROTO_TCP_ and m.frag == 0:
+        nat4_tcp(p, m, c.vaddr[0], c.vport_be, 12, 0, dec_ttl)
+    else:
+        nat_rewrite(p, m, c.vaddr, c.vport_be, 12, 0, dec_ttl)
+
+
+cdef inline void nat4_tcp(uint8_t* p, const PacketMeta* m, uint32_t new_addr,
+                          uint16_t new_port, int addr_off, int port_off,
+                          bint dec_ttl) noexcept nogil:
+    """nat_rewrite for the common case, a whole IPv4 TCP segment: small enough for
+    the compiler to inline into the per-packet path (the same bytes as nat_rewrite,
+    which the tests compare)."""
+    cdef uint8_t* iph = p + m.l3off
+    cdef uint8_t* th = p + m.l4off
+    cdef uint64_t addr_diff = csum_diff4(ldraw32(iph + addr_off), new_addr)
+    cdef uint16_t old_ttlp = ldraw16(iph + 8)
+    cdef uint16_t old_port = ldraw16(th + port_off)
+    if dec_ttl:
+        iph[8] -= 1
+    straw32(iph + addr_off, new_addr)
+    straw16(iph + 10, csum_apply(ldraw16(iph + 10),
+                                 addr_diff + csum_diff2(old_ttlp, ldraw16(iph + 8))))
+    straw16(th + port_off, new_port)
+    straw16(th + 16, csum_apply(ldraw16(th + 16), addr_diff + csum_diff2(old_port, new_port)))
 
 
 cdef inline void nat_rewrite(uint8_t* p, const PacketMeta* m, const uint32_t* new_addr,
