@@ -73,6 +73,10 @@ class ForwardConfig:
     addrs: list[str] = field(default_factory=list)
     client_gw: str | None = None
     batch: int = 64
+    io: str = "ring"
+    ring_block_size: int = 1 << 16
+    ring_blocks: int = 64
+    ring_tov_ms: int = 1
     capacity: int = 1 << 20
     seed: int | None = None
     rules_order: str = "kernel"
@@ -98,8 +102,19 @@ class ForwardConfig:
             self.one_arm_if, self.client_if, self.server_if = self.client_if, None, None
         if not 1 <= self.workers <= 64:
             raise RulesError("--workers must be 1..64")
-        if not 1 <= self.batch <= 1024:
-            raise RulesError("--batch must be 1..1024")
+        if not 1 <= self.batch <= 4096:
+            raise RulesError("--batch must be 1..4096")
+        if self.io not in ("ring", "mmsg"):
+            raise RulesError("--io must be ring or mmsg")
+        if self.io == "ring":
+            from fastvs import _afpacket as A
+
+            try:
+                A.ring_geometry(self.ring_block_size, self.ring_blocks)
+            except ValueError as e:
+                raise RulesError(f"--ring-block-size/--ring-blocks: {e}") from None
+            if not 1 <= self.ring_tov_ms <= 1000:
+                raise RulesError("--ring-tov-ms must be 1..1000")
         for a in [*self.addrs, *([self.client_gw] if self.client_gw else [])]:
             try:
                 ipaddress.IPv4Address(a)
@@ -142,16 +157,20 @@ def _setbuf(s: socket.socket, force: int, plain: int, size: int) -> None:
             s.setsockopt(socket.SOL_SOCKET, plain, size)
 
 
-def open_data_socket(ifname: str) -> socket.socket:
-    """An AF_PACKET socket for IPv4 frames addressed to this host's MAC on ``ifname``.
+def open_data_socket(ifname: str, cfg: ForwardConfig | None = None) -> socket.socket:
+    """An AF_PACKET socket for IP frames addressed to this host's MAC on ``ifname``.
 
     The socket filter is attached before the socket is bound to ETH_P_ALL, so nothing
-    else is ever queued; PACKET_AUXDATA reports the checksum status of each frame."""
+    else is ever queued. With ``cfg.io == "ring"`` the socket gets its TPACKET_V3 RX
+    ring here, before the bind (and before any PACKET_FANOUT join); otherwise
+    PACKET_AUXDATA reports the checksum status of each frame to recvmmsg."""
     from fastvs import _afpacket as A
 
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         A.attach_filter(s.fileno(), socket_filter())
+        if cfg is not None and cfg.io == "ring":
+            A.setup_rx_ring(s.fileno(), cfg.ring_block_size, cfg.ring_blocks, cfg.ring_tov_ms)
         s.setsockopt(A.SOL_PACKET, A.OPT_AUXDATA, 1)
         with contextlib.suppress(OSError):
             s.setsockopt(A.SOL_PACKET, A.OPT_IGNORE_OUTGOING, 1)
@@ -404,7 +423,9 @@ class Worker:
         self.data = data
         self.pump = A.Pump(client.fileno(), server.fileno(), ifaces[0].mac, ifaces[-1].mac,
                            batch=cfg.batch, slot=slot, max_frame=mtu + 14 + 4,
-                           aux_fds=[s.fileno() for s in arp])
+                           aux_fds=[s.fileno() for s in arp], io=cfg.io,
+                           ring_block_size=cfg.ring_block_size, ring_blocks=cfg.ring_blocks)
+        self.kernel = {"rx_kernel_packets": 0, "rx_kernel_drops": 0}
         if cfg.client_gw:
             self.pump.set_gateway(cfg.client_gw)
         vips, rips = rules_addresses(rules)
@@ -424,7 +445,14 @@ class Worker:
         print(self.log_prefix + msg, file=sys.stderr, flush=True)
 
     def snapshot(self, final: bool = False) -> dict[str, Any]:
+        from fastvs import _afpacket as A
+
+        for s in self.data:
+            packets, drops = A.kernel_drops(s.fileno())
+            self.kernel["rx_kernel_packets"] += packets
+            self.kernel["rx_kernel_drops"] += drops
         io = self.pump.counters()
+        io.update(self.kernel)
         io.update(self.neigh.counts)
         io["neighbours"] = len(self.pump.neigh_entries())
         return {
@@ -634,7 +662,7 @@ def _open_all(cfg: ForwardConfig, ifaces: list[Iface], vips: set[str]) -> list[t
     for _w in range(cfg.workers):
         data = []
         for k, i in enumerate(ifaces):
-            s = open_data_socket(i.name)
+            s = open_data_socket(i.name, cfg)
             if cfg.workers > 1:
                 join_fanout(s, (group_base + k) & 0xFFFF, prog)
             data.append(s)
@@ -828,7 +856,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "servers' default gateway); repeatable")
     p.add_argument("--client-gw", metavar="IP",
                    help="router for replies to clients whose MAC is not known")
-    p.add_argument("--batch", type=int, default=64, help="frames per recvmmsg per socket")
+    p.add_argument("--batch", type=int, default=64, help="frames taken per socket per round")
+    p.add_argument("--io", choices=("ring", "mmsg"), default="ring",
+                   help="receive from a TPACKET_V3 memory-mapped ring (default) or with recvmmsg")
+    p.add_argument("--ring-block-size", type=int, default=1 << 16, metavar="BYTES",
+                   help="ring block size (a power of two; default 65536)")
+    p.add_argument("--ring-blocks", type=int, default=64, metavar="N", help="ring blocks per socket")
+    p.add_argument("--ring-tov-ms", type=int, default=1, metavar="MS",
+                   help="a ring block is handed over at the latest MS ms after its first frame")
     p.add_argument("--capacity", type=int, default=1 << 20, help="connection table size")
     p.add_argument("--seed", type=int, default=None, help="connection-table hash seed")
     p.add_argument("--rules-order", choices=("kernel", "file"), default="kernel")
@@ -846,6 +881,8 @@ def config_from_args(a: argparse.Namespace) -> ForwardConfig:
         rules=a.rules, client_if=a.client_if, server_if=a.server_if, one_arm_if=a.one_arm_if,
         workers=a.workers, stats_every=a.stats_every, stats_json=a.stats_json,
         neigh_file=a.neigh, addrs=list(a.addr), client_gw=a.client_gw, batch=a.batch,
+        io=a.io, ring_block_size=a.ring_block_size, ring_blocks=a.ring_blocks,
+        ring_tov_ms=a.ring_tov_ms,
         capacity=a.capacity, seed=a.seed, rules_order=a.rules_order, keep_ttl=a.keep_ttl,
         expire_nodest_conn=a.expire_nodest_conn, fix_offloads=a.fix_offloads,
         arp_reply=not a.no_arp_reply, quiet=a.quiet,

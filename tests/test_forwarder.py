@@ -278,6 +278,12 @@ class Forwarder:
         return json.loads(self.stats.read_text())
 
 
+@pytest.fixture(params=["ring", "mmsg"])
+def io(request: pytest.FixtureRequest) -> str:
+    """Both receive paths: the TPACKET_V3 ring and recvmmsg."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def topo():
     if not _ok:
@@ -322,8 +328,8 @@ def write_rules(topo: Topology, weights=(1, 1), name: str = "rules.txt") -> Path
 
 
 @netns
-def test_e2e_http_rr_alternates_and_client_sees_only_the_vip(topo: Topology) -> None:
-    fwd = Forwarder(topo, write_rules(topo))
+def test_e2e_http_rr_alternates_and_client_sees_only_the_vip(topo: Topology, io: str) -> None:
+    fwd = Forwarder(topo, write_rules(topo), "--io", io)
     pcap = topo.tmp / "client.pcap"
     dump = None
     if shutil.which("tcpdump"):
@@ -376,10 +382,10 @@ def test_e2e_http_rr_alternates_and_client_sees_only_the_vip(topo: Topology) -> 
 
 
 @netns
-def test_e2e_wrk_without_errors(topo: Topology) -> None:
+def test_e2e_wrk_without_errors(topo: Topology, io: str) -> None:
     if shutil.which("wrk") is None:
         pytest.skip("wrk not installed")
-    fwd = Forwarder(topo, write_rules(topo))
+    fwd = Forwarder(topo, write_rules(topo), "--io", io)
     try:
         r = topo.nsx(topo.client, "wrk", "-t2", "-c10", "-d3s", f"http://{VIP}/", timeout=60, check=False)
     finally:
@@ -392,9 +398,9 @@ def test_e2e_wrk_without_errors(topo: Topology) -> None:
 
 
 @netns
-def test_e2e_sighup_weight_zero_drains(topo: Topology) -> None:
+def test_e2e_sighup_weight_zero_drains(topo: Topology, io: str) -> None:
     rules = write_rules(topo, name="hup.txt")
-    fwd = Forwarder(topo, rules)
+    fwd = Forwarder(topo, rules, "--io", io)
     try:
         before = curl(topo, 4)
         rules.write_text(topo.rules_text((1, 0)))
@@ -420,8 +426,8 @@ def test_e2e_sighup_weight_zero_drains(topo: Topology) -> None:
 
 
 @netns
-def test_e2e_two_workers_keep_flows_together(topo: Topology) -> None:
-    fwd = Forwarder(topo, write_rules(topo), "--workers", "2", "--stats-every", "0.5")
+def test_e2e_two_workers_keep_flows_together(topo: Topology, io: str) -> None:
+    fwd = Forwarder(topo, write_rules(topo), "--workers", "2", "--stats-every", "0.5", "--io", io)
     try:
         got = curl(topo, 20)
         replies = udp(topo, 40)
@@ -442,9 +448,9 @@ def test_e2e_two_workers_keep_flows_together(topo: Topology) -> None:
 
 
 @netns
-def test_e2e_one_arm() -> None:
+def test_e2e_one_arm(io: str) -> None:
     with Topology(one_arm=True, prefix=f"fvt-{os.getpid()}-o") as t:
-        fwd = Forwarder(t, write_rules(t))
+        fwd = Forwarder(t, write_rules(t), "--io", io)
         try:
             got = curl(t, 6)
             replies = udp(t, 2)
