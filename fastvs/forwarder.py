@@ -71,7 +71,7 @@ class ForwardConfig:
     stats_json: str | None = None
     neigh_file: str | None = None
     addrs: list[str] = field(default_factory=list)
-    client_gw: str | None = None
+    client_gw: list[str] = field(default_factory=list)
     batch: int = 64
     io: str = "ring"
     ring_block_size: int = 1 << 16
@@ -115,11 +115,20 @@ class ForwardConfig:
                 raise RulesError(f"--ring-block-size/--ring-blocks: {e}") from None
             if not 1 <= self.ring_tov_ms <= 1000:
                 raise RulesError("--ring-tov-ms must be 1..1000")
-        for a in [*self.addrs, *([self.client_gw] if self.client_gw else [])]:
-            try:
-                ipaddress.IPv4Address(a)
-            except ValueError:
-                raise RulesError(f"bad IPv4 address {a!r}") from None
+        self.addrs = [_canonical_ip(a, "--addr") for a in self.addrs]
+        self.client_gw = [_canonical_ip(a, "--client-gw") for a in self.client_gw]
+        if len({ipaddress.ip_address(a).version for a in self.client_gw}) < len(self.client_gw):
+            raise RulesError("--client-gw: at most one IPv4 and one IPv6 gateway")
+
+
+def _canonical_ip(text: str, what: str) -> str:
+    try:
+        a = ipaddress.ip_address(text)
+    except ValueError:
+        raise RulesError(f"{what}: bad IP address {text!r}") from None
+    if a.is_multicast or a.is_unspecified:
+        raise RulesError(f"{what}: not a unicast address: {text!r}")
+    return str(a)
 
 
 # -- interfaces and sockets ---------------------------------------------------------------------
@@ -207,7 +216,7 @@ BPF_LD, BPF_LDX, BPF_ST, BPF_ALU, BPF_JMP, BPF_RET, BPF_MISC = 0x00, 0x01, 0x02,
 BPF_W, BPF_H, BPF_B = 0x00, 0x08, 0x10
 BPF_ABS, BPF_IND, BPF_MEM, BPF_MSH = 0x20, 0x40, 0x60, 0xA0
 BPF_MUL, BPF_RSH, BPF_MOD, BPF_XOR = 0x20, 0x70, 0x90, 0xA0
-BPF_JA, BPF_JEQ = 0x00, 0x10
+BPF_JA, BPF_JEQ, BPF_JGT, BPF_JGE = 0x00, 0x10, 0x20, 0x30
 BPF_K, BPF_X, BPF_A = 0x00, 0x08, 0x10
 BPF_TAX = BPF_MISC | 0x00
 SKF_AD_OFF = -0x1000
@@ -247,12 +256,21 @@ def assemble(prog: list[Insn | str]) -> bytes:
 
 
 def socket_filter() -> bytes:
-    """Accept IPv4 frames addressed to this host (PACKET_HOST), drop everything else."""
+    """Accept IPv4 and IPv6 frames addressed to this host (PACKET_HOST), except ICMPv6
+    router/neighbour discovery (types 133..137, the ARP/ND socket's business); drop
+    everything else (broadcast, multicast, other hosts', our own)."""
     return assemble([
-        (BPF_LD | BPF_H | BPF_ABS, 0, 0, 12),
-        (BPF_JMP | BPF_JEQ | BPF_K, 0, "drop", 0x0800),
         (BPF_LD | BPF_W | BPF_ABS, 0, 0, SKF_AD_OFF + SKF_AD_PKTTYPE),
         (BPF_JMP | BPF_JEQ | BPF_K, 0, "drop", PACKET_HOST),
+        (BPF_LD | BPF_H | BPF_ABS, 0, 0, 12),
+        (BPF_JMP | BPF_JEQ | BPF_K, "accept", 0, 0x0800),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, "drop", 0x86DD),
+        (BPF_LD | BPF_B | BPF_ABS, 0, 0, 14 + 6),  # next header
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, "accept", 58),
+        (BPF_LD | BPF_B | BPF_ABS, 0, 0, 14 + 40),  # ICMPv6 type
+        (BPF_JMP | BPF_JGE | BPF_K, 0, "accept", 133),
+        (BPF_JMP | BPF_JGT | BPF_K, "accept", "drop", 137),
+        "accept",
         (BPF_RET | BPF_K, 0, 0, 0x40000),
         "drop",
         (BPF_RET | BPF_K, 0, 0, 0),
@@ -263,8 +281,9 @@ def fanout_program(vips: Iterable[str], workers: int) -> bytes:
     """PACKET_FANOUT_CBPF steering: the worker is a hash of the client's (address,
     port) mod ``workers`` -- the source of a packet to a VIP, the destination of any
     other (a real server's reply to the client). Loads are relative to the network
-    header (SKF_NET_OFF), whatever the skb's data pointer."""
-    vip_ints = sorted({int(ipaddress.IPv4Address(v)) for v in vips})
+    header (SKF_NET_OFF), whatever the skb's data pointer. IPv6 frames all go to
+    worker 0 (whose requests and replies therefore meet too)."""
+    vip_ints = sorted({int(ipaddress.IPv4Address(v)) for v in vips if ":" not in v})
     if len(vip_ints) > 200:
         raise RulesError("more than 200 VIPs: too many for the fanout program")
     n = SKF_NET_OFF
@@ -374,11 +393,11 @@ def _load_rules(cfg: ForwardConfig) -> Any:
 
 
 def rules_addresses(rules: Any) -> tuple[set[str], set[str]]:
-    """(VIPs, masqueraded real servers' addresses) of IPv4 TCP/UDP services."""
+    """(VIPs, masqueraded real servers' addresses) of IPv4 and IPv6 TCP/UDP services."""
     vips: set[str] = set()
     rips: set[str] = set()
     for svc in rules.services:
-        if svc.proto in ("tcp", "udp") and svc.family == 4:
+        if svc.proto in ("tcp", "udp"):
             vips.add(svc.addr)
             rips.update(rs.addr for rs in svc.reals if rs.fwd == "masq")
     return vips, rips
@@ -426,15 +445,16 @@ class Worker:
                            aux_fds=[s.fileno() for s in arp], io=cfg.io,
                            ring_block_size=cfg.ring_block_size, ring_blocks=cfg.ring_blocks)
         self.kernel = {"rx_kernel_packets": 0, "rx_kernel_drops": 0}
-        if cfg.client_gw:
-            self.pump.set_gateway(cfg.client_gw)
+        for gw in cfg.client_gw:
+            self.pump.set_gateway(gw)
         vips, rips = rules_addresses(rules)
         sides = [Side(name, i.name, i.mac, s)
                  for (name, _), i, s in zip(cfg.sides(), ifaces, arp, strict=True)]
         self.neigh = Neighbours(
             table=self.pump, sides=sides, answer_for=vips | set(cfg.addrs),
-            own_addrs=list(cfg.addrs), resolve_set=rips | ({cfg.client_gw} if cfg.client_gw else set()),
+            own_addrs=list(cfg.addrs), resolve_set=rips | set(cfg.client_gw),
             answer=cfg.arp_reply and wid == 0, log=self.log)
+        self.neigh.join_groups()
         if cfg.neigh_file:
             self.neigh.load_static(load_neigh_file(cfg.neigh_file))
         self.stop = False
@@ -478,7 +498,8 @@ class Worker:
             return
         vips, rips = rules_addresses(new)
         self.neigh.answer_for = vips | set(self.cfg.addrs)
-        self.neigh.resolve_set = rips | ({self.cfg.client_gw} if self.cfg.client_gw else set())
+        self.neigh.resolve_set = rips | set(self.cfg.client_gw)
+        self.neigh.join_groups()
         self.neigh.request(self.neigh.missing(), force=True)
         if self.fanout_socks:
             prog = fanout_program(vips, self.cfg.workers)
@@ -850,12 +871,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats-every", type=float, default=0.0, metavar="S",
                    help="print the listing every S seconds (default: only at exit)")
     p.add_argument("--stats-json", metavar="FILE", help="keep JSON statistics in FILE")
-    p.add_argument("--neigh", metavar="FILE", help="static neighbours: 'ip mac' per line")
+    p.add_argument("--neigh", metavar="FILE", help="static neighbours: 'ip mac' per line (IPv4 or IPv6)")
     p.add_argument("--addr", action="append", default=[], metavar="IP",
-                   help="an address of the director fastvs answers ARP for (e.g. the real "
-                   "servers' default gateway); repeatable")
-    p.add_argument("--client-gw", metavar="IP",
-                   help="router for replies to clients whose MAC is not known")
+                   help="an address of the director fastvs answers ARP / neighbour solicitations "
+                   "for (e.g. the real servers' default gateway), IPv4 or IPv6; repeatable")
+    p.add_argument("--client-gw", action="append", default=[], metavar="IP",
+                   help="router for replies to clients whose MAC is not known (one IPv4 and "
+                   "one IPv6 at most)")
     p.add_argument("--batch", type=int, default=64, help="frames taken per socket per round")
     p.add_argument("--io", choices=("ring", "mmsg"), default="ring",
                    help="receive from a TPACKET_V3 memory-mapped ring (default) or with recvmmsg")
@@ -872,7 +894,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fix-offloads", action="store_true",
                    help="turn off GRO/LRO on the interfaces (ethtool -K)")
     p.add_argument("--no-arp-reply", action="store_true",
-                   help="do not answer ARP for the VIPs (another box announces them)")
+                   help="do not answer ARP or neighbour solicitations for the VIPs (another "
+                   "box announces them)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the final listing")
 
 
@@ -880,7 +903,7 @@ def config_from_args(a: argparse.Namespace) -> ForwardConfig:
     return ForwardConfig(
         rules=a.rules, client_if=a.client_if, server_if=a.server_if, one_arm_if=a.one_arm_if,
         workers=a.workers, stats_every=a.stats_every, stats_json=a.stats_json,
-        neigh_file=a.neigh, addrs=list(a.addr), client_gw=a.client_gw, batch=a.batch,
+        neigh_file=a.neigh, addrs=list(a.addr), client_gw=list(a.client_gw), batch=a.batch,
         io=a.io, ring_block_size=a.ring_block_size, ring_blocks=a.ring_blocks,
         ring_tov_ms=a.ring_tov_ms,
         capacity=a.capacity, seed=a.seed, rules_order=a.rules_order, keep_ttl=a.keep_ttl,

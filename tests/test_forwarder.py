@@ -122,8 +122,13 @@ def test_neigh_file(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match=r"neigh:1: bad MAC"):
         N.load_neigh_file(f)
     f.write_text("10.1.0.300 02:00:00:00:00:11\n")
-    with pytest.raises(RulesError, match="bad IPv4"):
+    with pytest.raises(RulesError, match="bad IP address"):
         N.load_neigh_file(f)
+    f.write_text("2001:db8:1::11 02:00:00:00:01:11\nff02::1 02:00:00:00:01:11\n")
+    with pytest.raises(RulesError, match=r"neigh:2: not a neighbour"):
+        N.load_neigh_file(f)
+    f.write_text("2001:DB8:1:0::11 02:00:00:00:01:11\n")
+    assert N.load_neigh_file(f) == [("2001:db8:1::11", bytes.fromhex("020000000111"))]
 
 
 class FakeSock:
