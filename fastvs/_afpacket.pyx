@@ -226,6 +226,7 @@ cdef enum:
 cdef enum:
     CTRL_SZ = 64            # >= CMSG_SPACE(sizeof(struct tpacket_auxdata))
     MAX_WANT = 32           # unresolved neighbours remembered per step
+    AUX_POLL_NS = 1000000   # aux fds looked at this often while data keeps coming
     ETH_ALEN = 6
     SIDE_CLIENT = 0
     SIDE_SERVER = 1
@@ -520,6 +521,7 @@ ctypedef struct PumpC:
     int npfd               # data fds first, then aux fds
     uint32_t aux_ready
     bint last_full
+    int64_t aux_polled     # when the aux fds were last polled while data kept us busy
     uint64_t c[C_N]
 
 
@@ -697,25 +699,33 @@ cdef Py_ssize_t pump_rx(PumpC* s, int timeout_ms) noexcept nogil:
         for fi in range(s.nfds):
             if ring_ready(&s.rg[fi]):
                 known = True
-    if not known or s.npfd > s.nfds:
-        # skip the system call only while the data sockets keep us busy and no aux fds
-        nready = poll(s.pfd, s.npfd, 0 if known else timeout_ms)
+    if known and s.npfd > s.nfds:
+        # busy: look at the aux fds (ARP/ND) only once a millisecond, not every round
+        now = mono_ns()
+        if now - s.aux_polled >= AUX_POLL_NS:
+            s.aux_polled = now
+            if poll(s.pfd + s.nfds, s.npfd - s.nfds, 0) > 0:
+                for i in range(s.nfds, s.npfd):
+                    if s.pfd[i].revents:
+                        s.aux_ready |= 1u << (i - s.nfds)
+    elif not known:
+        nready = poll(s.pfd, s.npfd, timeout_ms)
         if nready < 0:
             return 0
         for i in range(s.nfds, s.npfd):
             if s.pfd[i].revents:
                 s.aux_ready |= 1u << (i - s.nfds)
-        if not known:
-            polled = True
-            any_data = False
-            for fi in range(s.nfds):
-                if s.pfd[fi].revents:
-                    any_data = True
-            if not any_data:
-                return 0
+        polled = True
+        any_data = False
+        for fi in range(s.nfds):
+            if s.pfd[fi].revents:
+                any_data = True
+        if not any_data:
+            return 0
     s.last_full = False
     if s.ring:
-        now = mono_ns()
+        if now == 0:
+            now = mono_ns()
         for fi in range(s.nfds):
             n = ring_rx(s, fi, n, now)
     else:

@@ -204,7 +204,8 @@ class Topology:
                 "error_log /dev/null crit;\n"
                 "events { worker_connections 4096; }\n"
                 "http { access_log off; keepalive_requests 1000000;\n"
-                f"  server {{ listen {HTTP_PORT} reuseport backlog=4096; root {www}; }} }}\n")
+                f"  server {{ listen {HTTP_PORT} reuseport backlog=4096; listen [::]:{HTTP_PORT} reuseport backlog=4096;\n"
+                f"    root {www}; }} }}\n")
             self.spawn(ns, "nginx", "-c", str(conf), "-p", str(self.tmp))
         elif shutil.which("busybox"):
             self.spawn(ns, "busybox", "httpd", "-f", "-p", str(HTTP_PORT), "-h", str(www))
