@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--conns", type=int, default=50, help="wrk connections")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--io", nargs="+", default=["ring", "mmsg"], choices=("ring", "mmsg"),
+    ap.add_argument("--io", nargs="+", default=["ring", "mmsg"], choices=("ring", "ring-v2", "mmsg"),
                     help="fastvs receive paths to measure")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds (each measures every column once, in turn); the table "

@@ -12,6 +12,9 @@ fills it from its client and server sockets in one of two ways (``io=``):
   rewrites frames where the kernel put them and ``sendmmsg`` sends them from there. No
   receive system call and no copy in user space; a block goes back to the kernel once
   every frame in it has been sent.
+- ``"ring-v2"``: the same with a TPACKET_V2 ring: fixed-size frame slots, each handed
+  over (and its reader woken) as soon as the kernel has written it, so no block timeout
+  adds latency; each frame goes back after the send.
 - ``"mmsg"``: ``recvmmsg`` into fixed slots of a private buffer, the status of each
   frame from PACKET_AUXDATA control messages.
 
@@ -131,6 +134,12 @@ cdef extern from "<linux/if_packet.h>" nogil:
         unsigned int tp_retire_blk_tov
         unsigned int tp_sizeof_priv
         unsigned int tp_feature_req_word
+    struct tpacket2_hdr:
+        uint32_t tp_status
+        uint32_t tp_len
+        uint32_t tp_snaplen
+        uint16_t tp_mac
+        uint16_t tp_net
     struct tpacket_hdr_variant1:
         uint32_t tp_rxhash
         uint32_t tp_vlan_tci
@@ -177,6 +186,7 @@ cdef extern from "<linux/if_packet.h>" nogil:
         PACKET_STATISTICS
         PACKET_ADD_MEMBERSHIP
         PACKET_MR_MULTICAST
+        TPACKET_V2
         TPACKET_V3
         TP_STATUS_KERNEL
         TP_STATUS_USER
@@ -199,12 +209,23 @@ cdef extern from *:
         __atomic_store_n(&((struct tpacket_block_desc*)p)->hdr.bh1.block_status,
                          TP_STATUS_KERNEL, __ATOMIC_RELEASE);
     }
+    /* a TPACKET_V2 frame's status word, the same way */
+    static inline unsigned int fv_frame_status(void* p) {
+        return __atomic_load_n(&((struct tpacket2_hdr*)p)->tp_status, __ATOMIC_ACQUIRE);
+    }
+    static inline void fv_frame_release(void* p) {
+        __atomic_store_n(&((struct tpacket2_hdr*)p)->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+    }
     #define FV_TP3_SLL_OFF (TPACKET_ALIGN(sizeof(struct tpacket3_hdr)))
+    #define FV_TP2_SLL_OFF (TPACKET_ALIGN(sizeof(struct tpacket2_hdr)))
     """
     int SOL_PACKET_ "SOL_PACKET"
     unsigned int fv_block_status(void* p) nogil
     void fv_block_release(void* p) nogil
+    unsigned int fv_frame_status(void* p) nogil
+    void fv_frame_release(void* p) nogil
     size_t FV_TP3_SLL_OFF
+    size_t FV_TP2_SLL_OFF
 
 # -- constants for the Python side (socket options, BPF) ------------------------------------
 SOL_PACKET = SOL_PACKET_
@@ -216,7 +237,7 @@ OPT_IGNORE_OUTGOING = PACKET_IGNORE_OUTGOING
 OPT_ADD_MEMBERSHIP = PACKET_ADD_MEMBERSHIP
 MR_MULTICAST = PACKET_MR_MULTICAST
 FANOUT_CBPF = PACKET_FANOUT_CBPF
-IO_MODES = ("ring", "mmsg")
+IO_MODES = ("ring", "ring-v2", "mmsg")
 
 # verdicts the transmit side acts on (fastvs/verdicts.py)
 cdef enum:
@@ -407,21 +428,28 @@ def ring_geometry(unsigned int block_size, unsigned int block_nr):
 
 
 def setup_rx_ring(int fd, unsigned int block_size, unsigned int block_nr,
-                  unsigned int tov_ms=1):
-    """Give an AF_PACKET socket a TPACKET_V3 RX ring of ``block_nr`` blocks of
-    ``block_size`` bytes; a block is handed to user space when full or ``tov_ms``
-    milliseconds after its first frame. Call before bind (and before PACKET_FANOUT);
-    :class:`Pump` (``io="ring"``) maps it."""
-    cdef int version = TPACKET_V3
+                  unsigned int tov_ms=1, int version=3, unsigned int frame_size=2048):
+    """Give an AF_PACKET socket a memory-mapped RX ring of ``block_nr`` blocks of
+    ``block_size`` bytes. ``version=3``: TPACKET_V3, frames packed into blocks, a block
+    handed to user space when full or ``tov_ms`` milliseconds after its first frame.
+    ``version=2``: TPACKET_V2, fixed frames of ``frame_size`` bytes (a power of two up
+    to the block size), each handed over as soon as it is written. Call before bind
+    (and before PACKET_FANOUT); :class:`Pump` (``io="ring"`` / ``"ring-v2"``) maps it."""
+    cdef int ver = TPACKET_V3 if version == 3 else TPACKET_V2
     cdef tpacket_req3 req
     ring_geometry(block_size, block_nr)
+    if version not in (2, 3):
+        raise ValueError("version must be 2 or 3")
+    if frame_size < 2048 or frame_size & (frame_size - 1) or frame_size > block_size:
+        raise ValueError("frame_size must be a power of two, 2048 .. block size")
     memset(&req, 0, sizeof(req))
     req.tp_block_size = block_size
     req.tp_block_nr = block_nr
-    req.tp_frame_size = 2048
-    req.tp_frame_nr = (block_size // 2048) * block_nr
-    req.tp_retire_blk_tov = tov_ms
-    if setsockopt(fd, SOL_PACKET_, PACKET_VERSION, &version, sizeof(version)) != 0:
+    req.tp_frame_size = frame_size
+    req.tp_frame_nr = (block_size // frame_size) * block_nr
+    if version == 3:
+        req.tp_retire_blk_tov = tov_ms
+    if setsockopt(fd, SOL_PACKET_, PACKET_VERSION, &ver, sizeof(ver)) != 0:
         raise OSError(errno, "PACKET_VERSION: " + os.strerror(errno))
     if setsockopt(fd, SOL_PACKET_, PACKET_RX_RING, &req, sizeof(req)) != 0:
         raise OSError(errno, "PACKET_RX_RING: " + os.strerror(errno))
@@ -472,13 +500,14 @@ cdef bytes _mac_bytes(mac):
 
 ctypedef struct RingC:
     uint8_t* base          # this socket's ring, inside PumpC.buf
-    uint32_t block_size
-    uint32_t block_nr
-    uint32_t cur           # the block read next
+    bint v2                # TPACKET_V2: cur, block_nr, block_size count frames
+    uint32_t block_size    # (V2: frame size)
+    uint32_t block_nr      # (V2: frames)
+    uint32_t cur           # the block (V2: frame) read next
     bint in_block          # cur is being walked (some of its frames already taken)
     uint32_t pkts_left     # frames of cur not yet taken
     uint32_t pkt_off       # offset of the next frame within cur
-    uint32_t rel_first     # blocks finished this step: rel_first .. + nrel - 1
+    uint32_t rel_first     # blocks (frames) finished this step: rel_first .. + nrel - 1
     uint32_t nrel
 
 
@@ -487,7 +516,7 @@ ctypedef struct PumpC:
     uint8_t mac[2][6]      # the interfaces' own MACs
     int nfds               # distinct data sockets (1 one-arm, 2 two-arm)
     int batch              # frames per socket per step
-    bint ring              # io="ring"
+    bint ring              # io="ring" or "ring-v2"
     uint32_t slot          # mmsg: bytes per slot
     uint32_t max_frame     # largest frame that can be sent (MTU + link header)
     int nslots
@@ -557,7 +586,47 @@ cdef inline bint take_frame(PumpC* s, Py_ssize_t n, uint8_t* p, uint32_t length,
 
 
 cdef inline bint ring_ready(RingC* r) noexcept nogil:
+    if r.v2:
+        return (fv_frame_status(r.base + <size_t>r.cur * r.block_size) & TP_STATUS_USER) != 0
     return r.in_block or (fv_block_status(r.base + <size_t>r.cur * r.block_size) & TP_STATUS_USER) != 0
+
+
+cdef Py_ssize_t ring2_rx(PumpC* s, int fi, Py_ssize_t n, int64_t now) noexcept nogil:
+    """Take up to ``batch`` frames from socket fi's TPACKET_V2 ring; they go back to
+    the kernel after the send (ring_release)."""
+    cdef RingC* r = &s.rg[fi]
+    cdef int room = s.batch
+    cdef uint8_t* f
+    cdef tpacket2_hdr* h
+    cdef sockaddr_ll* ll
+    cdef uint32_t st
+    r.rel_first = r.cur
+    r.nrel = 0
+    while room > 0:
+        f = r.base + <size_t>r.cur * r.block_size
+        st = fv_frame_status(f)
+        if not (st & TP_STATUS_USER):
+            break
+        h = <tpacket2_hdr*>f
+        ll = <sockaddr_ll*>(f + FV_TP2_SLL_OFF)
+        room -= 1
+        r.nrel += 1
+        r.cur += 1
+        if r.cur == r.block_nr:
+            r.cur = 0
+        s.c[C_RX] += 1
+        s.c[C_RX_BYTES] += h.tp_snaplen
+        if <uint64_t>h.tp_mac + h.tp_snaplen > r.block_size:
+            s.c[C_RING_BAD] += 1
+        elif ll.sll_pkttype == PACKET_OUTGOING or ll.sll_pkttype == PACKET_OTHERHOST:
+            s.c[C_RX_IGNORED] += 1
+        elif take_frame(s, n, f + h.tp_mac, h.tp_snaplen, h.tp_len, st, fi, now):
+            n += 1
+    if room == 0:
+        s.last_full = True
+    if r.nrel:
+        s.c[C_RX_CALLS] += 1
+    return n
 
 
 cdef Py_ssize_t ring_rx(PumpC* s, int fi, Py_ssize_t n, int64_t now) noexcept nogil:
@@ -630,7 +699,10 @@ cdef void ring_release(PumpC* s) noexcept nogil:
         r = &s.rg[fi]
         b = r.rel_first
         for _k in range(r.nrel):
-            fv_block_release(r.base + <size_t>b * r.block_size)
+            if r.v2:
+                fv_frame_release(r.base + <size_t>b * r.block_size)
+            else:
+                fv_block_release(r.base + <size_t>b * r.block_size)
             b += 1
             if b == r.block_nr:
                 b = 0
@@ -727,7 +799,10 @@ cdef Py_ssize_t pump_rx(PumpC* s, int timeout_ms) noexcept nogil:
         if now == 0:
             now = mono_ns()
         for fi in range(s.nfds):
-            n = ring_rx(s, fi, n, now)
+            if s.rg[fi].v2:
+                n = ring2_rx(s, fi, n, now)
+            else:
+                n = ring_rx(s, fi, n, now)
     else:
         for fi in range(s.nfds):
             if polled and s.pfd[fi].revents == 0:
@@ -817,7 +892,9 @@ cdef class Pump:
     ``io="mmsg"`` the sockets need PACKET_AUXDATA on, and ``batch`` frames are read per
     socket per step into slots of ``slot`` bytes. With ``io="ring"`` each socket must
     already have a TPACKET_V3 RX ring of ``ring_blocks`` blocks of ``ring_block_size``
-    bytes (:func:`setup_rx_ring`); up to ``batch`` frames per socket are taken per step.
+    bytes (:func:`setup_rx_ring`), with ``io="ring-v2"`` a TPACKET_V2 ring of that size
+    in frames of ``ring_frame_size`` bytes; up to ``batch`` frames per socket are taken
+    per step.
     Frames longer than ``max_frame`` (MTU + Ethernet header) are dropped as oversize.
     ``aux_fds`` are polled with the data sockets and reported in :attr:`aux_ready` (bit
     i for aux_fds[i]). A fd of -1 makes a pump that only holds a neighbour table.
@@ -832,7 +909,8 @@ cdef class Pump:
     def __cinit__(self, int client_fd, int server_fd, client_mac, server_mac, *,
                   int batch=64, unsigned int slot=2048, unsigned int max_frame=1518,
                   unsigned int neigh_capacity=65536, seed=None, aux_fds=(), str io="mmsg",
-                  unsigned int ring_block_size=1 << 16, unsigned int ring_blocks=64):
+                  unsigned int ring_block_size=1 << 16, unsigned int ring_blocks=64,
+                  unsigned int ring_frame_size=2048):
         cdef int i, side
         cdef bytes cm = _mac_bytes(client_mac)
         cdef bytes sm = _mac_bytes(server_mac)
@@ -850,7 +928,7 @@ cdef class Pump:
         if len(aux_fds) > 6:
             raise ValueError("at most 6 aux fds")
         self.io = io
-        self.s.ring = io == "ring"
+        self.s.ring = io != "mmsg"
         self.s.fd[0] = client_fd
         self.s.fd[1] = server_fd
         self.s.nfds = 1 if client_fd == server_fd else 2
@@ -863,8 +941,8 @@ cdef class Pump:
         n = self.s.nslots
         if self.s.ring:
             ringlen = ring_geometry(ring_block_size, ring_blocks)
-            if max_frame + 256 > ring_block_size:
-                raise ValueError("a ring block must hold a max_frame frame")
+            if max_frame + 256 > (ring_frame_size if io == "ring-v2" else ring_block_size):
+                raise ValueError("a ring block (V2: frame) must hold a max_frame frame")
             # one reserved range, each socket's ring mapped into it: the batch buffer
             self._maplen = ringlen * self.s.nfds
             self._map = mmap(NULL, self._maplen, PROT_NONE,
@@ -879,8 +957,13 @@ cdef class Pump:
                     raise OSError(errno, "mmap of the RX ring (set up with setup_rx_ring?): "
                                   + os.strerror(errno))
                 self.s.rg[i].base = <uint8_t*>m
-                self.s.rg[i].block_size = ring_block_size
-                self.s.rg[i].block_nr = ring_blocks
+                if io == "ring-v2":
+                    self.s.rg[i].v2 = True
+                    self.s.rg[i].block_size = ring_frame_size
+                    self.s.rg[i].block_nr = <uint32_t>(ringlen // ring_frame_size)
+                else:
+                    self.s.rg[i].block_size = ring_block_size
+                    self.s.rg[i].block_nr = ring_blocks
             self.s.buf = <uint8_t*>self._map
             self.s.buflen = self._maplen
             self.buf = <uint8_t[:self._maplen]>self.s.buf

@@ -104,9 +104,9 @@ class ForwardConfig:
             raise RulesError("--workers must be 1..64")
         if not 1 <= self.batch <= 4096:
             raise RulesError("--batch must be 1..4096")
-        if self.io not in ("ring", "mmsg"):
-            raise RulesError("--io must be ring or mmsg")
-        if self.io == "ring":
+        if self.io not in ("ring", "ring-v2", "mmsg"):
+            raise RulesError("--io must be ring, ring-v2 or mmsg")
+        if self.io != "mmsg":
             from fastvs import _afpacket as A
 
             try:
@@ -178,8 +178,10 @@ def open_data_socket(ifname: str, cfg: ForwardConfig | None = None) -> socket.so
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         A.attach_filter(s.fileno(), socket_filter())
-        if cfg is not None and cfg.io == "ring":
-            A.setup_rx_ring(s.fileno(), cfg.ring_block_size, cfg.ring_blocks, cfg.ring_tov_ms)
+        if cfg is not None and cfg.io != "mmsg":
+            A.setup_rx_ring(s.fileno(), cfg.ring_block_size, cfg.ring_blocks, cfg.ring_tov_ms,
+                            version=2 if cfg.io == "ring-v2" else 3,
+                            frame_size=ring_frame_size(iface_info(ifname).mtu, cfg.ring_block_size))
         s.setsockopt(A.SOL_PACKET, A.OPT_AUXDATA, 1)
         with contextlib.suppress(OSError):
             s.setsockopt(A.SOL_PACKET, A.OPT_IGNORE_OUTGOING, 1)
@@ -192,6 +194,14 @@ def open_data_socket(ifname: str, cfg: ForwardConfig | None = None) -> socket.so
         s.close()
         raise
     return s
+
+
+def ring_frame_size(mtu: int, block_size: int) -> int:
+    """TPACKET_V2 frame slot for an MTU: header, sockaddr_ll, Ethernet + 2 VLAN tags."""
+    size = 2048
+    while size < mtu + 18 + 128:
+        size *= 2
+    return min(size, block_size)
 
 
 def join_fanout(s: socket.socket, group: int, program: bytes) -> None:
@@ -443,7 +453,8 @@ class Worker:
         self.pump = A.Pump(client.fileno(), server.fileno(), ifaces[0].mac, ifaces[-1].mac,
                            batch=cfg.batch, slot=slot, max_frame=mtu + 14 + 4,
                            aux_fds=[s.fileno() for s in arp], io=cfg.io,
-                           ring_block_size=cfg.ring_block_size, ring_blocks=cfg.ring_blocks)
+                           ring_block_size=cfg.ring_block_size, ring_blocks=cfg.ring_blocks,
+                           ring_frame_size=ring_frame_size(mtu, cfg.ring_block_size))
         self.kernel = {"rx_kernel_packets": 0, "rx_kernel_drops": 0}
         for gw in cfg.client_gw:
             self.pump.set_gateway(gw)
@@ -879,8 +890,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="router for replies to clients whose MAC is not known (one IPv4 and "
                    "one IPv6 at most)")
     p.add_argument("--batch", type=int, default=64, help="frames taken per socket per round")
-    p.add_argument("--io", choices=("ring", "mmsg"), default="ring",
-                   help="receive from a TPACKET_V3 memory-mapped ring (default) or with recvmmsg")
+    p.add_argument("--io", choices=("ring", "ring-v2", "mmsg"), default="ring",
+                   help="receive from a TPACKET_V3 memory-mapped ring (default), a TPACKET_V2 "
+                   "ring (frame by frame, no block timeout) or with recvmmsg")
     p.add_argument("--ring-block-size", type=int, default=1 << 16, metavar="BYTES",
                    help="ring block size (a power of two; default 65536)")
     p.add_argument("--ring-blocks", type=int, default=64, metavar="N", help="ring blocks per socket")

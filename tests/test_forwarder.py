@@ -283,9 +283,9 @@ class Forwarder:
         return json.loads(self.stats.read_text())
 
 
-@pytest.fixture(params=["ring", "mmsg"])
+@pytest.fixture(params=["ring", "ring-v2", "mmsg"])
 def io(request: pytest.FixtureRequest) -> str:
-    """Both receive paths: the TPACKET_V3 ring and recvmmsg."""
+    """Every receive path: the TPACKET_V3 ring, the TPACKET_V2 ring, recvmmsg."""
     return request.param
 
 
