@@ -14,7 +14,7 @@ frames/s forwarded (a client blasting 18-byte datagrams over 64 flows; counted a
 real servers' interfaces). Prints a table with the ratios fastvs/kernel. Needs root,
 ``ip netns``, ``wrk`` and ``nft``; run as a script::
 
-    python benchmarks/bench_forward.py [--seconds 5] [--workers 1 2] [--io ring mmsg]
+    python benchmarks/bench_forward.py [--seconds 5] [--workers 1 2] [--io ring-v2 ring-v3 mmsg]
         [--repeat 3] [--json out.json]
 
 Nothing is asserted; pytest collects no test from this file.
@@ -177,7 +177,7 @@ def kernel_mode(t: Topology, on: bool) -> None:
 
 
 def run_fastvs(t: Topology, rules: Path, workers: int, seconds: float, conns: int,
-               io: str = "ring", extra: tuple[str, ...] = ()) -> dict[str, Any]:
+               io: str = "ring-v2", extra: tuple[str, ...] = ()) -> dict[str, Any]:
     t.flush_neighbours()
     p = t.spawn(t.director, sys.executable, "-m", "fastvs.forwarder", "-r", str(rules),
                 *t.forward_args(), "--fix-offloads", "-q", "--workers", str(workers),
@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--conns", type=int, default=50, help="wrk connections")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--io", nargs="+", default=["ring", "mmsg"], choices=("ring", "ring-v2", "mmsg"),
+    ap.add_argument("--io", nargs="+", default=["ring-v2", "ring-v3", "mmsg"],
+                    choices=("ring-v2", "ring-v3", "mmsg"),
                     help="fastvs receive paths to measure")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds (each measures every column once, in turn); the table "

@@ -3,9 +3,9 @@
 
 A :class:`Pump` owns one receive batch shaped like a :class:`fastvs.batch.PacketBatch`
 (one buffer, ``off``/``caplen``/``wirelen``/``ts``/``linktype``/``verdict`` arrays) and
-fills it from its client and server sockets in one of two ways (``io=``):
+fills it from its client and server sockets in one of three ways (``io=``):
 
-- ``"ring"``: each socket has a TPACKET_V3 memory-mapped RX ring (set up with
+- ``"ring-v3"``: each socket has a TPACKET_V3 memory-mapped RX ring (set up with
   :func:`setup_rx_ring` before the socket is bound). The rings of both sockets are
   mapped side by side into one reserved address range, and that range *is* the batch
   buffer: ``off`` points at each frame's MAC header inside its ring block, so the engine
@@ -20,7 +20,7 @@ fills it from its client and server sockets in one of two ways (``io=``):
 
 One :meth:`Pump.step`
 
-1. polls the data sockets (only when no ring block is waiting) and any auxiliary
+1. polls the data sockets (only when nothing is waiting in the rings) and any auxiliary
    descriptors (ARP/ND sockets, reported in :attr:`Pump.aux_ready`), then takes up to
    ``batch`` frames per socket, stamped with one CLOCK_MONOTONIC reading;
 2. completes the L4 checksum of frames the kernel marked ``TP_STATUS_CSUMNOTREADY``
@@ -237,7 +237,7 @@ OPT_IGNORE_OUTGOING = PACKET_IGNORE_OUTGOING
 OPT_ADD_MEMBERSHIP = PACKET_ADD_MEMBERSHIP
 MR_MULTICAST = PACKET_MR_MULTICAST
 FANOUT_CBPF = PACKET_FANOUT_CBPF
-IO_MODES = ("ring", "ring-v2", "mmsg")
+IO_MODES = ("ring-v3", "ring-v2", "mmsg")
 
 # verdicts the transmit side acts on (fastvs/verdicts.py)
 cdef enum:
@@ -434,7 +434,7 @@ def setup_rx_ring(int fd, unsigned int block_size, unsigned int block_nr,
     handed to user space when full or ``tov_ms`` milliseconds after its first frame.
     ``version=2``: TPACKET_V2, fixed frames of ``frame_size`` bytes (a power of two up
     to the block size), each handed over as soon as it is written. Call before bind
-    (and before PACKET_FANOUT); :class:`Pump` (``io="ring"`` / ``"ring-v2"``) maps it."""
+    (and before PACKET_FANOUT); :class:`Pump` (``io="ring-v3"`` / ``"ring-v2"``) maps it."""
     cdef int ver = TPACKET_V3 if version == 3 else TPACKET_V2
     cdef tpacket_req3 req
     ring_geometry(block_size, block_nr)
@@ -516,7 +516,7 @@ ctypedef struct PumpC:
     uint8_t mac[2][6]      # the interfaces' own MACs
     int nfds               # distinct data sockets (1 one-arm, 2 two-arm)
     int batch              # frames per socket per step
-    bint ring              # io="ring" or "ring-v2"
+    bint ring              # io="ring-v3" or "ring-v2"
     uint32_t slot          # mmsg: bytes per slot
     uint32_t max_frame     # largest frame that can be sent (MTU + link header)
     int nslots
@@ -890,7 +890,7 @@ cdef class Pump:
     ``client_fd``/``server_fd`` are bound AF_PACKET SOCK_RAW sockets (the same fd for a
     one-arm director); ``client_mac``/``server_mac`` the interfaces' addresses. With
     ``io="mmsg"`` the sockets need PACKET_AUXDATA on, and ``batch`` frames are read per
-    socket per step into slots of ``slot`` bytes. With ``io="ring"`` each socket must
+    socket per step into slots of ``slot`` bytes. With ``io="ring-v3"`` each socket must
     already have a TPACKET_V3 RX ring of ``ring_blocks`` blocks of ``ring_block_size``
     bytes (:func:`setup_rx_ring`), with ``io="ring-v2"`` a TPACKET_V2 ring of that size
     in frames of ``ring_frame_size`` bytes; up to ``batch`` frames per socket are taken

@@ -73,7 +73,7 @@ class ForwardConfig:
     addrs: list[str] = field(default_factory=list)
     client_gw: list[str] = field(default_factory=list)
     batch: int = 64
-    io: str = "ring"
+    io: str = "ring-v2"
     ring_block_size: int = 1 << 16
     ring_blocks: int = 64
     ring_tov_ms: int = 1
@@ -104,8 +104,8 @@ class ForwardConfig:
             raise RulesError("--workers must be 1..64")
         if not 1 <= self.batch <= 4096:
             raise RulesError("--batch must be 1..4096")
-        if self.io not in ("ring", "ring-v2", "mmsg"):
-            raise RulesError("--io must be ring, ring-v2 or mmsg")
+        if self.io not in ("ring-v3", "ring-v2", "mmsg"):
+            raise RulesError("--io must be ring-v2, ring-v3 or mmsg")
         if self.io != "mmsg":
             from fastvs import _afpacket as A
 
@@ -170,7 +170,7 @@ def open_data_socket(ifname: str, cfg: ForwardConfig | None = None) -> socket.so
     """An AF_PACKET socket for IP frames addressed to this host's MAC on ``ifname``.
 
     The socket filter is attached before the socket is bound to ETH_P_ALL, so nothing
-    else is ever queued. With ``cfg.io == "ring"`` the socket gets its TPACKET_V3 RX
+    else is ever queued. With a ring (``cfg.io`` ``ring-v2``/``ring-v3``) the socket gets its RX
     ring here, before the bind (and before any PACKET_FANOUT join); otherwise
     PACKET_AUXDATA reports the checksum status of each frame to recvmmsg."""
     from fastvs import _afpacket as A
@@ -180,7 +180,7 @@ def open_data_socket(ifname: str, cfg: ForwardConfig | None = None) -> socket.so
         A.attach_filter(s.fileno(), socket_filter())
         if cfg is not None and cfg.io != "mmsg":
             A.setup_rx_ring(s.fileno(), cfg.ring_block_size, cfg.ring_blocks, cfg.ring_tov_ms,
-                            version=2 if cfg.io == "ring-v2" else 3,
+                            version=3 if cfg.io == "ring-v3" else 2,
                             frame_size=ring_frame_size(iface_info(ifname).mtu, cfg.ring_block_size))
         s.setsockopt(A.SOL_PACKET, A.OPT_AUXDATA, 1)
         with contextlib.suppress(OSError):
@@ -890,9 +890,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="router for replies to clients whose MAC is not known (one IPv4 and "
                    "one IPv6 at most)")
     p.add_argument("--batch", type=int, default=64, help="frames taken per socket per round")
-    p.add_argument("--io", choices=("ring", "ring-v2", "mmsg"), default="ring",
-                   help="receive from a TPACKET_V3 memory-mapped ring (default), a TPACKET_V2 "
-                   "ring (frame by frame, no block timeout) or with recvmmsg")
+    p.add_argument("--io", choices=("ring-v2", "ring-v3", "mmsg"), default="ring-v2",
+                   help="receive from a memory-mapped TPACKET_V2 ring (default: frame by frame), "
+                   "a TPACKET_V3 ring (blocks, handed over full or after --ring-tov-ms) or with recvmmsg")
     p.add_argument("--ring-block-size", type=int, default=1 << 16, metavar="BYTES",
                    help="ring block size (a power of two; default 65536)")
     p.add_argument("--ring-blocks", type=int, default=64, metavar="N", help="ring blocks per socket")

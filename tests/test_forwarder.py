@@ -283,7 +283,7 @@ class Forwarder:
         return json.loads(self.stats.read_text())
 
 
-@pytest.fixture(params=["ring", "ring-v2", "mmsg"])
+@pytest.fixture(params=["ring-v3", "ring-v2", "mmsg"])
 def io(request: pytest.FixtureRequest) -> str:
     """Every receive path: the TPACKET_V3 ring, the TPACKET_V2 ring, recvmmsg."""
     return request.param

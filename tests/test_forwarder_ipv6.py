@@ -312,7 +312,7 @@ def curl6(t: Topology, n: int) -> list[str]:
 
 
 @netns
-@pytest.mark.parametrize("io", ["ring", "ring-v2", "mmsg"])
+@pytest.mark.parametrize("io", ["ring-v3", "ring-v2", "mmsg"])
 def test_e2e_ipv6_curl_alternates_between_real_servers(topo: Topology, io: str) -> None:
     rules = topo.tmp / f"rules6-{io}.txt"
     rules.write_text(topo.rules_text(ipv6=True))
