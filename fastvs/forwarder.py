@@ -72,7 +72,7 @@ class ForwardConfig:
     neigh_file: str | None = None
     addrs: list[str] = field(default_factory=list)
     client_gw: list[str] = field(default_factory=list)
-    batch: int = 64
+    batch: int = 256
     io: str = "ring-v2"
     ring_block_size: int = 1 << 16
     ring_blocks: int = 64
@@ -889,7 +889,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client-gw", action="append", default=[], metavar="IP",
                    help="router for replies to clients whose MAC is not known (one IPv4 and "
                    "one IPv6 at most)")
-    p.add_argument("--batch", type=int, default=64, help="frames taken per socket per round")
+    p.add_argument("--batch", type=int, default=256, help="frames taken per socket per round")
     p.add_argument("--io", choices=("ring-v2", "ring-v3", "mmsg"), default="ring-v2",
                    help="receive from a memory-mapped TPACKET_V2 ring (default: frame by frame), "
                    "a TPACKET_V3 ring (blocks, handed over full or after --ring-tov-ms) or with recvmmsg")
