@@ -52,6 +52,7 @@ class Pump:
         ring_block_size: int = 65536,
         ring_blocks: int = 64,
         ring_frame_size: int = 2048,
+        spin_us: int = 0,
     ) -> None: ...
     def step(self, engine: Any, timeout_ms: int = 100) -> int: ...
     @property

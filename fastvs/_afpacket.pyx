@@ -216,6 +216,13 @@ cdef extern from *:
     static inline void fv_frame_release(void* p) {
         __atomic_store_n(&((struct tpacket2_hdr*)p)->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
     }
+    #if defined(__x86_64__) || defined(__i386__)
+    #define fv_cpu_relax() __builtin_ia32_pause()
+    #elif defined(__aarch64__)
+    #define fv_cpu_relax() __asm__ __volatile__("yield")
+    #else
+    #define fv_cpu_relax() ((void)0)
+    #endif
     #define FV_TP3_SLL_OFF (TPACKET_ALIGN(sizeof(struct tpacket3_hdr)))
     #define FV_TP2_SLL_OFF (TPACKET_ALIGN(sizeof(struct tpacket2_hdr)))
     """
@@ -224,6 +231,7 @@ cdef extern from *:
     void fv_block_release(void* p) nogil
     unsigned int fv_frame_status(void* p) nogil
     void fv_frame_release(void* p) nogil
+    void cpu_relax "fv_cpu_relax"() nogil
     size_t FV_TP3_SLL_OFF
     size_t FV_TP2_SLL_OFF
 
@@ -551,6 +559,7 @@ ctypedef struct PumpC:
     uint32_t aux_ready
     bint last_full
     int64_t aux_polled     # when the aux fds were last polled while data kept us busy
+    int64_t spin_ns        # rings: watch them this long before sleeping in poll
     uint64_t c[C_N]
 
 
@@ -589,6 +598,29 @@ cdef inline bint ring_ready(RingC* r) noexcept nogil:
     if r.v2:
         return (fv_frame_status(r.base + <size_t>r.cur * r.block_size) & TP_STATUS_USER) != 0
     return r.in_block or (fv_block_status(r.base + <size_t>r.cur * r.block_size) & TP_STATUS_USER) != 0
+
+
+cdef inline bint rings_ready(PumpC* s) noexcept nogil:
+    cdef int fi
+    for fi in range(s.nfds):
+        if ring_ready(&s.rg[fi]):
+            return True
+    return False
+
+
+cdef bint rings_spin(PumpC* s) noexcept nogil:
+    """Watch the rings' status words for up to spin_ns before going to sleep in poll:
+    a frame that comes meanwhile is taken without a wake-up (the sender's CPU is spared
+    the wake-up, and the frame the scheduling delay)."""
+    cdef int64_t end = mono_ns() + s.spin_ns
+    cdef int _k
+    while True:
+        for _k in range(64):
+            if rings_ready(s):
+                return True
+            cpu_relax()
+        if mono_ns() >= end:
+            return False
 
 
 cdef Py_ssize_t ring2_rx(PumpC* s, int fi, Py_ssize_t n, int64_t now) noexcept nogil:
@@ -768,9 +800,9 @@ cdef Py_ssize_t pump_rx(PumpC* s, int timeout_ms) noexcept nogil:
         s.pfd[i].revents = 0
     s.aux_ready = 0
     if s.ring and not known:
-        for fi in range(s.nfds):
-            if ring_ready(&s.rg[fi]):
-                known = True
+        known = rings_ready(s)
+        if not known and s.spin_ns > 0:
+            known = rings_spin(s)
     if known and s.npfd > s.nfds:
         # busy: look at the aux fds (ARP/ND) only once a millisecond, not every round
         now = mono_ns()
@@ -894,7 +926,8 @@ cdef class Pump:
     already have a TPACKET_V3 RX ring of ``ring_blocks`` blocks of ``ring_block_size``
     bytes (:func:`setup_rx_ring`), with ``io="ring-v2"`` a TPACKET_V2 ring of that size
     in frames of ``ring_frame_size`` bytes; up to ``batch`` frames per socket are taken
-    per step.
+    per step, and an empty ring is watched for ``spin_us`` microseconds before the
+    pump sleeps in poll.
     Frames longer than ``max_frame`` (MTU + Ethernet header) are dropped as oversize.
     ``aux_fds`` are polled with the data sockets and reported in :attr:`aux_ready` (bit
     i for aux_fds[i]). A fd of -1 makes a pump that only holds a neighbour table.
@@ -910,7 +943,7 @@ cdef class Pump:
                   int batch=64, unsigned int slot=2048, unsigned int max_frame=1518,
                   unsigned int neigh_capacity=65536, seed=None, aux_fds=(), str io="mmsg",
                   unsigned int ring_block_size=1 << 16, unsigned int ring_blocks=64,
-                  unsigned int ring_frame_size=2048):
+                  unsigned int ring_frame_size=2048, unsigned int spin_us=0):
         cdef int i, side
         cdef bytes cm = _mac_bytes(client_mac)
         cdef bytes sm = _mac_bytes(server_mac)
@@ -929,6 +962,7 @@ cdef class Pump:
             raise ValueError("at most 6 aux fds")
         self.io = io
         self.s.ring = io != "mmsg"
+        self.s.spin_ns = <int64_t>spin_us * 1000
         self.s.fd[0] = client_fd
         self.s.fd[1] = server_fd
         self.s.nfds = 1 if client_fd == server_fd else 2

@@ -326,7 +326,7 @@ class Neighbours:
     asked: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: {
         "arp_in": 0, "arp_replies_sent": 0, "arp_requests_sent": 0, "arp_learnt": 0,
-        "nd_in": 0, "na_sent": 0, "ns_sent": 0, "nd_learnt": 0})
+        "nd_in": 0, "na_sent": 0, "ns_sent": 0, "nd_learnt": 0, "l2_invalid": 0})
     joined: set[tuple[str, bytes]] = field(default_factory=set)
     _next_refresh: float = 0.0
 
@@ -431,7 +431,10 @@ class Neighbours:
             self.on_nd(side, frame)
             return
         arp = parse_arp(frame)
-        if arp is None or arp.sha == side.mac:
+        if arp is None:
+            self.counts["l2_invalid"] += 1  # passed the filter, but no valid ARP
+            return
+        if arp.sha == side.mac:
             return
         self.counts["arp_in"] += 1
         if arp.spa != "0.0.0.0" and self._learn(arp.spa, arp.sha, arp.tpa in self.answer_for):
@@ -446,7 +449,10 @@ class Neighbours:
 
     def on_nd(self, side: Side, frame: bytes) -> None:
         nd = parse_nd(frame)
-        if nd is None or nd.eth_src == side.mac:
+        if nd is None:
+            self.counts["l2_invalid"] += 1  # a malformed solicitation/advertisement
+            return
+        if nd.eth_src == side.mac:
             return
         self.counts["nd_in"] += 1
         if nd.type == ND_NA:

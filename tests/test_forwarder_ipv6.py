@@ -124,7 +124,10 @@ def test_dad_probe_is_defended_to_all_nodes_and_strangers_are_ignored() -> None:
     for frame in bad:
         assert N.parse_nd(frame) is None
         nb.on_frame(nb.sides[0], frame)
-    assert len(sock.sent) == n
+    assert len(sock.sent) == n and nb.counts["l2_invalid"] == len(bad)
+    nb.on_frame(nb.sides[0], b"\x86\xdd")  # runts: counted, never a crash
+    nb.on_frame(nb.sides[0], bytes(20))
+    assert nb.counts["l2_invalid"] == len(bad) + 2
     # nothing answered when another box announces the VIPs
     nb.answer = False
     nb.on_frame(nb.sides[0], ns_from(CLIENT_IP6, VIP6))
