@@ -231,6 +231,7 @@ BPF_ABS, BPF_IND, BPF_MEM, BPF_MSH = 0x20, 0x40, 0x60, 0xA0
 BPF_MUL, BPF_RSH, BPF_MOD, BPF_XOR = 0x20, 0x70, 0x90, 0xA0
 BPF_JA, BPF_JEQ, BPF_JGT, BPF_JGE = 0x00, 0x10, 0x20, 0x30
 BPF_K, BPF_X, BPF_A = 0x00, 0x08, 0x10
+BPF_IMM = 0x00
 BPF_TAX = BPF_MISC | 0x00
 SKF_AD_OFF = -0x1000
 SKF_AD_PROTOCOL = 0
@@ -294,15 +295,47 @@ def fanout_program(vips: Iterable[str], workers: int) -> bytes:
     """PACKET_FANOUT_CBPF steering: the worker is a hash of the client's (address,
     port) mod ``workers`` -- the source of a packet to a VIP, the destination of any
     other (a real server's reply to the client). Loads are relative to the network
-    header (SKF_NET_OFF), whatever the skb's data pointer. IPv6 frames all go to
-    worker 0 (whose requests and replies therefore meet too)."""
+    header (SKF_NET_OFF), whatever the skb's data pointer. For IPv6 the address is
+    its low 32 bits, the port that of TCP/UDP right behind the fixed header (0 for
+    anything else, e.g. behind extension headers); other frames go to worker 0."""
     vip_ints = sorted({int(ipaddress.IPv4Address(v)) for v in vips if ":" not in v})
+    vip6 = sorted({ipaddress.IPv6Address(v).packed for v in vips if ":" in v})
     if len(vip_ints) > 200:
-        raise RulesError("more than 200 VIPs: too many for the fanout program")
+        raise RulesError("more than 200 IPv4 VIPs: too many for the fanout program")
+    if len(vip6) > 24:
+        raise RulesError("more than 24 IPv6 VIPs: too many for the fanout program")
     n = SKF_NET_OFF
     prog: list[Insn | str] = [
         (BPF_LD | BPF_W | BPF_ABS, 0, 0, SKF_AD_OFF + SKF_AD_PROTOCOL),
-        (BPF_JMP | BPF_JEQ | BPF_K, 0, "zero", 0x0800),
+        (BPF_JMP | BPF_JEQ | BPF_K, "v4", 0, 0x0800),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, "zero", 0x86DD),
+    ]
+    for i, v in enumerate(vip6):
+        words = struct.unpack("!4I", v)
+        for w, word in enumerate(words):
+            prog.append((BPF_LD | BPF_W | BPF_ABS, 0, 0, n + 24 + 4 * w))  # daddr word w
+            last = w == 3
+            prog.append((BPF_JMP | BPF_JEQ | BPF_K, "src6" if last else 0, f"next6_{i}", word))
+        prog.append(f"next6_{i}")
+    prog += [
+        (BPF_LD | BPF_W | BPF_ABS, 0, 0, n + 36),  # daddr, low word
+        (BPF_ST, 0, 0, 0),  # M[0] = A
+        (BPF_LD | BPF_H | BPF_ABS, 0, 0, n + 42),  # dport
+        (BPF_JMP | BPF_JA, 0, 0, "port6"),
+        "src6",
+        (BPF_LD | BPF_W | BPF_ABS, 0, 0, n + 20),  # saddr, low word
+        (BPF_ST, 0, 0, 0),
+        (BPF_LD | BPF_H | BPF_ABS, 0, 0, n + 40),  # sport
+        "port6",
+        (BPF_MISC | 0x00, 0, 0, 0),  # tax
+        (BPF_LD | BPF_B | BPF_ABS, 0, 0, n + 6),  # next header
+        (BPF_JMP | BPF_JEQ | BPF_K, "have6", 0, 6),
+        (BPF_JMP | BPF_JEQ | BPF_K, "have6", 0, 17),
+        (BPF_LDX | BPF_IMM, 0, 0, 0),  # no port
+        "have6",
+        (BPF_LD | BPF_MEM, 0, 0, 0),  # A = M[0]
+        (BPF_JMP | BPF_JA, 0, 0, "mix"),
+        "v4",
         (BPF_LD | BPF_W | BPF_ABS, 0, 0, n + 16),  # daddr
     ]
     for v in vip_ints:
@@ -336,8 +369,9 @@ def fanout_program(vips: Iterable[str], workers: int) -> bytes:
 
 
 def fanout_worker(client_ip: str, client_port: int, workers: int) -> int:
-    """The worker :func:`fanout_program` picks for a client (for tests and tools)."""
-    a = int(ipaddress.IPv4Address(client_ip)) ^ client_port
+    """The worker :func:`fanout_program` picks for a client (for tests and tools);
+    IPv6: the low 32 bits of the address, ``client_port`` 0 unless TCP/UDP."""
+    a = (int(ipaddress.ip_address(client_ip)) & 0xFFFFFFFF) ^ client_port
     a = ((a >> 16) ^ a) & 0xFFFFFFFF
     a = (a * 0x045D9F3B) & 0xFFFFFFFF
     a = ((a >> 16) ^ a) & 0xFFFFFFFF

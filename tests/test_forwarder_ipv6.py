@@ -28,6 +28,7 @@ import pytest
 from fastvs import _afpacket as A
 from fastvs import forwarder as F
 from fastvs import neigh as N
+from fastvs.errors import RulesError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from netns import CLIENT_IP6, GW_IP6, RS_IPS6, UDP_PORT, VIP, VIP6, Topology, have_netns  # noqa: E402
@@ -203,30 +204,110 @@ def test_l4_checksum_completion_ipv6() -> None:
 
 # -- the socket filters, run by a small classic-BPF interpreter -------------------------------------
 def run_bpf(prog: bytes, frame: bytes, pkttype: int) -> int:
-    """Interpret the instructions our assembler emits (ld abs w/h/b, ld pkttype,
-    jeq/jgt/jge k, ret k); out-of-frame loads reject, as the kernel does."""
+    """Interpret the classic BPF our assembler emits, as the kernel would for an
+    Ethernet frame (network header at 14): absolute loads, SKF_NET_OFF-relative loads,
+    the pkttype/protocol ancillary loads, indirect loads, ldx msh/imm, scratch memory,
+    the ALU ops, jumps and returns. A load outside the frame rejects the frame."""
     insns = [struct.unpack_from("HBBI", prog, i) for i in range(0, len(prog), 8)]
-    acc, pc = 0, 0
+    ad, net = F.SKF_AD_OFF & 0xFFFFFFFF, F.SKF_NET_OFF & 0xFFFFFFFF
+    a = x = pc = 0
+    mem = [0] * 16
+
+    def load(off: int, size: int) -> int | None:
+        if off >= net:
+            off = off - net + 14
+        if off + size > len(frame):
+            return None
+        return int.from_bytes(frame[off:off + size], "big")
+
     while True:
         code, jt, jf, k = insns[pc]
         pc += 1
-        cls = code & 0x07
+        cls, size = code & 0x07, {F.BPF_W: 4, F.BPF_H: 2, F.BPF_B: 1}[code & 0x18]
         if cls == F.BPF_LD:
-            if k == (F.SKF_AD_OFF + F.SKF_AD_PKTTYPE) & 0xFFFFFFFF:
-                acc = pkttype
+            mode = code & 0xE0
+            if mode == F.BPF_MEM:
+                a = mem[k]
                 continue
-            size = {F.BPF_W: 4, F.BPF_H: 2, F.BPF_B: 1}[code & 0x18]
-            if k + size > len(frame):
+            if mode == F.BPF_ABS and k == ad + F.SKF_AD_PKTTYPE:
+                a = pkttype
+                continue
+            if mode == F.BPF_ABS and k == ad + F.SKF_AD_PROTOCOL:
+                a = int.from_bytes(frame[12:14], "big")
+                continue
+            v = load(k if mode == F.BPF_ABS else (x + k) & 0xFFFFFFFF, size)
+            if v is None:
                 return 0
-            acc = int.from_bytes(frame[k:k + size], "big")
+            a = v
+        elif cls == F.BPF_LDX:
+            if code & 0xE0 == F.BPF_MSH:
+                v = load(k, 1)
+                if v is None:
+                    return 0
+                x = (v & 0x0F) * 4
+            else:
+                x = k
+        elif cls == F.BPF_ST:
+            mem[k] = a
+        elif cls == F.BPF_ALU:
+            src = x if code & F.BPF_X else k
+            op = code & 0xF0
+            a = {F.BPF_XOR: a ^ src, F.BPF_RSH: a >> src, F.BPF_MUL: a * src,
+                 F.BPF_MOD: a % src if src else 0}[op] & 0xFFFFFFFF
+        elif cls == F.BPF_MISC:
+            x = a
         elif cls == F.BPF_JMP:
             op = code & 0xF0
-            hit = {F.BPF_JEQ: acc == k, F.BPF_JGT: acc > k, F.BPF_JGE: acc >= k}[op]
+            if op == F.BPF_JA:
+                pc += k
+                continue
+            hit = {F.BPF_JEQ: a == k, F.BPF_JGT: a > k, F.BPF_JGE: a >= k}[op]
             pc += jt if hit else jf
         elif cls == F.BPF_RET:
-            return k
+            return a if code & 0x18 == F.BPF_A else k
         else:
             raise AssertionError(f"unexpected BPF op {code:#x}")
+
+
+def l4_frame(src: str, dst: str, sport: int, dport: int, proto: int = 6) -> bytes:
+    """An Ethernet frame carrying TCP/UDP (or, proto 58/1, an ICMP header) between
+    ``src`` and ``dst`` (either family)."""
+    l4 = struct.pack("!HH", sport, dport) + bytes(16) if proto in (6, 17) else bytes(8)
+    if ":" in src:
+        ip = struct.pack("!IHBB16s16s", 0x60000000, len(l4), proto, 64, a6(src), a6(dst))
+        return MAC_D + MAC_C + b"\x86\xdd" + ip + l4
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0, 64, proto, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    return MAC_D + MAC_C + b"\x08\x00" + ip + l4
+
+
+def test_fanout_keeps_both_directions_of_a_flow_on_one_worker() -> None:
+    vips6 = [VIP6, "2001:db8::200", "2001:db8:7::1"]
+    prog = F.fanout_program([VIP, "10.0.0.101", *vips6], 4)
+    assert len(prog) // 8 < 4096
+    hits: Counter[int] = Counter()
+    for i in range(400):
+        for vip, client, rip in ((VIP, f"10.2.{i % 7}.{i % 250 + 1}", "10.1.0.11"),
+                                 (vips6[i % 3], f"2001:db8:{i % 5:x}::{i + 2:x}", RS_IPS6[i % 2])):
+            cport = 20000 + 7 * i
+            for proto in (6, 17):
+                request = l4_frame(client, vip, cport, 80, proto)
+                reply = l4_frame(rip, client, 80, cport, proto)  # the real server's answer
+                w = run_bpf(prog, request, 0)
+                assert run_bpf(prog, reply, 0) == w == F.fanout_worker(client, cport, 4), (client, vip)
+                hits[w] += 1
+            # not TCP/UDP: hashed on the address alone, both ways
+            if ":" in client:
+                assert run_bpf(prog, l4_frame(client, vip, 0, 0, 58), 0) == F.fanout_worker(client, 0, 4)
+                assert run_bpf(prog, l4_frame(rip, client, 0, 0, 58), 0) == F.fanout_worker(client, 0, 4)
+    assert len(hits) == 4 and min(hits.values()) > 250, hits  # spread over the workers
+    # an address that equals a VIP in its low 32 bits only is not taken for the VIP
+    twin = "2001:db8:99::100"
+    assert run_bpf(prog, l4_frame(RS_IPS6[0], twin, 80, 4242), 0) == F.fanout_worker(twin, 4242, 4)
+    arp = N.arp_frame(N.ARP_REQUEST, MAC_C, "10.0.0.2", N.BROADCAST, bytes(6), VIP)
+    assert run_bpf(prog, arp, 0) == 0
+    with pytest.raises(RulesError, match="IPv6 VIPs"):
+        F.fanout_program([f"2001:db8::{i:x}" for i in range(1, 30)], 2)
 
 
 def test_socket_filters_split_data_and_neighbour_discovery() -> None:
@@ -271,8 +352,6 @@ def test_config_accepts_ipv6_addresses() -> None:
                           addrs=["10.1.0.1", "2001:DB8:1:0::1"], client_gw=["2001:db8::1", "10.0.0.1"])
     cfg.check()
     assert cfg.addrs == ["10.1.0.1", GW_IP6]
-    from fastvs.errors import RulesError
-
     with pytest.raises(RulesError, match="at most one IPv4"):
         F.ForwardConfig(rules="x", client_if="a", server_if="b", client_gw=["10.0.0.1", "10.0.0.2"]).check()
 
@@ -374,3 +453,24 @@ def test_e2e_ipv6_curl_alternates_between_real_servers(topo: Topology, io: str) 
                 checked += 1
     assert peers == {VIP6}, peers
     assert checked >= 20 * 3
+
+
+@netns
+def test_e2e_ipv6_two_workers_keep_flows_together(topo: Topology) -> None:
+    rules = topo.tmp / "rules6-w2.txt"
+    rules.write_text(topo.rules_text(ipv6=True))
+    fwd = Forwarder(topo, rules, "--workers", "2", "--stats-every", "0.5")
+    try:
+        got = curl6(topo, 20)
+        r = topo.nsx(topo.client, sys.executable, "-c", UDP6_CLIENT, "40", VIP6, str(UDP_PORT), timeout=90)
+        replies: list[Any] = json.loads(r.stdout)
+        time.sleep(1.2)
+        stats = json.loads(fwd.stats.read_text())
+    finally:
+        rc, out, err = fwd.stop()
+    # every request answered: the replies met their connection on the same worker
+    assert all(g in ("rs1", "rs2") for g in got) and set(got) == {"rs1", "rs2"}, (got, err)
+    assert all(x is not None and x[1] == VIP6 for x in replies), replies
+    assert stats["workers"] == 2
+    assert all(w["rx"] > 0 for w in stats["per_worker"]), stats["per_worker"]  # IPv6 only: spread
+    assert rc == 0, err
