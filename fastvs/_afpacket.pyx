@@ -931,6 +931,7 @@ cdef class Pump:
     Frames longer than ``max_frame`` (MTU + Ethernet header) are dropped as oversize.
     ``aux_fds`` are polled with the data sockets and reported in :attr:`aux_ready` (bit
     i for aux_fds[i]). A fd of -1 makes a pump that only holds a neighbour table.
+    With a ring, :attr:`buf` is a view of the mapped rings, valid while the pump lives.
     """
     cdef PumpC s
     cdef readonly object buf, off, caplen, wirelen, ts, linktype, verdict
