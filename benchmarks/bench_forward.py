@@ -14,7 +14,8 @@ frames/s forwarded (a client blasting 18-byte datagrams over 64 flows; counted a
 real servers' interfaces). Prints a table with the ratios fastvs/kernel. Needs root,
 ``ip netns``, ``wrk`` and ``nft``; run as a script::
 
-    python benchmarks/bench_forward.py [--seconds 5] [--workers 1 2] [--json out.json]
+    python benchmarks/bench_forward.py [--seconds 5] [--workers 1 2] [--io ring-v2 ring-v3 mmsg]
+        [--repeat 3] [--json out.json]
 
 Nothing is asserted; pytest collects no test from this file.
 """
@@ -26,6 +27,7 @@ import json
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -174,11 +176,13 @@ def kernel_mode(t: Topology, on: bool) -> None:
     t.flush_neighbours()
 
 
-def run_fastvs(t: Topology, rules: Path, workers: int, seconds: float, conns: int) -> dict[str, Any]:
+def run_fastvs(t: Topology, rules: Path, workers: int, seconds: float, conns: int,
+               io: str = "ring-v2", extra: tuple[str, ...] = ()) -> dict[str, Any]:
     t.flush_neighbours()
     p = t.spawn(t.director, sys.executable, "-m", "fastvs.forwarder", "-r", str(rules),
                 *t.forward_args(), "--fix-offloads", "-q", "--workers", str(workers),
-                "--capacity", str(1 << 21), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                "--io", io, "--capacity", str(1 << 21), *extra,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert p.stderr is not None
     end = time.monotonic() + 20
     while time.monotonic() < end:
@@ -237,6 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--conns", type=int, default=50, help="wrk connections")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--io", nargs="+", default=["ring-v2", "ring-v3", "mmsg"],
+                    choices=("ring-v2", "ring-v3", "mmsg"),
+                    help="fastvs receive paths to measure")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds (each measures every column once, in turn); the table "
+                    "shows per-column medians")
+    ap.add_argument("--fastvs-args", default="", help="extra arguments for fastvs forward")
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args(argv)
     ok, why = have_netns()
@@ -247,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             print(f"bench_forward: {tool} not installed", file=sys.stderr)
             return 1
-    results: dict[str, dict[str, Any]] = {}
+    rounds: list[dict[str, dict[str, Any]]] = []
     with Topology(server="nginx") as t:
         print(f"servers: {'nginx' if shutil.which('nginx') else 'busybox httpd'}; "
               f"{a.seconds:g} s per measurement, wrk -t2 -c{a.conns}", file=sys.stderr)
@@ -263,19 +274,41 @@ def main(argv: list[str] | None = None) -> int:
             for r in t.rs:  # no ICMP port unreachable storms from the UDP sink port
                 t.nsx(r, "nft", "add table ip sink; add chain ip sink in { type filter hook input priority 0; }; "
                       f"add rule ip sink in udp dport {BLAST_PORT} drop", check=False)
-        for w in a.workers:
-            print(f"-- fastvs forward --workers {w}", file=sys.stderr)
-            results[f"fastvs-w{w}"] = run_fastvs(t, rules, w, a.seconds, a.conns)
-        print("-- kernel: nftables dnat numgen + conntrack", file=sys.stderr)
-        kernel_mode(t, True)
-        try:
-            results["kernel"] = measure(t, a.seconds, a.conns)
-        finally:
-            kernel_mode(t, False)
-    print(table(results))
+        extra = tuple(a.fastvs_args.split())
+        for rnd in range(a.repeat):
+            results: dict[str, dict[str, Any]] = {}
+            for io in a.io:
+                for w in a.workers:
+                    print(f"-- round {rnd + 1}: fastvs forward --io {io} --workers {w}", file=sys.stderr)
+                    results[f"{io}-w{w}"] = run_fastvs(t, rules, w, a.seconds, a.conns, io, extra)
+            print(f"-- round {rnd + 1}: kernel: nftables dnat numgen + conntrack", file=sys.stderr)
+            kernel_mode(t, True)
+            try:
+                results["kernel"] = measure(t, a.seconds, a.conns)
+            finally:
+                kernel_mode(t, False)
+            rounds.append(results)
+            if a.repeat > 1:
+                print(table(results), file=sys.stderr)
+    med = median_results(rounds)
+    if a.repeat > 1:
+        print(f"medians of {a.repeat} rounds:")
+    print(table(med))
     if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=2))
+        Path(a.json).write_text(json.dumps({"rounds": rounds, "median": med}, indent=2))
     return 0
+
+
+def median_results(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per column and figure, the median over the rounds."""
+    out: dict[str, dict[str, Any]] = {}
+    for col in rounds[0]:
+        out[col] = {}
+        for test in rounds[0][col]:
+            keys = set().union(*(r[col][test] for r in rounds))
+            out[col][test] = {k: statistics.median(r[col][test][k] for r in rounds if k in r[col][test])
+                              for k in keys}
+    return out
 
 
 if __name__ == "__main__":

@@ -11,15 +11,24 @@ OPT_FANOUT: int
 OPT_FANOUT_DATA: int
 OPT_QDISC_BYPASS: int
 OPT_IGNORE_OUTGOING: int
+OPT_ADD_MEMBERSHIP: int
+MR_MULTICAST: int
 FANOUT_CBPF: int
+IO_MODES: tuple[str, ...]
 COUNTER_NAMES: tuple[str, ...]
 
 def monotonic_ns() -> int: ...
 def complete_l4_checksum(frame: Any) -> bool: ...
 def attach_filter(fd: int, program: bytes, fanout: bool = False) -> None: ...
+def ring_geometry(block_size: int, block_nr: int) -> int: ...
+def setup_rx_ring(
+    fd: int, block_size: int, block_nr: int, tov_ms: int = 1, version: int = 3, frame_size: int = 2048
+) -> None: ...
+def kernel_drops(fd: int) -> tuple[int, int]: ...
 
 class Pump:
-    buf: npt.NDArray[np.uint8]
+    buf: Any  # numpy array (mmsg) or a memoryview over the mapped rings (ring)
+    io: str
     off: npt.NDArray[np.uint32]
     caplen: npt.NDArray[np.uint32]
     wirelen: npt.NDArray[np.uint32]
@@ -39,6 +48,11 @@ class Pump:
         neigh_capacity: int = 65536,
         seed: int | None = None,
         aux_fds: tuple[int, ...] | list[int] = (),
+        io: str = "mmsg",
+        ring_block_size: int = 65536,
+        ring_blocks: int = 64,
+        ring_frame_size: int = 2048,
+        spin_us: int = 0,
     ) -> None: ...
     def step(self, engine: Any, timeout_ms: int = 100) -> int: ...
     @property

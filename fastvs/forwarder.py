@@ -71,8 +71,13 @@ class ForwardConfig:
     stats_json: str | None = None
     neigh_file: str | None = None
     addrs: list[str] = field(default_factory=list)
-    client_gw: str | None = None
-    batch: int = 64
+    client_gw: list[str] = field(default_factory=list)
+    batch: int = 256
+    io: str = "ring-v2"
+    ring_block_size: int = 1 << 16
+    ring_blocks: int = 64
+    ring_tov_ms: int = 1
+    spin_us: int = 0
     capacity: int = 1 << 20
     seed: int | None = None
     rules_order: str = "kernel"
@@ -98,13 +103,35 @@ class ForwardConfig:
             self.one_arm_if, self.client_if, self.server_if = self.client_if, None, None
         if not 1 <= self.workers <= 64:
             raise RulesError("--workers must be 1..64")
-        if not 1 <= self.batch <= 1024:
-            raise RulesError("--batch must be 1..1024")
-        for a in [*self.addrs, *([self.client_gw] if self.client_gw else [])]:
+        if not 1 <= self.batch <= 4096:
+            raise RulesError("--batch must be 1..4096")
+        if self.io not in ("ring-v3", "ring-v2", "mmsg"):
+            raise RulesError("--io must be ring-v2, ring-v3 or mmsg")
+        if self.io != "mmsg":
+            from fastvs import _afpacket as A
+
             try:
-                ipaddress.IPv4Address(a)
-            except ValueError:
-                raise RulesError(f"bad IPv4 address {a!r}") from None
+                A.ring_geometry(self.ring_block_size, self.ring_blocks)
+            except ValueError as e:
+                raise RulesError(f"--ring-block-size/--ring-blocks: {e}") from None
+            if not 1 <= self.ring_tov_ms <= 1000:
+                raise RulesError("--ring-tov-ms must be 1..1000")
+        if not 0 <= self.spin_us <= 100_000:
+            raise RulesError("--spin-us must be 0..100000")
+        self.addrs = [_canonical_ip(a, "--addr") for a in self.addrs]
+        self.client_gw = [_canonical_ip(a, "--client-gw") for a in self.client_gw]
+        if len({ipaddress.ip_address(a).version for a in self.client_gw}) < len(self.client_gw):
+            raise RulesError("--client-gw: at most one IPv4 and one IPv6 gateway")
+
+
+def _canonical_ip(text: str, what: str) -> str:
+    try:
+        a = ipaddress.ip_address(text)
+    except ValueError:
+        raise RulesError(f"{what}: bad IP address {text!r}") from None
+    if a.is_multicast or a.is_unspecified:
+        raise RulesError(f"{what}: not a unicast address: {text!r}")
+    return str(a)
 
 
 # -- interfaces and sockets ---------------------------------------------------------------------
@@ -142,16 +169,22 @@ def _setbuf(s: socket.socket, force: int, plain: int, size: int) -> None:
             s.setsockopt(socket.SOL_SOCKET, plain, size)
 
 
-def open_data_socket(ifname: str) -> socket.socket:
-    """An AF_PACKET socket for IPv4 frames addressed to this host's MAC on ``ifname``.
+def open_data_socket(ifname: str, cfg: ForwardConfig | None = None) -> socket.socket:
+    """An AF_PACKET socket for IP frames addressed to this host's MAC on ``ifname``.
 
     The socket filter is attached before the socket is bound to ETH_P_ALL, so nothing
-    else is ever queued; PACKET_AUXDATA reports the checksum status of each frame."""
+    else is ever queued. With a ring (``cfg.io`` ``ring-v2``/``ring-v3``) the socket gets its RX
+    ring here, before the bind (and before any PACKET_FANOUT join); otherwise
+    PACKET_AUXDATA reports the checksum status of each frame to recvmmsg."""
     from fastvs import _afpacket as A
 
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         A.attach_filter(s.fileno(), socket_filter())
+        if cfg is not None and cfg.io != "mmsg":
+            A.setup_rx_ring(s.fileno(), cfg.ring_block_size, cfg.ring_blocks, cfg.ring_tov_ms,
+                            version=3 if cfg.io == "ring-v3" else 2,
+                            frame_size=ring_frame_size(iface_info(ifname).mtu, cfg.ring_block_size))
         s.setsockopt(A.SOL_PACKET, A.OPT_AUXDATA, 1)
         with contextlib.suppress(OSError):
             s.setsockopt(A.SOL_PACKET, A.OPT_IGNORE_OUTGOING, 1)
@@ -164,6 +197,14 @@ def open_data_socket(ifname: str) -> socket.socket:
         s.close()
         raise
     return s
+
+
+def ring_frame_size(mtu: int, block_size: int) -> int:
+    """TPACKET_V2 frame slot for an MTU: header, sockaddr_ll, Ethernet + 2 VLAN tags."""
+    size = 2048
+    while size < mtu + 18 + 128:
+        size *= 2
+    return min(size, block_size)
 
 
 def join_fanout(s: socket.socket, group: int, program: bytes) -> None:
@@ -188,8 +229,9 @@ BPF_LD, BPF_LDX, BPF_ST, BPF_ALU, BPF_JMP, BPF_RET, BPF_MISC = 0x00, 0x01, 0x02,
 BPF_W, BPF_H, BPF_B = 0x00, 0x08, 0x10
 BPF_ABS, BPF_IND, BPF_MEM, BPF_MSH = 0x20, 0x40, 0x60, 0xA0
 BPF_MUL, BPF_RSH, BPF_MOD, BPF_XOR = 0x20, 0x70, 0x90, 0xA0
-BPF_JA, BPF_JEQ = 0x00, 0x10
+BPF_JA, BPF_JEQ, BPF_JGT, BPF_JGE = 0x00, 0x10, 0x20, 0x30
 BPF_K, BPF_X, BPF_A = 0x00, 0x08, 0x10
+BPF_IMM = 0x00
 BPF_TAX = BPF_MISC | 0x00
 SKF_AD_OFF = -0x1000
 SKF_AD_PROTOCOL = 0
@@ -228,12 +270,21 @@ def assemble(prog: list[Insn | str]) -> bytes:
 
 
 def socket_filter() -> bytes:
-    """Accept IPv4 frames addressed to this host (PACKET_HOST), drop everything else."""
+    """Accept IPv4 and IPv6 frames addressed to this host (PACKET_HOST), except ICMPv6
+    router/neighbour discovery (types 133..137, the ARP/ND socket's business); drop
+    everything else (broadcast, multicast, other hosts', our own)."""
     return assemble([
-        (BPF_LD | BPF_H | BPF_ABS, 0, 0, 12),
-        (BPF_JMP | BPF_JEQ | BPF_K, 0, "drop", 0x0800),
         (BPF_LD | BPF_W | BPF_ABS, 0, 0, SKF_AD_OFF + SKF_AD_PKTTYPE),
         (BPF_JMP | BPF_JEQ | BPF_K, 0, "drop", PACKET_HOST),
+        (BPF_LD | BPF_H | BPF_ABS, 0, 0, 12),
+        (BPF_JMP | BPF_JEQ | BPF_K, "accept", 0, 0x0800),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, "drop", 0x86DD),
+        (BPF_LD | BPF_B | BPF_ABS, 0, 0, 14 + 6),  # next header
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, "accept", 58),
+        (BPF_LD | BPF_B | BPF_ABS, 0, 0, 14 + 40),  # ICMPv6 type
+        (BPF_JMP | BPF_JGE | BPF_K, 0, "accept", 133),
+        (BPF_JMP | BPF_JGT | BPF_K, "accept", "drop", 137),
+        "accept",
         (BPF_RET | BPF_K, 0, 0, 0x40000),
         "drop",
         (BPF_RET | BPF_K, 0, 0, 0),
@@ -244,14 +295,47 @@ def fanout_program(vips: Iterable[str], workers: int) -> bytes:
     """PACKET_FANOUT_CBPF steering: the worker is a hash of the client's (address,
     port) mod ``workers`` -- the source of a packet to a VIP, the destination of any
     other (a real server's reply to the client). Loads are relative to the network
-    header (SKF_NET_OFF), whatever the skb's data pointer."""
-    vip_ints = sorted({int(ipaddress.IPv4Address(v)) for v in vips})
+    header (SKF_NET_OFF), whatever the skb's data pointer. For IPv6 the address is
+    its low 32 bits, the port that of TCP/UDP right behind the fixed header (0 for
+    anything else, e.g. behind extension headers); other frames go to worker 0."""
+    vip_ints = sorted({int(ipaddress.IPv4Address(v)) for v in vips if ":" not in v})
+    vip6 = sorted({ipaddress.IPv6Address(v).packed for v in vips if ":" in v})
     if len(vip_ints) > 200:
-        raise RulesError("more than 200 VIPs: too many for the fanout program")
+        raise RulesError("more than 200 IPv4 VIPs: too many for the fanout program")
+    if len(vip6) > 24:
+        raise RulesError("more than 24 IPv6 VIPs: too many for the fanout program")
     n = SKF_NET_OFF
     prog: list[Insn | str] = [
         (BPF_LD | BPF_W | BPF_ABS, 0, 0, SKF_AD_OFF + SKF_AD_PROTOCOL),
-        (BPF_JMP | BPF_JEQ | BPF_K, 0, "zero", 0x0800),
+        (BPF_JMP | BPF_JEQ | BPF_K, "v4", 0, 0x0800),
+        (BPF_JMP | BPF_JEQ | BPF_K, 0, "zero", 0x86DD),
+    ]
+    for i, v in enumerate(vip6):
+        words = struct.unpack("!4I", v)
+        for w, word in enumerate(words):
+            prog.append((BPF_LD | BPF_W | BPF_ABS, 0, 0, n + 24 + 4 * w))  # daddr word w
+            last = w == 3
+            prog.append((BPF_JMP | BPF_JEQ | BPF_K, "src6" if last else 0, f"next6_{i}", word))
+        prog.append(f"next6_{i}")
+    prog += [
+        (BPF_LD | BPF_W | BPF_ABS, 0, 0, n + 36),  # daddr, low word
+        (BPF_ST, 0, 0, 0),  # M[0] = A
+        (BPF_LD | BPF_H | BPF_ABS, 0, 0, n + 42),  # dport
+        (BPF_JMP | BPF_JA, 0, 0, "port6"),
+        "src6",
+        (BPF_LD | BPF_W | BPF_ABS, 0, 0, n + 20),  # saddr, low word
+        (BPF_ST, 0, 0, 0),
+        (BPF_LD | BPF_H | BPF_ABS, 0, 0, n + 40),  # sport
+        "port6",
+        (BPF_MISC | 0x00, 0, 0, 0),  # tax
+        (BPF_LD | BPF_B | BPF_ABS, 0, 0, n + 6),  # next header
+        (BPF_JMP | BPF_JEQ | BPF_K, "have6", 0, 6),
+        (BPF_JMP | BPF_JEQ | BPF_K, "have6", 0, 17),
+        (BPF_LDX | BPF_IMM, 0, 0, 0),  # no port
+        "have6",
+        (BPF_LD | BPF_MEM, 0, 0, 0),  # A = M[0]
+        (BPF_JMP | BPF_JA, 0, 0, "mix"),
+        "v4",
         (BPF_LD | BPF_W | BPF_ABS, 0, 0, n + 16),  # daddr
     ]
     for v in vip_ints:
@@ -285,8 +369,9 @@ def fanout_program(vips: Iterable[str], workers: int) -> bytes:
 
 
 def fanout_worker(client_ip: str, client_port: int, workers: int) -> int:
-    """The worker :func:`fanout_program` picks for a client (for tests and tools)."""
-    a = int(ipaddress.IPv4Address(client_ip)) ^ client_port
+    """The worker :func:`fanout_program` picks for a client (for tests and tools);
+    IPv6: the low 32 bits of the address, ``client_port`` 0 unless TCP/UDP."""
+    a = (int(ipaddress.ip_address(client_ip)) & 0xFFFFFFFF) ^ client_port
     a = ((a >> 16) ^ a) & 0xFFFFFFFF
     a = (a * 0x045D9F3B) & 0xFFFFFFFF
     a = ((a >> 16) ^ a) & 0xFFFFFFFF
@@ -355,11 +440,11 @@ def _load_rules(cfg: ForwardConfig) -> Any:
 
 
 def rules_addresses(rules: Any) -> tuple[set[str], set[str]]:
-    """(VIPs, masqueraded real servers' addresses) of IPv4 TCP/UDP services."""
+    """(VIPs, masqueraded real servers' addresses) of IPv4 and IPv6 TCP/UDP services."""
     vips: set[str] = set()
     rips: set[str] = set()
     for svc in rules.services:
-        if svc.proto in ("tcp", "udp") and svc.family == 4:
+        if svc.proto in ("tcp", "udp"):
             vips.add(svc.addr)
             rips.update(rs.addr for rs in svc.reals if rs.fwd == "masq")
     return vips, rips
@@ -404,16 +489,21 @@ class Worker:
         self.data = data
         self.pump = A.Pump(client.fileno(), server.fileno(), ifaces[0].mac, ifaces[-1].mac,
                            batch=cfg.batch, slot=slot, max_frame=mtu + 14 + 4,
-                           aux_fds=[s.fileno() for s in arp])
-        if cfg.client_gw:
-            self.pump.set_gateway(cfg.client_gw)
+                           aux_fds=[s.fileno() for s in arp], io=cfg.io,
+                           ring_block_size=cfg.ring_block_size, ring_blocks=cfg.ring_blocks,
+                           ring_frame_size=ring_frame_size(mtu, cfg.ring_block_size),
+                           spin_us=cfg.spin_us)
+        self.kernel = {"rx_kernel_packets": 0, "rx_kernel_drops": 0}
+        for gw in cfg.client_gw:
+            self.pump.set_gateway(gw)
         vips, rips = rules_addresses(rules)
         sides = [Side(name, i.name, i.mac, s)
                  for (name, _), i, s in zip(cfg.sides(), ifaces, arp, strict=True)]
         self.neigh = Neighbours(
             table=self.pump, sides=sides, answer_for=vips | set(cfg.addrs),
-            own_addrs=list(cfg.addrs), resolve_set=rips | ({cfg.client_gw} if cfg.client_gw else set()),
+            own_addrs=list(cfg.addrs), resolve_set=rips | set(cfg.client_gw),
             answer=cfg.arp_reply and wid == 0, log=self.log)
+        self.neigh.join_groups()
         if cfg.neigh_file:
             self.neigh.load_static(load_neigh_file(cfg.neigh_file))
         self.stop = False
@@ -424,7 +514,14 @@ class Worker:
         print(self.log_prefix + msg, file=sys.stderr, flush=True)
 
     def snapshot(self, final: bool = False) -> dict[str, Any]:
+        from fastvs import _afpacket as A
+
+        for s in self.data:
+            packets, drops = A.kernel_drops(s.fileno())
+            self.kernel["rx_kernel_packets"] += packets
+            self.kernel["rx_kernel_drops"] += drops
         io = self.pump.counters()
+        io.update(self.kernel)
         io.update(self.neigh.counts)
         io["neighbours"] = len(self.pump.neigh_entries())
         return {
@@ -450,7 +547,8 @@ class Worker:
             return
         vips, rips = rules_addresses(new)
         self.neigh.answer_for = vips | set(self.cfg.addrs)
-        self.neigh.resolve_set = rips | ({self.cfg.client_gw} if self.cfg.client_gw else set())
+        self.neigh.resolve_set = rips | set(self.cfg.client_gw)
+        self.neigh.join_groups()
         self.neigh.request(self.neigh.missing(), force=True)
         if self.fanout_socks:
             prog = fanout_program(vips, self.cfg.workers)
@@ -634,7 +732,7 @@ def _open_all(cfg: ForwardConfig, ifaces: list[Iface], vips: set[str]) -> list[t
     for _w in range(cfg.workers):
         data = []
         for k, i in enumerate(ifaces):
-            s = open_data_socket(i.name)
+            s = open_data_socket(i.name, cfg)
             if cfg.workers > 1:
                 join_fanout(s, (group_base + k) & 0xFFFF, prog)
             data.append(s)
@@ -822,13 +920,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats-every", type=float, default=0.0, metavar="S",
                    help="print the listing every S seconds (default: only at exit)")
     p.add_argument("--stats-json", metavar="FILE", help="keep JSON statistics in FILE")
-    p.add_argument("--neigh", metavar="FILE", help="static neighbours: 'ip mac' per line")
+    p.add_argument("--neigh", metavar="FILE", help="static neighbours: 'ip mac' per line (IPv4 or IPv6)")
     p.add_argument("--addr", action="append", default=[], metavar="IP",
-                   help="an address of the director fastvs answers ARP for (e.g. the real "
-                   "servers' default gateway); repeatable")
-    p.add_argument("--client-gw", metavar="IP",
-                   help="router for replies to clients whose MAC is not known")
-    p.add_argument("--batch", type=int, default=64, help="frames per recvmmsg per socket")
+                   help="an address of the director fastvs answers ARP / neighbour solicitations "
+                   "for (e.g. the real servers' default gateway), IPv4 or IPv6; repeatable")
+    p.add_argument("--client-gw", action="append", default=[], metavar="IP",
+                   help="router for replies to clients whose MAC is not known (one IPv4 and "
+                   "one IPv6 at most)")
+    p.add_argument("--batch", type=int, default=256, help="frames taken per socket per round")
+    p.add_argument("--io", choices=("ring-v2", "ring-v3", "mmsg"), default="ring-v2",
+                   help="receive from a memory-mapped TPACKET_V2 ring (default: frame by frame), "
+                   "a TPACKET_V3 ring (blocks, handed over full or after --ring-tov-ms) or with recvmmsg")
+    p.add_argument("--ring-block-size", type=int, default=1 << 16, metavar="BYTES",
+                   help="ring block size (a power of two; default 65536)")
+    p.add_argument("--ring-blocks", type=int, default=64, metavar="N", help="ring blocks per socket")
+    p.add_argument("--spin-us", type=int, default=0, metavar="US",
+                   help="rings: watch an empty ring this many microseconds before sleeping "
+                   "(fewer wake-ups under load, at the price of CPU)")
+    p.add_argument("--ring-tov-ms", type=int, default=1, metavar="MS",
+                   help="a ring block is handed over at the latest MS ms after its first frame")
     p.add_argument("--capacity", type=int, default=1 << 20, help="connection table size")
     p.add_argument("--seed", type=int, default=None, help="connection-table hash seed")
     p.add_argument("--rules-order", choices=("kernel", "file"), default="kernel")
@@ -837,7 +947,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fix-offloads", action="store_true",
                    help="turn off GRO/LRO on the interfaces (ethtool -K)")
     p.add_argument("--no-arp-reply", action="store_true",
-                   help="do not answer ARP for the VIPs (another box announces them)")
+                   help="do not answer ARP or neighbour solicitations for the VIPs (another "
+                   "box announces them)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the final listing")
 
 
@@ -845,7 +956,9 @@ def config_from_args(a: argparse.Namespace) -> ForwardConfig:
     return ForwardConfig(
         rules=a.rules, client_if=a.client_if, server_if=a.server_if, one_arm_if=a.one_arm_if,
         workers=a.workers, stats_every=a.stats_every, stats_json=a.stats_json,
-        neigh_file=a.neigh, addrs=list(a.addr), client_gw=a.client_gw, batch=a.batch,
+        neigh_file=a.neigh, addrs=list(a.addr), client_gw=list(a.client_gw), batch=a.batch,
+        io=a.io, ring_block_size=a.ring_block_size, ring_blocks=a.ring_blocks,
+        ring_tov_ms=a.ring_tov_ms, spin_us=a.spin_us,
         capacity=a.capacity, seed=a.seed, rules_order=a.rules_order, keep_ttl=a.keep_ttl,
         expire_nodest_conn=a.expire_nodest_conn, fix_offloads=a.fix_offloads,
         arp_reply=not a.no_arp_reply, quiet=a.quiet,

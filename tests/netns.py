@@ -2,16 +2,19 @@
 
 ``Topology`` builds, with names that start with ``fvt-<pid>-``::
 
-    client ns          director ns              switch ns            rs1 / rs2 ns
-    eth0 10.0.0.2 ---- dc      ds ------------- p0  [br0]  p1 ------ eth0 10.1.0.11
-                       (no addresses)                      p2 ------ eth0 10.1.0.12
+    client ns             director ns           switch ns          rs1 / rs2 ns
+    eth0 10.0.0.2 ------- dc      ds ---------- p0  [br0]  p1 ---- eth0 10.1.0.11
+         2001:db8::2      (no addresses)                   p2 ---- eth0 10.1.0.12
+                                                                   2001:db8:1::11 / ::12
 
-The VIP (10.0.0.100) is configured nowhere: only the forwarder answers for it. The
-director namespace has ip_forward=0, no IPv4 addresses, IPv6 off on its interfaces and
-(when nft is installed) a netdev ingress rule that drops every IP frame before the
-kernel's stack sees it -- AF_PACKET taps still see them, the kernel never acts on them.
-Real servers route through 10.1.0.1, an address only the forwarder answers ARP for
-(``--addr 10.1.0.1``). The peers' veths have TSO/GSO/GRO off (as a wire would: frames
+The VIPs (10.0.0.100 and 2001:db8::100) are configured nowhere: only the forwarder
+answers for them (ARP, neighbour discovery). The director namespace has ip_forward=0,
+no addresses, IPv6 off on its interfaces (so its kernel neither answers neighbour
+solicitations nor forwards) and (when nft is installed) a netdev ingress rule that drops
+every IP and IPv6 frame before the kernel's stack sees it -- AF_PACKET taps still see
+them, the kernel never acts on them. Real servers route through 10.1.0.1 and
+2001:db8:1::1, addresses only the forwarder answers for (``--addr``). IPv6 addresses
+are added ``nodad`` and router advertisements are ignored. The peers' veths have TSO/GSO/GRO off (as a wire would: frames
 at most one MTU), transmit checksum offload left on so that frames reach the director
 with TP_STATUS_CSUMNOTREADY.
 
@@ -37,14 +40,19 @@ VIP = "10.0.0.100"
 CLIENT_IP = "10.0.0.2"
 GW_IP = "10.1.0.1"
 RS_IPS = ("10.1.0.11", "10.1.0.12")
+VIP6 = "2001:db8::100"
+CLIENT_IP6 = "2001:db8::2"
+GW_IP6 = "2001:db8:1::1"
+RS_IPS6 = ("2001:db8:1::11", "2001:db8:1::12")
 HTTP_PORT = 80
 UDP_PORT = 5353
 
 UDP_ECHO = r"""
 import socket, sys
 name = sys.argv[1].encode()
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", int(sys.argv[2])))
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)   # IPv4 peers as ::ffff:a.b.c.d
+s.bind(("::", int(sys.argv[2])))
 while True:
     data, peer = s.recvfrom(65535)
     s.sendto(name + b":" + data, peer)
@@ -161,18 +169,27 @@ class Topology:
             self.nft = self.nsx(d, "nft", "-f", str(f), check=False).returncode == 0
         # client
         c = self.client
-        self.nsx(c, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+        self._ipv6_on(c)
         self.nsx(c, "ip", "addr", "add", f"{CLIENT_IP}/24", "dev", "eth0")
+        self.nsx(c, "ip", "addr", "add", f"{CLIENT_IP6}/64", "dev", "eth0", "nodad")
         self.nsx(c, "ip", "link", "set", "eth0", "up")
         self._peer_offloads(c, "eth0")
         # real servers
         for i, r in enumerate(self.rs):
-            self.nsx(r, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+            self._ipv6_on(r)
             self.nsx(r, "ip", "addr", "add", f"{RS_IPS[i]}/24", "dev", "eth0")
+            self.nsx(r, "ip", "addr", "add", f"{RS_IPS6[i]}/64", "dev", "eth0", "nodad")
             self.nsx(r, "ip", "link", "set", "eth0", "up")
             self.nsx(r, "ip", "route", "add", "default", "via", GW_IP)
+            self.nsx(r, "ip", "-6", "route", "add", "default", "via", GW_IP6, "dev", "eth0")
             self._peer_offloads(r, "eth0")
             self._start_servers(i)
+
+    def _ipv6_on(self, ns: str) -> None:
+        for conf in ("all", "default"):
+            self.nsx(ns, "sysctl", "-qw", f"net.ipv6.conf.{conf}.disable_ipv6=0")
+            self.nsx(ns, "sysctl", "-qw", f"net.ipv6.conf.{conf}.accept_ra=0")
+            self.nsx(ns, "sysctl", "-qw", f"net.ipv6.conf.{conf}.accept_dad=0")
 
     def _start_servers(self, i: int) -> None:
         name = f"rs{i + 1}"
@@ -187,7 +204,8 @@ class Topology:
                 "error_log /dev/null crit;\n"
                 "events { worker_connections 4096; }\n"
                 "http { access_log off; keepalive_requests 1000000;\n"
-                f"  server {{ listen {HTTP_PORT} reuseport backlog=4096; root {www}; }} }}\n")
+                f"  server {{ listen {HTTP_PORT} reuseport backlog=4096; listen [::]:{HTTP_PORT} reuseport backlog=4096;\n"
+                f"    root {www}; }} }}\n")
             self.spawn(ns, "nginx", "-c", str(conf), "-p", str(self.tmp))
         elif shutil.which("busybox"):
             self.spawn(ns, "busybox", "httpd", "-f", "-p", str(HTTP_PORT), "-h", str(www))
@@ -195,6 +213,7 @@ class Topology:
             self.spawn(ns, sys.executable, "-m", "http.server", str(HTTP_PORT), "-d", str(www))
         self.spawn(ns, sys.executable, "-c", UDP_ECHO, name, str(UDP_PORT))
         self.wait_port(ns, RS_IPS[i], HTTP_PORT)
+        self.wait_port(ns, RS_IPS6[i], HTTP_PORT)
 
     def spawn(self, ns: str, *args: str, **kw: object) -> subprocess.Popen[bytes]:
         kw.setdefault("stdout", subprocess.DEVNULL)
@@ -206,7 +225,8 @@ class Topology:
         return p
 
     def wait_port(self, ns: str, ip: str, port: int, timeout: float = 10) -> None:
-        probe = (f"import socket,sys\ns=socket.socket()\ns.settimeout(0.5)\n"
+        fam = "socket.AF_INET6" if ":" in ip else "socket.AF_INET"
+        probe = (f"import socket,sys\ns=socket.socket({fam})\ns.settimeout(0.5)\n"
                  f"sys.exit(s.connect_ex(('{ip}',{port})))")
         end = time.monotonic() + timeout
         while time.monotonic() < end:
@@ -216,25 +236,28 @@ class Topology:
         raise RuntimeError(f"{ip}:{port} did not come up in {ns}")
 
     # -- using -----------------------------------------------------------------------------
-    def rules_text(self, weights: Sequence[int] = (1, 1), sched: str = "rr") -> str:
-        lines = [f"-A -t {VIP}:{HTTP_PORT} -s {sched}"]
-        lines += [f"-a -t {VIP}:{HTTP_PORT} -r {ip}:{HTTP_PORT} -m -w {w}"
-                  for ip, w in zip(RS_IPS, weights, strict=True)]
-        lines += [f"-A -u {VIP}:{UDP_PORT} -s {sched}"]
-        lines += [f"-a -u {VIP}:{UDP_PORT} -r {ip}:{UDP_PORT} -m -w {w}"
-                  for ip, w in zip(RS_IPS, weights, strict=True)]
+    def rules_text(self, weights: Sequence[int] = (1, 1), sched: str = "rr", *, ipv6: bool = False) -> str:
+        """TCP (HTTP) and UDP services on the VIP, with IPv6 twins on VIP6 if ``ipv6``."""
+        lines: list[str] = []
+        fams = [(VIP, RS_IPS), (f"[{VIP6}]", tuple(f"[{a}]" for a in RS_IPS6))] if ipv6 else [(VIP, RS_IPS)]
+        for vip, rips in fams:
+            for opt, port in (("-t", HTTP_PORT), ("-u", UDP_PORT)):
+                lines += [f"-A {opt} {vip}:{port} -s {sched}"]
+                lines += [f"-a {opt} {vip}:{port} -r {ip}:{port} -m -w {w}"
+                          for ip, w in zip(rips, weights, strict=True)]
         return "\n".join(lines) + "\n"
 
     def forward_args(self) -> list[str]:
+        addrs = ["--addr", GW_IP, "--addr", GW_IP6]
         if self.one_arm:
-            return ["--if", self.client_if, "--addr", GW_IP]
-        return ["--client-if", self.client_if, "--server-if", self.server_if, "--addr", GW_IP]
+            return ["--if", self.client_if, *addrs]
+        return ["--client-if", self.client_if, "--server-if", self.server_if, *addrs]
 
     def flush_neighbours(self) -> None:
         """Forget the VIP/gateway MACs the peers learnt (between forwarder runs)."""
-        self.nsx(self.client, "ip", "neigh", "flush", "dev", "eth0", check=False)
-        for r in self.rs:
-            self.nsx(r, "ip", "neigh", "flush", "dev", "eth0", check=False)
+        for ns in (self.client, *self.rs):
+            self.nsx(ns, "ip", "neigh", "flush", "dev", "eth0", check=False)
+            self.nsx(ns, "ip", "-6", "neigh", "flush", "dev", "eth0", check=False)
 
     def close(self) -> None:
         for p in reversed(self.procs):

@@ -122,8 +122,13 @@ def test_neigh_file(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match=r"neigh:1: bad MAC"):
         N.load_neigh_file(f)
     f.write_text("10.1.0.300 02:00:00:00:00:11\n")
-    with pytest.raises(RulesError, match="bad IPv4"):
+    with pytest.raises(RulesError, match="bad IP address"):
         N.load_neigh_file(f)
+    f.write_text("2001:db8:1::11 02:00:00:00:01:11\nff02::1 02:00:00:00:01:11\n")
+    with pytest.raises(RulesError, match=r"neigh:2: not a neighbour"):
+        N.load_neigh_file(f)
+    f.write_text("2001:DB8:1:0::11 02:00:00:00:01:11\n")
+    assert N.load_neigh_file(f) == [("2001:db8:1::11", bytes.fromhex("020000000111"))]
 
 
 class FakeSock:
@@ -278,6 +283,12 @@ class Forwarder:
         return json.loads(self.stats.read_text())
 
 
+@pytest.fixture(params=["ring-v3", "ring-v2", "mmsg"])
+def io(request: pytest.FixtureRequest) -> str:
+    """Every receive path: the TPACKET_V3 ring, the TPACKET_V2 ring, recvmmsg."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def topo():
     if not _ok:
@@ -322,8 +333,8 @@ def write_rules(topo: Topology, weights=(1, 1), name: str = "rules.txt") -> Path
 
 
 @netns
-def test_e2e_http_rr_alternates_and_client_sees_only_the_vip(topo: Topology) -> None:
-    fwd = Forwarder(topo, write_rules(topo))
+def test_e2e_http_rr_alternates_and_client_sees_only_the_vip(topo: Topology, io: str) -> None:
+    fwd = Forwarder(topo, write_rules(topo), "--io", io)
     pcap = topo.tmp / "client.pcap"
     dump = None
     if shutil.which("tcpdump"):
@@ -376,10 +387,10 @@ def test_e2e_http_rr_alternates_and_client_sees_only_the_vip(topo: Topology) -> 
 
 
 @netns
-def test_e2e_wrk_without_errors(topo: Topology) -> None:
+def test_e2e_wrk_without_errors(topo: Topology, io: str) -> None:
     if shutil.which("wrk") is None:
         pytest.skip("wrk not installed")
-    fwd = Forwarder(topo, write_rules(topo))
+    fwd = Forwarder(topo, write_rules(topo), "--io", io)
     try:
         r = topo.nsx(topo.client, "wrk", "-t2", "-c10", "-d3s", f"http://{VIP}/", timeout=60, check=False)
     finally:
@@ -392,9 +403,9 @@ def test_e2e_wrk_without_errors(topo: Topology) -> None:
 
 
 @netns
-def test_e2e_sighup_weight_zero_drains(topo: Topology) -> None:
+def test_e2e_sighup_weight_zero_drains(topo: Topology, io: str) -> None:
     rules = write_rules(topo, name="hup.txt")
-    fwd = Forwarder(topo, rules)
+    fwd = Forwarder(topo, rules, "--io", io)
     try:
         before = curl(topo, 4)
         rules.write_text(topo.rules_text((1, 0)))
@@ -420,8 +431,8 @@ def test_e2e_sighup_weight_zero_drains(topo: Topology) -> None:
 
 
 @netns
-def test_e2e_two_workers_keep_flows_together(topo: Topology) -> None:
-    fwd = Forwarder(topo, write_rules(topo), "--workers", "2", "--stats-every", "0.5")
+def test_e2e_two_workers_keep_flows_together(topo: Topology, io: str) -> None:
+    fwd = Forwarder(topo, write_rules(topo), "--workers", "2", "--stats-every", "0.5", "--io", io)
     try:
         got = curl(topo, 20)
         replies = udp(topo, 40)
@@ -442,9 +453,10 @@ def test_e2e_two_workers_keep_flows_together(topo: Topology) -> None:
 
 
 @netns
-def test_e2e_one_arm() -> None:
+def test_e2e_one_arm(io: str) -> None:
     with Topology(one_arm=True, prefix=f"fvt-{os.getpid()}-o") as t:
-        fwd = Forwarder(t, write_rules(t))
+        spin = ["--spin-us", "50"] if io != "mmsg" else []  # rings watched before sleeping
+        fwd = Forwarder(t, write_rules(t), "--io", io, *spin)
         try:
             got = curl(t, 6)
             replies = udp(t, 2)
