@@ -28,6 +28,7 @@ from an installed package; only the references need the repository.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -281,11 +282,12 @@ def capacity_for(flows: int) -> int:
     return cap
 
 
-def time_engine(director: Director, frames: np.ndarray, batch: int, rounds: int,
-                ts: int = EST_T_NS) -> tuple[float, dict[int, int]]:
-    """Median seconds to run ``frames`` through ``director`` in batches of ``batch``,
-    restoring the bytes before each round (untimed). Also the verdict counts of the
-    last round."""
+def engine_timer(director: Director, frames: np.ndarray, batch: int,
+                 ts: int = EST_T_NS) -> tuple[Callable[[], float], PacketBatch]:
+    """A function timing one pass of ``frames`` through ``director`` in batches of
+    ``batch`` (the bytes restored from a pristine copy first, untimed), and the batch
+    whose verdicts it fills. Warmed once: caches, and the first pass moves SYN_RECV to
+    ESTABLISHED."""
     pristine = frames.copy()
     work = frames.copy()
     b = batch_of(work, ts)
@@ -300,10 +302,30 @@ def time_engine(director: Director, frames: np.ndarray, batch: int, rounds: int,
             proc(s)
         return time.perf_counter() - t0
 
-    one()  # warm: caches, and the first pass moves SYN_RECV to ESTABLISHED
+    one()
+    return one, b
+
+
+def time_engine(director: Director, frames: np.ndarray, batch: int, rounds: int,
+                ts: int = EST_T_NS) -> tuple[float, dict[int, int]]:
+    """Median seconds to run ``frames`` through ``director`` in batches of ``batch``,
+    and the verdict counts of the last round."""
+    one, b = engine_timer(director, frames, batch, ts)
     secs = median_time(one, rounds)
     codes, counts = np.unique(b.verdict, return_counts=True)
     return secs, {int(c): int(k) for c, k in zip(codes, counts, strict=True)}
+
+
+def paired_ratios(ours: Callable[[], float], theirs: Callable[[], float], rounds: int) -> list[float]:
+    """Throughput ratios ours/theirs from rounds that run the two back to back
+    (ours, theirs, ours, theirs, ...): on a shared machine whose speed drifts, each
+    ratio compares two runs seconds apart instead of two medians minutes apart."""
+    out = []
+    for _ in range(max(1, rounds)):
+        a = ours()
+        b = theirs()
+        out.append(b / a)
+    return out
 
 
 def process_file(director: Director, inp: str | os.PathLike[str], out: str | os.PathLike[str],
@@ -319,14 +341,15 @@ def process_file(director: Director, inp: str | os.PathLike[str], out: str | os.
     return n
 
 
-def time_file(director: Director, inp: Path, out: Path, rounds: int) -> float:
-    def one() -> float:
-        t0 = time.perf_counter()
-        process_file(director, inp, out)
-        return time.perf_counter() - t0
+def time_file_once(director: Director, inp: Path, out: Path) -> float:
+    t0 = time.perf_counter()
+    process_file(director, inp, out)
+    return time.perf_counter() - t0
 
-    one()
-    return median_time(one, rounds)
+
+def time_file(director: Director, inp: Path, out: Path, rounds: int) -> float:
+    time_file_once(director, inp, out)
+    return median_time(lambda: time_file_once(director, inp, out), rounds)
 
 
 def time_memcpy(frames: np.ndarray, rounds: int) -> float:
@@ -430,6 +453,17 @@ def machine() -> dict[str, Any]:
             "system": f"{platform.system()} {platform.release()}", "numpy": np.__version__}
 
 
+def _natloop_secs(ref: ModuleType, binary: Path, inp: Path, flows_file: Path, mode: str,
+                  out: Path | None) -> float:
+    """One pass of the C loop; its own timing (the loop only, not process start)."""
+    return float(ref.run_natloop(inp, mode, 1, flows=flows_file, binary=binary, out=out)["seconds"])
+
+
+def _pair(paired: list[dict[str, Any]], case: str, flows: int, ratios: list[float]) -> None:
+    paired.append({"case": case, "flows": flows, "ratio": statistics.median(ratios),
+                   "ratios": ratios})
+
+
 def _row(results: list[dict[str, Any]], case: str, flows: int | None, packets: int,
          seconds: float, **extra: Any) -> dict[str, Any]:
     r: dict[str, Any] = {"case": case, "flows": flows, "packets": packets, "seconds": seconds,
@@ -447,6 +481,7 @@ def run(flows_list: list[int], packets: int, rounds: int, *, refs: bool = True,
     """Everything ``fastvs bench`` measures, as a JSON-ready dict."""
     say = log or (lambda s: None)
     results: list[dict[str, Any]] = []
+    paired: list[dict[str, Any]] = []
     notes: list[str] = []
     ref = load_refs() if refs else None
     natloop = None
@@ -505,6 +540,16 @@ def run(flows_list: list[int], packets: int, rounds: int, *, refs: bool = True,
                         process_file(director, inp, out)
                         extra["same_bytes_as_fastvs"] = _same_file(out, tmp / "c_out.pcap")
                     _row(results, f"C natloop {mode}", flows, packets, secs, **extra)
+                say(f"flows {flows}: engine and C alternating, {max(1, rounds)} pairs")
+                eng, _ = engine_timer(director, fwd, big)
+                c_mem = functools.partial(_natloop_secs, ref, natloop, inp, flows_file, "mem", None)
+                pr = paired_ratios(eng, c_mem, rounds)
+                _pair(paired, "engine / C mem", flows, pr)
+                ours = functools.partial(time_file_once, director, inp, out)
+                c_file = functools.partial(_natloop_secs, ref, natloop, inp, flows_file, "file",
+                                           tmp / "c_out.pcap")
+                pr = paired_ratios(ours, c_file, rounds)
+                _pair(paired, "process file / C file", flows, pr)
             if has_dpkt:
                 k = min(packets, dpkt_packets)
                 say(f"flows {flows}: dpkt on {k} packets")
@@ -527,7 +572,8 @@ def run(flows_list: list[int], packets: int, rounds: int, *, refs: bool = True,
 
     add_ratios(results)
     return {"machine": machine(), "packets": packets, "rounds": rounds, "frame_bytes": FRAME,
-            "flows": flows_list, "batches": list(batches), "notes": notes, "results": results}
+            "flows": flows_list, "batches": list(batches), "notes": notes, "results": results,
+            "paired": paired}
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -587,6 +633,12 @@ def format_table(doc: dict[str, Any]) -> str:
             f"{r['ns_per_pkt']:9.1f} {fmt(r.get('ratio_c'), '.2f'):>6} "
             f"{fmt(r.get('ratio_dpkt'), '.0f'):>7} {fmt(r.get('ratio_fwd'), '.2f'):>6}"
         )
+    pairs = doc.get("paired", [])
+    if pairs:
+        lines += ["", "paired rounds (fastvs then C, back to back, repeated): median ratio, and each round's"]
+        for r in pairs:
+            each = " ".join(f"{x:.2f}" for x in r["ratios"])
+            lines.append(f"{r['flows']:>9}  {r['case']:<26} {r['ratio']:5.2f}   ({each})")
     for r in doc["results"]:
         if "same_bytes_as_fastvs" in r:
             lines.append(f"  C natloop file output identical to fastvs's at {r['flows']} flows: "

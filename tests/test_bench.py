@@ -39,6 +39,14 @@ def test_bench_command_table_and_json(tmp_path, capsys):
             assert r["same_bytes_as_fastvs"]
         if r["case"].startswith("fastvs new conns"):
             assert r["created"] == r["packets"]
+    if any("same_bytes_as_fastvs" in r for r in doc["results"]):
+        # with the C reference: alternating rounds give one ratio per round
+        pairs = {(p["case"], p["flows"]): p for p in doc["paired"]}
+        for flows in (50, 200):
+            for case in ("engine / C mem", "process file / C file"):
+                p = pairs[(case, flows)]
+                assert len(p["ratios"]) == 1 and p["ratio"] == p["ratios"][0] > 0
+        assert "paired rounds" in text
 
 
 def test_bench_no_refs_plot(tmp_path, capsys):
