@@ -309,8 +309,9 @@ def curl(topo: Topology, n: int = 1, *, timeout: float = 10) -> list[str]:
 UDP_CLIENT = r"""
 import socket, sys, json
 n = int(sys.argv[1]); out = []
+family = socket.AF_INET6 if ":" in sys.argv[2] else socket.AF_INET
 for i in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+    s = socket.socket(family, socket.SOCK_DGRAM); s.settimeout(2)
     s.sendto(b"ping%d" % i, (sys.argv[2], int(sys.argv[3])))
     try:
         data, peer = s.recvfrom(2048); out.append([data.decode(), peer[0], peer[1]])

@@ -32,7 +32,7 @@ from fastvs.errors import RulesError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from netns import CLIENT_IP6, GW_IP6, RS_IPS6, UDP_PORT, VIP, VIP6, Topology, have_netns  # noqa: E402
-from test_forwarder import Forwarder, csum16  # noqa: E402
+from test_forwarder import UDP_CLIENT, Forwarder, csum16  # noqa: E402
 
 MAC_D = bytes.fromhex("020000000d01")  # the director's interface
 MAC_C = bytes.fromhex("02000000cc01")  # a client
@@ -370,21 +370,6 @@ def topo():
     t.close()
 
 
-UDP6_CLIENT = r"""
-import socket, sys, json
-n = int(sys.argv[1]); out = []
-for i in range(n):
-    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(2)
-    s.sendto(b"ping%d" % i, (sys.argv[2], int(sys.argv[3])))
-    try:
-        data, peer = s.recvfrom(2048); out.append([data.decode(), peer[0], peer[1]])
-    except socket.timeout:
-        out.append(None)
-    s.close()
-print(json.dumps(out))
-"""
-
-
 def curl6(t: Topology, n: int) -> list[str]:
     out = []
     for _ in range(n):
@@ -408,7 +393,7 @@ def test_e2e_ipv6_curl_alternates_between_real_servers(topo: Topology, io: str) 
         assert "listening" in dump.stderr.readline().decode()
     try:
         got = curl6(topo, 20)
-        r = topo.nsx(topo.client, sys.executable, "-c", UDP6_CLIENT, "4", VIP6, str(UDP_PORT), timeout=60)
+        r = topo.nsx(topo.client, sys.executable, "-c", UDP_CLIENT, "4", VIP6, str(UDP_PORT), timeout=60)
         replies: list[Any] = json.loads(r.stdout)
         v4 = topo.nsx(topo.client, "curl", "-s", "--max-time", "10", f"http://{VIP}/", check=False).stdout.strip()
         neigh = topo.nsx(topo.client, "ip", "-6", "neigh", "show", VIP6).stdout
@@ -462,7 +447,7 @@ def test_e2e_ipv6_two_workers_keep_flows_together(topo: Topology) -> None:
     fwd = Forwarder(topo, rules, "--workers", "2", "--stats-every", "0.5")
     try:
         got = curl6(topo, 20)
-        r = topo.nsx(topo.client, sys.executable, "-c", UDP6_CLIENT, "40", VIP6, str(UDP_PORT), timeout=90)
+        r = topo.nsx(topo.client, sys.executable, "-c", UDP_CLIENT, "40", VIP6, str(UDP_PORT), timeout=90)
         replies: list[Any] = json.loads(r.stdout)
         time.sleep(1.2)
         stats = json.loads(fwd.stats.read_text())
