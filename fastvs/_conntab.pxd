@@ -119,7 +119,7 @@ cdef inline void ct_destroy(ConnTable* t) noexcept nogil:
 
 
 cdef inline bint addr_eq(const uint32_t* a, const uint32_t* b) noexcept nogil:
-    return a[0] == b[0] and a[1] == b[1] and a[2] == b[2] and a[3] == b[3]
+    return fv_eq16(a, b)
 
 
 cdef inline uint64_t ct_hash_pkt(const ConnTable* t, const PacketMeta* m) noexcept nogil:
@@ -146,11 +146,11 @@ cdef inline uint32_t ct_lookup(const ConnTable* t, const PacketMeta* m, uint64_t
             if c.proto == m.proto and c.af == m.af and not (c.in_use & 4):
                 if (b >> 31) & 1:
                     if (((c.dport_be ^ m.sport_be) | (c.cport_be ^ m.dport_be)) == 0
-                            and fv_eq16(c.daddr, m.saddr) & fv_eq16(c.caddr, m.daddr)):
+                            and addr_eq(c.daddr, m.saddr) & addr_eq(c.caddr, m.daddr)):
                         direction[0] = CT_DIR_OUT
                         return idx
                 elif (((c.cport_be ^ m.sport_be) | (c.vport_be ^ m.dport_be)) == 0
-                        and fv_eq16(c.caddr, m.saddr) & fv_eq16(c.vaddr, m.daddr)):
+                        and addr_eq(c.caddr, m.saddr) & addr_eq(c.vaddr, m.daddr)):
                     direction[0] = CT_DIR_IN
                     return idx
         pos = (pos + 1) & t.mask

@@ -48,16 +48,6 @@ static inline uint64_t fv_hash_key(const uint32_t *a1, const uint32_t *a2,
     return fv_mum(h ^ w4 ^ k1, seed ^ k0);
 }
 
-/* Two 32-byte spans equal (a connection's client+virtual addresses against a
- * packet's source+destination): four 8-byte compares, one branch. */
-static inline int fv_eq32(const void *a, const void *b)
-{
-    uint64_t x[4], y[4];
-    memcpy(x, a, 32);
-    memcpy(y, b, 32);
-    return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3])) == 0;
-}
-
 /* Two 16-byte addresses equal: two 8-byte compares, one branch. */
 static inline int fv_eq16(const void *a, const void *b)
 {
@@ -67,12 +57,4 @@ static inline int fv_eq16(const void *a, const void *b)
     return ((x[0] ^ y[0]) | (x[1] ^ y[1])) == 0;
 }
 
-/* IPv4-only fast path: the upper three words of each address are zero. */
-static inline uint64_t fv_hash_key4(uint32_t a1, uint32_t a2, uint16_t p1, uint16_t p2,
-                                    uint8_t proto, uint64_t seed)
-{
-    uint32_t x1[4] = {a1, 0, 0, 0};
-    uint32_t x2[4] = {a2, 0, 0, 0};
-    return fv_hash_key(x1, x2, p1, p2, proto, seed);
-}
 #endif

@@ -146,8 +146,7 @@ cdef inline void l4_rewrite(uint8_t* p, const PacketMeta* m, uint64_t addr_diff,
     cdef uint8_t* th = p + m.l4off
     cdef uint16_t check
     if m.proto == IPPROTO_TCP_:
-        straw16(th + port_off, new_port)
-        straw16(th + 16, csum_apply(ldraw16(th + 16), addr_diff + csum_diff2(old_port, new_port)))
+        tcp_port_rewrite(th, addr_diff, old_port, new_port, port_off)
         return
     if m.proto == IPPROTO_UDP_:
         straw16(th + port_off, new_port)
@@ -202,19 +201,34 @@ cdef inline void nat_snat(uint8_t* p, const PacketMeta* m, const Conn* c, bint d
 cdef inline void nat4_tcp(uint8_t* p, const PacketMeta* m, uint32_t new_addr,
                           uint16_t new_port, int addr_off, int port_off,
                           bint dec_ttl) noexcept nogil:
-    """nat_rewrite for the common case, a whole IPv4 TCP segment: small enough for
-    the compiler to inline into the per-packet path (the same bytes as nat_rewrite,
-    which the tests compare)."""
-    cdef uint8_t* iph = p + m.l3off
+    """nat_rewrite for the common case, a whole IPv4 TCP segment, from the same two
+    pieces: small enough for the compiler to inline into the per-packet path."""
     cdef uint8_t* th = p + m.l4off
+    cdef uint16_t old_port = ldraw16(th + port_off)
+    cdef uint64_t addr_diff = ip4_addr_rewrite(p + m.l3off, new_addr, addr_off, dec_ttl)
+    tcp_port_rewrite(th, addr_diff, old_port, new_port, port_off)
+
+
+cdef inline uint64_t ip4_addr_rewrite(uint8_t* iph, uint32_t new_addr, int addr_off,
+                                      bint dec_ttl) noexcept nogil:
+    """Write one IPv4 address (TTL - 1 too when asked) and update the header
+    checksum; returns the address change's checksum delta for the transport
+    checksum. The header's checksum was verified on the way in, so the RFC 1624
+    update gives the very bytes the kernel's full ip_send_check does."""
     cdef uint64_t addr_diff = csum_diff4(ldraw32(iph + addr_off), new_addr)
     cdef uint16_t old_ttlp = ldraw16(iph + 8)
-    cdef uint16_t old_port = ldraw16(th + port_off)
     if dec_ttl:
         iph[8] -= 1
     straw32(iph + addr_off, new_addr)
     straw16(iph + 10, csum_apply(ldraw16(iph + 10),
                                  addr_diff + csum_diff2(old_ttlp, ldraw16(iph + 8))))
+    return addr_diff
+
+
+cdef inline void tcp_port_rewrite(uint8_t* th, uint64_t addr_diff, uint16_t old_port,
+                                  uint16_t new_port, int port_off) noexcept nogil:
+    """Write a TCP port and fold it and the pseudo-header's address delta into the
+    checksum."""
     straw16(th + port_off, new_port)
     straw16(th + 16, csum_apply(ldraw16(th + 16), addr_diff + csum_diff2(old_port, new_port)))
 
@@ -227,21 +241,10 @@ cdef inline void nat_rewrite(uint8_t* p, const PacketMeta* m, const uint32_t* ne
     (IPv4) and the transport checksum with one address delta."""
     cdef uint8_t* iph = p + m.l3off
     cdef uint16_t old_port = ldraw16(p + m.l4off + port_off)
-    cdef uint32_t old_addr4
     cdef uint32_t old_addr[4]
-    cdef uint16_t old_ttlp
     cdef uint64_t addr_diff
     if m.af == 4:
-        old_addr4 = ldraw32(iph + addr_off)
-        addr_diff = csum_diff4(old_addr4, new_addr[0])
-        old_ttlp = ldraw16(iph + 8)
-        if dec_ttl:
-            iph[8] -= 1
-        straw32(iph + addr_off, new_addr[0])
-        # the header's checksum was verified on the way in, so the RFC 1624 update
-        # gives the very bytes the kernel's full ip_send_check does
-        straw16(iph + 10, csum_apply(ldraw16(iph + 10),
-                                     addr_diff + csum_diff2(old_ttlp, ldraw16(iph + 8))))
+        addr_diff = ip4_addr_rewrite(iph, new_addr[0], addr_off, dec_ttl)
     else:
         addr_off = 8 if addr_off == 12 else 24
         memcpy(old_addr, iph + addr_off, 16)
