@@ -119,7 +119,6 @@ ctypedef struct EngineState:
     int32_t last_dest          # the real server of the packet just processed, or -1
     # counters
     uint64_t counts[V_NCODES]
-    Stats total
 
 
 # -- services --------------------------------------------------------------------------

@@ -170,7 +170,6 @@ ctypedef struct Service:
     int32_t wrr_cw           # wrr: current weight
     int32_t wrr_mw           # wrr: max weight - (gcd - 1)
     int32_t wrr_di           # wrr: gcd of the weights
-    Stats stats
 
 ctypedef struct Conn:
     # first cache line: what a lookup compares and the per-packet state
