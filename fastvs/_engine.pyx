@@ -885,8 +885,6 @@ cdef class Engine:
         self.st.amemthresh = max(1, capacity // 8)
         self.st.am_droprate = 10
         self.st.rnd = 0x9E3779B97F4A7C15      # fixed: results never depend on the hash seed
-        if self.st.rnd == 0:
-            self.st.rnd = 1
         self.st.next_defense = -(1 << 62)
 
     def __dealloc__(self):

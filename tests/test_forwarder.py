@@ -322,8 +322,8 @@ print(json.dumps(out))
 """
 
 
-def udp(topo: Topology, n: int) -> list:
-    r = topo.nsx(topo.client, sys.executable, "-c", UDP_CLIENT, str(n), VIP, str(UDP_PORT), timeout=60)
+def udp(topo: Topology, n: int, vip: str = VIP, timeout: float = 60) -> list:
+    r = topo.nsx(topo.client, sys.executable, "-c", UDP_CLIENT, str(n), vip, str(UDP_PORT), timeout=timeout)
     return json.loads(r.stdout)
 
 

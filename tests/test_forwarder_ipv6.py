@@ -32,7 +32,7 @@ from fastvs.errors import RulesError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from netns import CLIENT_IP6, GW_IP6, RS_IPS6, UDP_PORT, VIP, VIP6, Topology, have_netns  # noqa: E402
-from test_forwarder import UDP_CLIENT, Forwarder, csum16  # noqa: E402
+from test_forwarder import Forwarder, csum16, udp  # noqa: E402
 
 MAC_D = bytes.fromhex("020000000d01")  # the director's interface
 MAC_C = bytes.fromhex("02000000cc01")  # a client
@@ -393,8 +393,7 @@ def test_e2e_ipv6_curl_alternates_between_real_servers(topo: Topology, io: str) 
         assert "listening" in dump.stderr.readline().decode()
     try:
         got = curl6(topo, 20)
-        r = topo.nsx(topo.client, sys.executable, "-c", UDP_CLIENT, "4", VIP6, str(UDP_PORT), timeout=60)
-        replies: list[Any] = json.loads(r.stdout)
+        replies: list[Any] = udp(topo, 4, VIP6)
         v4 = topo.nsx(topo.client, "curl", "-s", "--max-time", "10", f"http://{VIP}/", check=False).stdout.strip()
         neigh = topo.nsx(topo.client, "ip", "-6", "neigh", "show", VIP6).stdout
     finally:
@@ -447,8 +446,7 @@ def test_e2e_ipv6_two_workers_keep_flows_together(topo: Topology) -> None:
     fwd = Forwarder(topo, rules, "--workers", "2", "--stats-every", "0.5")
     try:
         got = curl6(topo, 20)
-        r = topo.nsx(topo.client, sys.executable, "-c", UDP_CLIENT, "40", VIP6, str(UDP_PORT), timeout=90)
-        replies: list[Any] = json.loads(r.stdout)
+        replies: list[Any] = udp(topo, 40, VIP6, timeout=90)
         time.sleep(1.2)
         stats = json.loads(fwd.stats.read_text())
     finally:
