@@ -369,38 +369,28 @@ class Reader:
                     self._interface_block()
                 elif st == _pcapio.ST_NEED_MORE:
                     return n, need
-                elif st == _pcapio.ST_ERR_BLOCKLEN:
-                    raise _Stop(
-                        f"{where}: bad block length {aux} (must be >= 12 and a multiple of 4)"
-                    )
-                elif st == _pcapio.ST_ERR_TOOBIG:
-                    raise _Stop(
-                        f"{where}: block length {aux} is implausibly large (limit {MAX_BLOCK})"
-                    )
-                elif st == _pcapio.ST_ERR_TRAILER:
-                    raise _Stop(
-                        f"{where}: trailing block length {aux} differs from the leading one"
-                    )
-                elif st == _pcapio.ST_ERR_IFACE:
-                    raise _Stop(
-                        f"{where}: packet {self.packets + n + 1} names interface {aux}, but section "
-                        f"{self.sections} defines {self._sec_count} interface(s)"
-                    )
-                elif st == _pcapio.ST_ERR_EPBLEN:
-                    raise _Stop(
-                        f"{where}: packet {self.packets + n + 1}: captured length {aux} does not "
-                        "fit in its block"
-                    )
-                elif st == _pcapio.ST_ERR_CAPLEN:
-                    raise _Stop(
-                        f"{where}: packet {self.packets + n + 1}: captured length {aux} exceeds "
-                        "the interface's snap length limit"
-                    )
-                else:  # pragma: no cover - the loop returns no other code
-                    raise AssertionError(st)
+                else:
+                    raise _Stop(f"{where}: " + self._pcapng_error(st, aux, self.packets + n + 1))
         except _Stop as e:
             e.rows = n
             raise
+
+    def _pcapng_error(self, st: int, aux: int, packet: int) -> str:
+        """What a pcapng index error code means, for the message naming the block."""
+        if st == _pcapio.ST_ERR_BLOCKLEN:
+            return f"bad block length {aux} (must be >= 12 and a multiple of 4)"
+        if st == _pcapio.ST_ERR_TOOBIG:
+            return f"block length {aux} is implausibly large (limit {MAX_BLOCK})"
+        if st == _pcapio.ST_ERR_TRAILER:
+            return f"trailing block length {aux} differs from the leading one"
+        if st == _pcapio.ST_ERR_IFACE:
+            return (f"packet {packet} names interface {aux}, but section {self.sections} "
+                    f"defines {self._sec_count} interface(s)")
+        if st == _pcapio.ST_ERR_EPBLEN:
+            return f"packet {packet}: captured length {aux} does not fit in its block"
+        if st == _pcapio.ST_ERR_CAPLEN:
+            return f"packet {packet}: captured length {aux} exceeds the interface's snap length limit"
+        raise AssertionError(st)  # pragma: no cover - the loop returns no other code
 
     def _tables(self) -> tuple[np.ndarray, ...]:
         """Per-interface arrays the nogil loop reads (rebuilt only when an IDB arrives)."""
