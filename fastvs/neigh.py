@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from fastvs._csum import checksum
 from fastvs.errors import RulesError
 
 ETH_P_ALL = 0x0003
@@ -213,19 +214,10 @@ def join_multicast(sock: Any, ifname: str, mac: bytes) -> bool:
 
 
 # -- IPv6 neighbour discovery (RFC 4861) ----------------------------------------------------------
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
 def icmp6_checksum(src: bytes, dst: bytes, msg: bytes) -> int:
     """The ICMPv6 checksum of ``msg`` (its checksum field zero) over the pseudo-header."""
     ph = src + dst + struct.pack("!IxxxB", len(msg), 58)
-    return 0xFFFF - _csum(ph + msg) or 0xFFFF
+    return checksum(ph + msg) or 0xFFFF
 
 
 def _ip6_frame(dst_mac: bytes, src_mac: bytes, src: str, dst: str, icmp: bytes) -> bytes:
@@ -276,7 +268,7 @@ def parse_nd(frame: bytes) -> Nd | None:
     src, dst = frame[22:38], frame[38:54]
     msg = frame[54:54 + plen]
     typ, code = msg[0], msg[1]
-    if typ not in (ND_NS, ND_NA) or code != 0 or _csum(src + dst + struct.pack("!IxxxB", plen, 58) + msg) != 0xFFFF:
+    if typ not in (ND_NS, ND_NA) or code != 0 or checksum(src + dst + struct.pack("!IxxxB", plen, 58) + msg) != 0:
         return None
     target = ipaddress.IPv6Address(msg[8:24])
     if target.is_multicast:
