@@ -750,55 +750,92 @@ cdef extern from *:
     void FV_PREFETCH(const void* p) nogil
     void FV_PREFETCH_W(const void* p) nogil
 
-# Packets are taken in windows of 8 (measured best of 4, 8, 16, 32; a deeper
-# three-stage pipeline measured slower): parse and hash the window and prefetch its buckets,
-# then prefetch the connection records those buckets name, then process the packets
-# one by one in order. The two dependent cache misses of a lookup (bucket, record)
-# overlap across the window instead of stalling each packet. Parsing and hashing
-# depend only on a packet's own bytes, so doing them early changes no result.
+# Packets go through a three-stage pipeline in windows of 8: while window w is processed
+# in order, window w + 1 has its connection records prefetched and window w + 2 is
+# parsed and hashed and has its buckets prefetched. The two dependent cache misses of
+# a lookup (bucket, then record) are thus issued 8 and 16 packets before the packet
+# needs them, and overlap with the work on other packets; at 100k flows this is 1.4x
+# the one-window scheme (both misses stalled once per window) and costs nothing at 1k.
+# Parsing and hashing depend only on a packet's own bytes, so doing them early changes
+# no result.
 cdef enum:
     WINDOW = 8
+
+
+cdef inline void dp_stage_parse(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
+                                const uint32_t* off, const uint32_t* caplen,
+                                const uint32_t* wirelen, const uint16_t* linktype,
+                                Py_ssize_t j, PacketMeta* m, int* rc, uint64_t* h) noexcept nogil:
+    """Parse packet ``j`` into ``m``/``rc``; for a candidate, hash it into ``h`` and
+    prefetch its bucket."""
+    m.af = 0
+    m.l3len = 0
+    if FV_UNLIKELY(<uint64_t>off[j] + caplen[j] > <uint64_t>buflen):
+        rc[0] = V_DROP_BAD_SLOT
+        return
+    rc[0] = pkt_parse(buf + off[j], caplen[j], wirelen[j], linktype[j], m)
+    if rc[0] == PKT_OK:
+        h[0] = ct_hash_pkt(&st.ct, m)
+        FV_PREFETCH(&st.ct.buckets[h[0] & st.ct.mask])
+
+
+cdef inline const uint8_t* dp_stage_record(const EngineState* st, int rc,
+                                           uint64_t h) noexcept nogil:
+    """The record the packet's first bucket names, or NULL. The caller prefetches it:
+    a helper that only loads and prefetches counts as pure to GCC, whose calls are
+    then removed with their prefetches."""
+    cdef uint64_t b
+    if rc == PKT_OK:
+        b = st.ct.buckets[h & st.ct.mask]
+        if b:
+            return <const uint8_t*>&st.ct.conns[<uint32_t>(b & 0x7fffffff) - 1]
+    return NULL
 
 
 cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
                        const uint32_t* off, const uint32_t* caplen, const uint32_t* wirelen,
                        const int64_t* ts, const uint16_t* linktype, uint8_t* verdict,
                        int32_t* aux, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i, j, w, k
+    cdef Py_ssize_t wi, j, k, start, cnt, base
+    cdef Py_ssize_t nw = (n + WINDOW - 1) // WINDOW
     cdef Py_ssize_t written = 0
     cdef int v
-    cdef PacketMeta metas[WINDOW]
-    cdef int rcs[WINDOW]
-    cdef uint64_t hs[WINDOW]
-    cdef uint64_t b
-    i = 0
-    while i < n:
-        w = n - i
-        if w > WINDOW:
-            w = WINDOW
-        for k in range(w):
-            j = i + k
-            metas[k].af = 0
-            metas[k].l3len = 0
-            if FV_UNLIKELY(<uint64_t>off[j] + caplen[j] > <uint64_t>buflen):
-                rcs[k] = V_DROP_BAD_SLOT
-                continue
-            rcs[k] = pkt_parse(buf + off[j], caplen[j], wirelen[j], linktype[j], &metas[k])
-            if rcs[k] == PKT_OK:
-                hs[k] = ct_hash_pkt(&st.ct, &metas[k])
-                FV_PREFETCH(&st.ct.buckets[hs[k] & st.ct.mask])
-        for k in range(w):
-            if rcs[k] == PKT_OK:
-                b = st.ct.buckets[hs[k] & st.ct.mask]
-                if b:
-                    # both cache lines of the record: keys and state, then timer and dest
-                    FV_PREFETCH_W(&st.ct.conns[<uint32_t>(b & 0x7fffffff) - 1])
-                    FV_PREFETCH_W(<uint8_t*>&st.ct.conns[<uint32_t>(b & 0x7fffffff) - 1] + 64)
-        for k in range(w):
-            j = i + k
-            if not st.started or ts[j] > st.now:
+    cdef PacketMeta metas[4 * WINDOW]
+    cdef int rcs[4 * WINDOW]
+    cdef uint64_t hs[4 * WINDOW]
+    cdef const uint8_t* rec
+    if n > 0 and not st.started:
+        st.now = ts[0]
+        st.started = True
+    # window wi is processed while wi + 1 has its records prefetched and wi + 2 is
+    # parsed and has its buckets prefetched; the first two rounds only fill the pipe
+    for wi in range(-2, nw):
+        if wi + 2 < nw:
+            start = (wi + 2) * WINDOW
+            cnt = min(WINDOW, n - start)
+            base = ((wi + 2) & 3) * WINDOW
+            for k in range(cnt):
+                dp_stage_parse(st, buf, buflen, off, caplen, wirelen, linktype, start + k,
+                               &metas[base + k], &rcs[base + k], &hs[base + k])
+        if 0 <= wi + 1 < nw:
+            start = (wi + 1) * WINDOW
+            cnt = min(WINDOW, n - start)
+            base = ((wi + 1) & 3) * WINDOW
+            for k in range(cnt):
+                # both cache lines of the record: keys and state, then timer and dest
+                rec = dp_stage_record(st, rcs[base + k], hs[base + k])
+                if rec != NULL:
+                    FV_PREFETCH_W(rec)
+                    FV_PREFETCH_W(rec + 64)
+        if wi < 0:
+            continue
+        start = wi * WINDOW
+        cnt = min(WINDOW, n - start)
+        base = (wi & 3) * WINDOW
+        for k in range(base, base + cnt):
+            j = start + k - base
+            if ts[j] > st.now:
                 st.now = ts[j]
-                st.started = True
             if st.now >= st.next_defense:
                 update_defense(st)
                 st.next_defense = st.now + NS
@@ -814,7 +851,6 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
                 aux[j] = st.last_dest
             st.counts[v] += 1
             written += v < V_DROP_BASE
-        i += w
     return written
 
 

@@ -38,6 +38,16 @@ cdef enum:
 cdef enum:
     MAX_VLAN_TAGS = 8
 
+cdef extern from *:
+    """
+    #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    #define FV_ETH_P_IP_RAW 0x0008
+    #else
+    #define FV_ETH_P_IP_RAW 0x0800
+    #endif
+    """
+    const uint16_t ETH_P_IP_RAW "FV_ETH_P_IP_RAW"   # 0x0800 as ldraw16 reads it
+
 
 cdef inline int l2_ethertype(const uint8_t* p, uint32_t caplen, uint32_t off,
                              uint32_t* l3off) noexcept nogil:
@@ -240,11 +250,15 @@ cdef inline int pkt_parse(const uint8_t* p, uint32_t caplen, uint32_t wirelen,
     cdef int af
     if wirelen < caplen:
         wirelen = caplen
-    af = l2_parse(p, caplen, linktype, &l3)
-    if af < 0:
-        return V_DROP_L2_TRUNCATED
-    if af == 0:
-        return V_PASS_NOT_IP
+    if linktype == LT_EN10MB and caplen >= 14 and ldraw16(p + 12) == ETH_P_IP_RAW:
+        af = 4                  # the common case: untagged Ethernet, IPv4
+        l3 = 14
+    else:
+        af = l2_parse(p, caplen, linktype, &l3)
+        if af < 0:
+            return V_DROP_L2_TRUNCATED
+        if af == 0:
+            return V_PASS_NOT_IP
     m.l3off = l3
     m.caplen = caplen
     m.frag = 0

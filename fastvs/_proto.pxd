@@ -103,17 +103,17 @@ cdef extern from *:
     const int fv_tcp_active[11]
 
 
+cdef extern from *:
+    """
+    /* tcp_state_idx by table: the flag class of th->flags & (ACK|PSH|RST|SYN|FIN) */
+    static const signed char fv_tcp_flag_class[32] = {-1, 1, 0, 0, 3, 3, 3, 3, -1, 1, 0, 0, 3, 3, 3, 3, 2, 1, 0, 0, 3, 3, 3, 3, 2, 1, 0, 0, 3, 3, 3, 3};
+    """
+    const signed char fv_tcp_flag_class[32]
+
+
 cdef inline int tcp_state_idx(uint8_t flags) noexcept nogil:
     """The flag class of a segment: RST beats SYN beats FIN beats ACK; -1 for none."""
-    if flags & TH_RST:
-        return 3
-    if flags & TH_SYN:
-        return 0
-    if flags & TH_FIN:
-        return 1
-    if flags & TH_ACK:
-        return 2
-    return -1
+    return fv_tcp_flag_class[flags & 0x1f]
 
 
 cdef inline uint16_t be16(uint16_t v) noexcept nogil:

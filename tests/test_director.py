@@ -329,3 +329,35 @@ def test_table_grows_and_shrinks_with_many_connections() -> None:
     assert v == [V.FWD_OUT] * 4000
     d.engine.advance(400 * S)
     assert d.engine.conn_count == 0 and d.connections() == []
+
+
+def _flag_class(f: int) -> str | None:
+    """ip_vs_proto_tcp.c tcp_state_idx: RST beats SYN beats FIN beats ACK."""
+    for bit, name in ((0x04, "rst"), (0x02, "syn"), (0x01, "fin"), (0x10, "ack")):
+        if f & bit:
+            return name
+    return None
+
+
+# tcp_states[] INPUT rows for the two columns reached here; no flag class -> CLOSE
+_INPUT_FROM = {
+    "SYN_RECV": {"syn": "SYN_RECV", "fin": "TIME_WAIT", "ack": "ESTABLISHED", "rst": "SYN_RECV"},
+    "ESTABLISHED": {"syn": "ESTABLISHED", "fin": "CLOSE_WAIT", "ack": "ESTABLISHED", "rst": "CLOSE"},
+}
+
+
+@pytest.mark.parametrize("start", ["SYN_RECV", "ESTABLISHED"])
+def test_every_tcp_flag_byte_takes_the_kernels_transition(start: str) -> None:
+    """All 256 values of th->flags (ECE, CWR, URG, PSH included) from a client."""
+    for f in range(256):
+        d = director()
+        opening = [tcp(CL, 40000, VIP, 80, "S")] + ([tcp(CL, 40000, VIP, 80, "A")] if start == "ESTABLISHED" else [])
+        run(d, opening)
+        assert conn(d, 40000)["state"] == start
+        frame = bytearray(tcp(CL, 40000, VIP, 80, "A"))
+        frame[14 + 20 + 13] = f
+        _, v = run(d, [bytes(frame)], t0=S)
+        cls = _flag_class(f)
+        want = _INPUT_FROM[start][cls] if cls else "CLOSE"
+        c = conn(d, 40000)
+        assert v == [V.FWD_IN] and c is not None and c["state"] == want, (hex(f), c)
