@@ -106,7 +106,9 @@ cdef extern from *:
 cdef extern from *:
     """
     /* tcp_state_idx by table: the flag class of th->flags & (ACK|PSH|RST|SYN|FIN) */
-    static const signed char fv_tcp_flag_class[32] = {-1, 1, 0, 0, 3, 3, 3, 3, -1, 1, 0, 0, 3, 3, 3, 3, 2, 1, 0, 0, 3, 3, 3, 3, 2, 1, 0, 0, 3, 3, 3, 3};
+    static const signed char fv_tcp_flag_class[32] = {
+        -1, 1, 0, 0, 3, 3, 3, 3, -1, 1, 0, 0, 3, 3, 3, 3,
+        2, 1, 0, 0, 3, 3, 3, 3, 2, 1, 0, 0, 3, 3, 3, 3};
     """
     const signed char fv_tcp_flag_class[32]
 
