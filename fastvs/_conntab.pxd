@@ -21,6 +21,7 @@ packet is one comparison with the heap's top, never a scan of the table.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport calloc, free
 from fastvs._types cimport Conn, PacketMeta, CONN_F_TEMPLATE
+from fastvs._bytes cimport ldraw16, ldraw32
 
 cdef extern from "_hash.h" nogil:
     uint64_t fv_hash_key(const uint32_t* a1, const uint32_t* a2, uint16_t p1, uint16_t p2,
@@ -141,6 +142,14 @@ cdef inline bint addr_eq(const uint32_t* a, const uint32_t* b) noexcept nogil:
     return fv_eq16(a, b)
 
 
+cdef inline bint same16(const void* a, const void* b) noexcept nogil:
+    return ldraw16(<const uint8_t*>a) == ldraw16(<const uint8_t*>b)
+
+
+cdef inline bint same32(const void* a, const void* b) noexcept nogil:
+    return ldraw32(<const uint8_t*>a) == ldraw32(<const uint8_t*>b)
+
+
 cdef inline uint64_t ct_hash_pkt(const ConnTable* t, const PacketMeta* m) noexcept nogil:
     if m.af == 4:
         return fv_hash_v4(m.saddr[0], m.daddr[0], m.sport_be, m.dport_be, m.proto, t.seed)
@@ -162,13 +171,14 @@ cdef inline uint32_t ct_lookup(const ConnTable* t, const PacketMeta* m, uint64_t
         if (b >> 32) == tag:
             idx = <uint32_t>(b & 0x7fffffff) - 1
             c = &t.conns[idx]
-            if c.proto == m.proto and c.af == m.af and not (c.in_use & 4):
+            # (proto, af) and a direction's two ports each compare as one word
+            if same16(&c.proto, &m.proto) and not (c.in_use & 4):
                 if (b >> 31) & 1:
-                    if (((c.dport_be ^ m.sport_be) | (c.cport_be ^ m.dport_be)) == 0
+                    if (same32(&c.dport_be, &m.sport_be)
                             and addr_eq(c.daddr, m.saddr) & addr_eq(c.caddr, m.daddr)):
                         direction[0] = CT_DIR_OUT
                         return idx
-                elif (((c.cport_be ^ m.sport_be) | (c.vport_be ^ m.dport_be)) == 0
+                elif (same32(&c.cport_be, &m.sport_be)
                         and addr_eq(c.caddr, m.saddr) & addr_eq(c.vaddr, m.daddr)):
                     direction[0] = CT_DIR_IN
                     return idx

@@ -17,9 +17,8 @@ from fastvs._conntab cimport (ConnTable, ct_init, ct_destroy, ct_hash_pkt, ct_lo
                               ct_alloc, ct_link, ct_unhash, ct_free, ct_due, ct_expire_at, addr_eq,
                               ct_lookup_template,
                               CT_NONE, CT_DIR_IN, CT_DIR_OUT, fv_hash_key)
-from fastvs._proto cimport (fv_tcp_states, fv_tcp_states_dos, fv_tcp_active, TCP_TBL_INPUT, TCP_TBL_OUTPUT,
-                            TCP_TBL_INPUT_ONLY, tcp_state_idx, nat_dnat, nat_snat,
-                            hop_decrease)
+from fastvs._proto cimport (fv_tcp_next, fv_tcp_next_init, fv_tcp_active, TCP_TBL_INPUT,
+                            TCP_TBL_OUTPUT, TCP_TBL_INPUT_ONLY, nat_dnat, nat_snat, hop_decrease)
 from fastvs._sctp cimport (sctp_table, sctp_next_state, sctp_state_active, sctp_is_new_conn,
                            sctp_can_schedule, sctp_new_conn_expected, fv_sctp_timeouts,
                            fv_sctp_state_names, SCTP_S_LAST)
@@ -45,6 +44,8 @@ DEFAULT_UDP_TIMEOUT = 300
 SCTP_STATE_NAMES = tuple(fv_sctp_state_names[i].decode() for i in range(SCTP_S_LAST))
 
 cdef int64_t NS = 1000000000
+
+fv_tcp_next_init()
 
 # Fragments of a balanced datagram follow its first fragment: a small set-associative
 # table maps (src, dst, id, proto) to the connection, for ipfrag_time (30 s).
@@ -259,7 +260,7 @@ cdef inline void expire_due(EngineState* st) noexcept nogil:
 cdef inline void set_state(EngineState* st, Conn* c, int direction, uint8_t tcpflags) noexcept nogil:
     """ip_vs_set_state: move the TCP state machine, keep the dest's counters right,
     and take the new state's timeout."""
-    cdef int tbl, fidx
+    cdef int tbl
     cdef uint8_t new_state
     cdef Dest* d
     if c.proto == IPPROTO_SCTP_:
@@ -286,13 +287,7 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction, uint8_t tcpf
             c.flags &= ~CONN_F_NOOUTPUT
         else:
             tbl = TCP_TBL_INPUT_ONLY
-    fidx = tcp_state_idx(tcpflags)
-    if fidx < 0:
-        new_state = TCP_S_CLOSE
-    elif st.secure_tcp_on:
-        new_state = fv_tcp_states_dos[tbl][fidx][c.state]
-    else:
-        new_state = fv_tcp_states[tbl][fidx][c.state]
+    new_state = fv_tcp_next[st.secure_tcp_on != 0][tbl][tcpflags & 0x1f][c.state & 15]
     if new_state != c.state and c.dest >= 0:
         d = &st.dests[c.dest]
         if not (c.flags & CONN_F_INACTIVE) and not fv_tcp_active[new_state]:
@@ -322,6 +317,7 @@ cdef inline uint32_t conn_new(EngineState* st, int32_t s, int32_t di, uint8_t pr
     memcpy(c.vaddr, vaddr, 16)
     memcpy(c.daddr, d.addr, 16)
     c.cport_be = cport_be
+    c.cport_again = cport_be
     c.vport_be = vport_be
     c.dport_be = dport_be
     c.proto = proto

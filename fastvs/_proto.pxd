@@ -84,6 +84,25 @@ cdef extern from *:
         /* rst */ {sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL},
       },
     };
+    /* tcp_state_idx by table: the flag class of th->flags & (ACK|PSH|RST|SYN|FIN) */
+    static const signed char fv_tcp_flag_class[32] = {
+        -1, 1, 0, 0, 3, 3, 3, 3, -1, 1, 0, 0, 3, 3, 3, 3,
+        2, 1, 0, 0, 3, 3, 3, 3, 2, 1, 0, 0, 3, 3, 3, 3};
+    /* [secure_tcp][table][th->flags & 0x1f][state] -> next state: the two tables
+       above with the flag class and "no class: CLOSE" folded in, for one load per
+       packet; filled by fv_tcp_next_init (states 11-15 do not occur) */
+    static unsigned char fv_tcp_next[2][3][32][16];
+    static void fv_tcp_next_init(void) {
+        int d, t, f, s, cls;
+        for (d = 0; d < 2; d++)
+            for (t = 0; t < 3; t++)
+                for (f = 0; f < 32; f++)
+                    for (s = 0; s < 16; s++) {
+                        cls = fv_tcp_flag_class[f];
+                        fv_tcp_next[d][t][f][s] = (cls < 0 || s >= 11) ? sCL
+                            : d ? fv_tcp_states_dos[t][cls][s] : fv_tcp_states[t][cls][s];
+                    }
+    }
     /* tcp_state_active_table: ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK */
     static const int fv_tcp_active[11] = {0, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1};
     #undef sNO
@@ -101,16 +120,9 @@ cdef extern from *:
     const unsigned char fv_tcp_states[3][4][11]
     const unsigned char fv_tcp_states_dos[3][4][11]
     const int fv_tcp_active[11]
-
-
-cdef extern from *:
-    """
-    /* tcp_state_idx by table: the flag class of th->flags & (ACK|PSH|RST|SYN|FIN) */
-    static const signed char fv_tcp_flag_class[32] = {
-        -1, 1, 0, 0, 3, 3, 3, 3, -1, 1, 0, 0, 3, 3, 3, 3,
-        2, 1, 0, 0, 3, 3, 3, 3, 2, 1, 0, 0, 3, 3, 3, 3};
-    """
     const signed char fv_tcp_flag_class[32]
+    unsigned char fv_tcp_next[2][3][32][16]
+    void fv_tcp_next_init()
 
 
 cdef inline int tcp_state_idx(uint8_t flags) noexcept nogil:

@@ -170,6 +170,7 @@ cdef class StageTable:
             memset(c.daddr, 0, 16)
             c.daddr[0] = rip_be
             c.cport_be = m.sport_be
+            c.cport_again = m.sport_be
             c.vport_be = m.dport_be
             c.dport_be = rport_be
             c.proto = m.proto

@@ -129,8 +129,8 @@ ctypedef struct PacketMeta:
     uint32_t l3len           # IP datagram length (total length; the bytes IPVS counts)
     uint16_t sport_be
     uint16_t dport_be
+    uint8_t proto            # proto and af in this order, as in Conn: one 16-bit compare
     uint8_t af               # 4 or 6
-    uint8_t proto
     uint8_t tcpflags
     uint8_t ttl
     uint8_t cut              # 1 when the capture cut the datagram short
@@ -176,9 +176,10 @@ ctypedef struct Conn:
     uint32_t caddr[4]
     uint32_t vaddr[4]
     uint32_t daddr[4]
-    uint16_t cport_be
+    uint16_t cport_be        # (cport, vport): the in key's ports as one 32-bit word
     uint16_t vport_be
-    uint16_t dport_be
+    uint16_t dport_be        # (dport, cport_again): the out key's ports as one word
+    uint16_t cport_again     # = cport_be
     uint8_t proto
     uint8_t af
     uint8_t state
