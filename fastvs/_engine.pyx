@@ -288,17 +288,20 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction, uint8_t tcpf
         else:
             tbl = TCP_TBL_INPUT_ONLY
     new_state = fv_tcp_next[st.secure_tcp_on != 0][tbl][tcpflags & 0x1f][c.state & 15]
-    if new_state != c.state and c.dest >= 0:
-        d = &st.dests[c.dest]
-        if not (c.flags & CONN_F_INACTIVE) and not fv_tcp_active[new_state]:
-            d.activeconns -= 1
-            d.inactconns += 1
-            c.flags |= CONN_F_INACTIVE
-        elif (c.flags & CONN_F_INACTIVE) and fv_tcp_active[new_state]:
-            d.activeconns += 1
-            d.inactconns -= 1
-            c.flags &= ~CONN_F_INACTIVE
-    c.state = new_state
+    # the record's first line is written only on a change: an established flow's
+    # packets leave it clean (no write-back of it from a large table)
+    if new_state != c.state:
+        if c.dest >= 0:
+            d = &st.dests[c.dest]
+            if not (c.flags & CONN_F_INACTIVE) and not fv_tcp_active[new_state]:
+                d.activeconns -= 1
+                d.inactconns += 1
+                c.flags |= CONN_F_INACTIVE
+            elif (c.flags & CONN_F_INACTIVE) and fv_tcp_active[new_state]:
+                d.activeconns += 1
+                d.inactconns -= 1
+                c.flags &= ~CONN_F_INACTIVE
+        c.state = new_state
     c.timeout = st.tcp_timeout[new_state]
 
 
@@ -741,7 +744,13 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int rc,
 cdef extern from *:
     """
     #define FV_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+    #if defined(__x86_64__) && defined(__GNUC__)
+    /* prefetchw: every x86-64 CPU runs it (a NOP where unsupported), but GCC emits
+       it only with -mprfchw and otherwise falls back to a read prefetch */
+    #define FV_PREFETCH_W(p) __asm__ volatile("prefetchw %0" : : "m"(*(const char *)(p)))
+    #else
     #define FV_PREFETCH_W(p) __builtin_prefetch((const void *)(p), 1, 3)
+    #endif
     """
     void FV_PREFETCH(const void* p) nogil
     void FV_PREFETCH_W(const void* p) nogil
@@ -821,7 +830,7 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
                 # both cache lines of the record: keys and state, then timer and dest
                 rec = dp_stage_record(st, rcs[base + k], hs[base + k])
                 if rec != NULL:
-                    FV_PREFETCH_W(rec)
+                    FV_PREFETCH(rec)
                     FV_PREFETCH_W(rec + 64)
         if wi < 0:
             continue

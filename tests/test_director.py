@@ -249,6 +249,18 @@ def test_table_full_drops_new_connections_and_keeps_old() -> None:
     assert v == [V.FWD_IN, V.FWD_IN, V.DROP_CONN_FULL, V.FWD_IN]
 
 
+def test_table_takes_exactly_its_capacity() -> None:
+    """The bucket array stops growing at 4 entries per slot and then fills past a
+    quarter: every one of ``capacity`` connections fits, the next is refused."""
+    n = 3000
+    d = director(capacity=n)
+    frames = [tcp(f"100.64.{i // 250}.{i % 250 + 1}", 1024 + i, VIP, 80, "S") for i in range(n + 1)]
+    _, v = run(d, frames, step=1000)
+    assert v == [V.FWD_IN] * n + [V.DROP_CONN_FULL]
+    assert d.engine.conn_count == n
+    assert all(d.lookup("tcp", f"100.64.{i // 250}.{i % 250 + 1}", 1024 + i, VIP, 80) for i in range(0, n, 7))
+
+
 def test_not_ipvs_traffic_passes_unchanged_by_default() -> None:
     d = director()
     frames = [tcp(CL, 40000, "10.99.0.1", 80, "S"), udp(CL, 5000, VIP, 54), b"\x00" * 14 + b"junk"]
