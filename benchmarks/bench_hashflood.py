@@ -43,7 +43,7 @@ def _frame(src: int, sport: int, flags: int) -> bytes:
 
 def traffic(n: int) -> tuple[list[bytes], list[bytes]]:
     """SYNs and ACKs from ``n`` clients that all collide under KNOWN_SEED."""
-    bits = max(10, int(np.ceil(np.log2(n * 4))) + 1)  # the bucket array's size for n connections
+    bits = max(10, int(np.ceil(np.log2(n * 8))))  # the bucket array at its largest (capacity 2n)
     addrs, ports = colliding_clients(KNOWN_SEED, bits, int.from_bytes(socket.inet_aton(VIP), "big"), 80, n)
     syn = [_frame(int(a), int(p), 0x02) for a, p in zip(addrs, ports, strict=True)]
     ack = [_frame(int(a), int(p), 0x10) for a, p in zip(addrs, ports, strict=True)]
