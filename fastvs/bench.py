@@ -16,11 +16,11 @@ same run, on the same bytes):
   on a warmed director (the flows exist, as they do for the C reference).
 * **scheduling** -- SYN-only traffic (every packet a new connection), wlc over 100 real
   servers: new connections per second.
-* **paired rounds** -- the engine and the C loop (and the two file-to-file loops) run
-  back to back, round after round, and each pair gives a ratio; the median of those is
-  steadier on a machine whose speed drifts. Before each of its timed passes fastvs
-  makes one untimed pass, as the C loop builds its table (and in file mode copies the
-  files once) just before its own.
+* **paired rounds** -- the engine and the C loop (and the two file-to-file loops, and
+  the engine with and without replies) run back to back, round after round, and each
+  pair gives a ratio; the median of those is steadier on a machine whose speed drifts.
+  Each timed pass follows an untimed one, as the C loop builds its table (and in file
+  mode copies the files once) just before its own.
 * **references** (from the repository's ``benchmarks/``, when present): the C loop
   ``natloop`` (``mem``: in memory; ``file``: pcap to pcap), built with the system compiler,
   and the idiomatic dpkt pipeline (file to file, on fewer packets); the memcpy and plain
@@ -526,7 +526,12 @@ def run(flows_list: list[int], packets: int, rounds: int, *, refs: bool = True,
             secs, verdicts = time_engine(director, mixed, big, rounds)
             _row(results, "fastvs engine 50% replies", flows, packets, secs, batch=big,
                  fwd_in=verdicts.get(32, 0), fwd_out=verdicts.get(33, 0))
-            del mixed
+            say(f"flows {flows}: replies and forward-only alternating, {max(1, rounds)} pairs")
+            rep, _ = engine_timer(director, mixed, big)
+            fwd_only, _ = engine_timer(director, fwd, big)
+            pr = paired_ratios(rep, lambda f=fwd_only: (f(), f())[1], rounds, warm=rep)
+            _pair(paired, "50% replies / forward", flows, pr)
+            del mixed, rep
 
             inp, out = tmp / "in.pcap", tmp / "out.pcap"
             ts = EST_T_NS + np.arange(packets, dtype=np.int64) * 1000
@@ -648,7 +653,7 @@ def format_table(doc: dict[str, Any]) -> str:
         )
     pairs = doc.get("paired", [])
     if pairs:
-        lines += ["", "paired rounds (fastvs after a warm-up pass, then C; repeated): median ratio, each round's"]
+        lines += ["", "paired rounds (the two back to back, each after a warm-up pass; repeated): median ratio, each round's"]
         for r in pairs:
             each = " ".join(f"{x:.2f}" for x in r["ratios"])
             lines.append(f"{r['flows']:>9}  {r['case']:<26} {r['ratio']:5.2f}   ({each})")
