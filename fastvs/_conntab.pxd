@@ -156,25 +156,6 @@ cdef inline uint64_t ct_hash_pkt(const ConnTable* t, const PacketMeta* m) noexce
     return fv_hash_key(m.saddr, m.daddr, m.sport_be, m.dport_be, m.proto, t.seed)
 
 
-cdef inline uint32_t ct_match(const ConnTable* t, const PacketMeta* m, uint64_t b,
-                              int* direction) noexcept nogil:
-    """The connection bucket ``b`` names if it is the packet's (either key), else CT_NONE."""
-    cdef uint32_t idx = <uint32_t>(b & 0x7fffffff) - 1
-    cdef const Conn* c = &t.conns[idx]
-    # (proto, af) and a direction's two ports each compare as one word
-    if same16(&c.proto, &m.proto) and not (c.in_use & 4):
-        if (b >> 31) & 1:
-            if (same32(&c.dport_be, &m.sport_be)
-                    and addr_eq(c.daddr, m.saddr) & addr_eq(c.caddr, m.daddr)):
-                direction[0] = CT_DIR_OUT
-                return idx
-        elif (same32(&c.cport_be, &m.sport_be)
-                and addr_eq(c.caddr, m.saddr) & addr_eq(c.vaddr, m.daddr)):
-            direction[0] = CT_DIR_IN
-            return idx
-    return CT_NONE
-
-
 cdef inline uint32_t ct_lookup(const ConnTable* t, const PacketMeta* m, uint64_t h,
                                int* direction) noexcept nogil:
     """Index of the connection this packet belongs to, or CT_NONE."""
@@ -182,14 +163,25 @@ cdef inline uint32_t ct_lookup(const ConnTable* t, const PacketMeta* m, uint64_t
     cdef uint64_t tag = h >> 32
     cdef uint64_t b
     cdef uint32_t idx
+    cdef const Conn* c
     while True:
         b = t.buckets[pos]
         if b == 0:
             return CT_NONE
         if (b >> 32) == tag:
-            idx = ct_match(t, m, b, direction)
-            if idx != CT_NONE:
-                return idx
+            idx = <uint32_t>(b & 0x7fffffff) - 1
+            c = &t.conns[idx]
+            # (proto, af) and a direction's two ports each compare as one word
+            if same16(&c.proto, &m.proto) and not (c.in_use & 4):
+                if (b >> 31) & 1:
+                    if (same32(&c.dport_be, &m.sport_be)
+                            and addr_eq(c.daddr, m.saddr) & addr_eq(c.caddr, m.daddr)):
+                        direction[0] = CT_DIR_OUT
+                        return idx
+                elif (same32(&c.cport_be, &m.sport_be)
+                        and addr_eq(c.caddr, m.saddr) & addr_eq(c.vaddr, m.daddr)):
+                    direction[0] = CT_DIR_IN
+                    return idx
         pos = (pos + 1) & t.mask
 
 
