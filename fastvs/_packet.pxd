@@ -40,6 +40,12 @@ cdef enum:
 
 cdef extern from *:
     """
+    #define fv_likely(x) __builtin_expect(!!(x), 1)
+    """
+    bint fv_likely(bint) nogil
+
+cdef extern from *:
+    """
     #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     #define FV_ETH_P_IP_RAW 0x0008
     #else
@@ -155,7 +161,7 @@ cdef enum:
 cdef inline int parse_l4(const uint8_t* p, uint32_t caplen, uint32_t l4, uint32_t dgram_end,
                          PacketMeta* m) noexcept nogil:
     """TCP/UDP header of a datagram ending at ``dgram_end``; ICMP/ICMPv6 type and code."""
-    if m.proto == IPPROTO_TCP_:
+    if fv_likely(m.proto == IPPROTO_TCP_):     # tested first, not in a switch's order
         if l4 + 20 > dgram_end:
             return V_DROP_L4_MALFORMED
         if l4 + 20 > caplen:
