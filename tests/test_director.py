@@ -373,3 +373,28 @@ def test_every_tcp_flag_byte_takes_the_kernels_transition(start: str) -> None:
         want = _INPUT_FROM[start][cls] if cls else "CLOSE"
         c = conn(d, 40000)
         assert v == [V.FWD_IN] and c is not None and c["state"] == want, (hex(f), c)
+
+
+@pytest.mark.parametrize("size", [1, 3, 8, 13, 17, 64])
+def test_established_traffic_same_bytes_in_any_batch_size(size: int) -> None:
+    """3000 packets of 500 flows (both directions) through the pipelined batch loop in
+    batches of ``size``, against one batch of everything."""
+    import numpy as np
+
+    from fastvs import bench
+
+    t = bench.Traffic(500, seed=7)
+    t.warm(bench.make_director(4, "wlc", 1 << 12))
+    traffic, _ = t.established(3000, replies=True)
+    outs = []
+    for bs in (3000, size):
+        d = bench.make_director(4, "wlc", 1 << 12)
+        t.warm(d)
+        frames = traffic.copy()
+        b = bench.batch_of(frames, bench.EST_T_NS)
+        b.ts += np.arange(len(b), dtype=np.int64) * 1000
+        for sub in bench.split(b, bs):
+            d.process(sub)
+        outs.append((frames.tobytes(), b.verdict.tobytes(), d.summary()))
+    assert outs[0] == outs[1]
+    assert set(np.unique(np.frombuffer(outs[0][1], np.uint8))) == {V.FWD_IN, V.FWD_OUT}

@@ -220,6 +220,32 @@ def test_deterministic_across_directors_and_hash_seeds(
     assert outs[0] == outs[1] == outs[2]
 
 
+@given(batches(), st.lists(st.integers(1, 20), min_size=1, max_size=40))
+@SETTINGS
+def test_same_result_whatever_the_batch_split(
+    bt: tuple[list[bytes], list[int], list[int], list[int]], sizes: list[int]
+) -> None:
+    """The batch loop parses and prefetches up to two windows of 8 ahead and handles a
+    batch's head and tail separately: cutting the packets into batches of any sizes
+    (1, 7, 9, 17, ...) gives the same packets, verdicts and state as one batch."""
+    fr, lts, wl, ts = bt
+    whole = _director()
+    b = _batch(fr, lts, wl, ts)
+    whole.process(b)
+    want = [(b.packet(i), int(b.verdict[i])) for i in range(len(fr))]
+    parts = _director()
+    got: list[tuple[bytes, int]] = []
+    i = k = 0
+    while i < len(fr):
+        j = min(len(fr), i + sizes[k % len(sizes)])
+        c = _batch(fr[i:j], lts[i:j], wl[i:j], ts[i:j])
+        parts.process(c)
+        got += [(c.packet(x), int(c.verdict[x])) for x in range(j - i)]
+        i, k = j, k + 1
+    assert got == want
+    assert parts.summary() == whole.summary() and parts.connections() == whole.connections()
+
+
 def test_cli_output_independent_of_python_hash_seed(tmp_path: Path) -> None:
     g = REPO / "tests" / "golden"
     outs = []
