@@ -67,17 +67,20 @@ cdef enum:
     CT_MIN_BUCKETS = 1024
 
 
-cdef inline uint64_t* bucket_alloc(uint64_t n) noexcept nogil:
-    """``n`` zeroed buckets from their own mapping; from 2 MiB up it is advised to use
-    huge pages, since every lookup lands on a random line of it (one TLB entry per
-    2 MiB instead of per 4 KiB)."""
-    cdef size_t size = <size_t>n * sizeof(uint64_t)
+cdef inline void* table_map(size_t size) noexcept nogil:
+    """Zeroed memory from its own mapping (pages arrive as they are touched), or NULL;
+    from 2 MiB up it is advised to use huge pages, since lookups land on random lines
+    of it (one TLB entry per 2 MiB instead of per 4 KiB). Freed with munmap."""
     cdef void* mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
     if mem == MAP_FAILED:
         return NULL
     if size >= (2 << 20):
         madvise(mem, size, MADV_HUGEPAGE)
-    return <uint64_t*>mem
+    return mem
+
+
+cdef inline uint64_t* bucket_alloc(uint64_t n) noexcept nogil:
+    return <uint64_t*>table_map(<size_t>n * sizeof(uint64_t))
 
 
 cdef inline void bucket_free(uint64_t* b, uint64_t n) noexcept nogil:
@@ -88,7 +91,6 @@ cdef inline void bucket_free(uint64_t* b, uint64_t n) noexcept nogil:
 cdef inline int ct_init(ConnTable* t, uint32_t capacity, uint64_t seed) noexcept nogil:
     cdef uint64_t nb = 16
     cdef uint32_t i
-    cdef void* mem
     while nb < <uint64_t>capacity * 4:
         nb <<= 1
     t.max_buckets = nb
@@ -101,10 +103,7 @@ cdef inline int ct_init(ConnTable* t, uint32_t capacity, uint64_t seed) noexcept
     t.mask = nb - 1
     t.heap_n = 0
     t.conns_bytes = <size_t>capacity * sizeof(Conn)
-    mem = mmap(NULL, t.conns_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-    t.conns = NULL if mem == MAP_FAILED else <Conn*>mem
-    if t.conns != NULL and t.conns_bytes >= (2 << 20):
-        madvise(mem, t.conns_bytes, MADV_HUGEPAGE)     # fewer TLB misses; advisory
+    t.conns = <Conn*>table_map(t.conns_bytes)
     t.buckets = bucket_alloc(nb)
     t.free_stack = <uint32_t*>calloc(capacity, sizeof(uint32_t))
     t.heap_t = <int64_t*>calloc(capacity, sizeof(int64_t))
@@ -123,8 +122,7 @@ cdef inline int ct_init(ConnTable* t, uint32_t capacity, uint64_t seed) noexcept
 cdef inline void ct_destroy(ConnTable* t) noexcept nogil:
     if t.conns != NULL:
         munmap(t.conns, t.conns_bytes)
-    if t.buckets != NULL:
-        bucket_free(t.buckets, t.mask + 1)
+    bucket_free(t.buckets, t.mask + 1)
     free(t.free_stack)
     free(t.heap_t)
     free(t.heap_i)

@@ -12,7 +12,7 @@ from libc.stdlib cimport calloc, realloc, free
 from libc.string cimport memset, memcpy
 
 from fastvs._types cimport *
-from fastvs._packet cimport pkt_parse
+from fastvs._packet cimport pkt_parse, FV_UNLIKELY
 from fastvs._conntab cimport (ConnTable, ct_init, ct_destroy, ct_hash_pkt, ct_lookup,
                               ct_alloc, ct_link, ct_unhash, ct_free, ct_due, ct_expire_at, addr_eq,
                               ct_lookup_template,
@@ -27,14 +27,6 @@ from fastvs._csum cimport ip_send_check
 from fastvs.sched._base cimport SchedOps
 
 import ipaddress
-
-cdef extern from *:
-    """
-    #define FV_LIKELY(x) __builtin_expect(!!(x), 1)
-    #define FV_UNLIKELY(x) __builtin_expect(!!(x), 0)
-    """
-    bint FV_LIKELY(bint) nogil
-    bint FV_UNLIKELY(bint) nogil
 
 # Kernel defaults (tcp_timeouts[], udp_timeouts[]), seconds
 TCP_TIMEOUT_NAMES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT",

@@ -40,9 +40,11 @@ cdef enum:
 
 cdef extern from *:
     """
-    #define fv_likely(x) __builtin_expect(!!(x), 1)
+    #define FV_LIKELY(x) __builtin_expect(!!(x), 1)
+    #define FV_UNLIKELY(x) __builtin_expect(!!(x), 0)
     """
-    bint fv_likely(bint) nogil
+    bint FV_LIKELY(bint) nogil
+    bint FV_UNLIKELY(bint) nogil
 
 cdef extern from *:
     """
@@ -161,7 +163,7 @@ cdef enum:
 cdef inline int parse_l4(const uint8_t* p, uint32_t caplen, uint32_t l4, uint32_t dgram_end,
                          PacketMeta* m) noexcept nogil:
     """TCP/UDP header of a datagram ending at ``dgram_end``; ICMP/ICMPv6 type and code."""
-    if fv_likely(m.proto == IPPROTO_TCP_):     # tested first, not in a switch's order
+    if FV_LIKELY(m.proto == IPPROTO_TCP_):     # tested first, not in a switch's order
         if l4 + 20 > dgram_end:
             return V_DROP_L4_MALFORMED
         if l4 + 20 > caplen:
