@@ -39,6 +39,8 @@ if SANITIZE:
     ldflags += ["-fsanitize=address,undefined"]
 
 here = Path(__file__).parent
+# every folder holding a C header a .pxd names (cdef extern from "x.h")
+header_dirs = sorted({str(h.parent.relative_to(here)) for h in here.glob("fastvs/**/*.h")})
 extensions = []
 for pyx in sorted(here.glob("fastvs/**/*.pyx")):
     rel = pyx.relative_to(here)
@@ -47,7 +49,7 @@ for pyx in sorted(here.glob("fastvs/**/*.pyx")):
         Extension(
             name,
             [str(rel)],
-            include_dirs=[np.get_include(), "fastvs"],
+            include_dirs=[np.get_include(), *header_dirs],
             define_macros=macros,
             extra_compile_args=cflags,
             extra_link_args=ldflags,

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fastvs import bench
+from fastvs.bench import run as bench
 
 ROUNDS = 3
 BATCHES = (64, 1024, 65536)
@@ -132,7 +132,7 @@ def test_process_file(benchmark: Any, warm: Any, capture: Path, record: Any) -> 
 
 
 def test_memcpy_floor(benchmark: Any, warm: Any, record: Any) -> None:
-    from fastvs._stages import memcpy_floor
+    from fastvs.datapath._stages import memcpy_floor
 
     src = warm.fwd.reshape(-1)
     dst = np.empty_like(src)

@@ -40,7 +40,7 @@ from netns import GW_IP, RS_IPS, VIP, Topology, have_netns  # noqa: E402
 BLAST_PORT = 9
 BLASTER = r"""
 import socket, struct, sys
-from fastvs._afpacket import blast
+from fastvs.live._afpacket import blast
 dst_mac, src_mac, src, dst = bytes.fromhex(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3], sys.argv[4]
 port, secs, flows = int(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7])
 
@@ -179,7 +179,7 @@ def kernel_mode(t: Topology, on: bool) -> None:
 def run_fastvs(t: Topology, rules: Path, workers: int, seconds: float, conns: int,
                io: str = "ring-v2", extra: tuple[str, ...] = ()) -> dict[str, Any]:
     t.flush_neighbours()
-    p = t.spawn(t.director, sys.executable, "-m", "fastvs.forwarder", "-r", str(rules),
+    p = t.spawn(t.director, sys.executable, "-m", "fastvs.live.forwarder", "-r", str(rules),
                 *t.forward_args(), "--fix-offloads", "-q", "--workers", str(workers),
                 "--io", io, "--capacity", str(1 << 21), *extra,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)

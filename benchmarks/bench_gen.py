@@ -1,4 +1,4 @@
-"""Traffic generator throughput: fastvs.gen with and without replies (shadow director).
+"""Traffic generator throughput: fastvs.gen.traffic with and without replies (shadow director).
 
 Generates in memory (``generate(None, ...)``: frames built, nothing written) and to a
 pcap in a temporary directory. No speed is asserted.
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from fastvs.gen import generate
-from fastvs.rules import Rules, parse_rules
+from fastvs.control.rules import Rules, parse_rules
+from fastvs.gen.traffic import generate
 
 if TYPE_CHECKING:
     from pytest_benchmark.fixture import BenchmarkFixture

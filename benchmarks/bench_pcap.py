@@ -1,4 +1,4 @@
-"""Capture file I/O throughput: fastvs.pcap read and write, next to a file copy and dpkt.
+"""Capture file I/O throughput: fastvs.capture.pcap read and write, next to a file copy and dpkt.
 
 The capture is generated in a temporary directory (200k packets of 64 bytes by default,
 ``FASTVS_BENCH_PCAP_PACKETS`` to change), as classic pcap and as pcapng. The floor is
@@ -28,8 +28,8 @@ import dpkt
 import numpy as np
 import pytest
 
-from fastvs.batch import PacketBatch
-from fastvs.pcap import DEFAULT_CHUNK, Writer, open_capture
+from fastvs.capture.batch import PacketBatch
+from fastvs.capture.pcap import DEFAULT_CHUNK, Writer, open_capture
 
 if TYPE_CHECKING:
     from pytest_benchmark.fixture import BenchmarkFixture

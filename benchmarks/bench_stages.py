@@ -1,4 +1,4 @@
-"""One stage of the data path at a time (``fastvs._stages``), over a whole batch.
+"""One stage of the data path at a time (``fastvs.datapath._stages``), over a whole batch.
 
 Each stage runs the same inline functions the engine's loop runs, in a nogil loop timed
 inside (CLOCK_MONOTONIC); the figure recorded is that inner time (median of the rounds),
@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fastvs import bench
 from fastvs import sched as _sched
-from fastvs._stages import StageTable, memcpy_floor, parse, parse_metas, schedule
+from fastvs.bench import run as bench
+from fastvs.datapath._stages import StageTable, memcpy_floor, parse, parse_metas, schedule
 
 ROUNDS = 5
 

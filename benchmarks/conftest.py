@@ -7,7 +7,7 @@ as a smoke test) the sizes shrink to ``1000,10000`` flows and 20,000 packets.
 
 Every figure measured with ``--benchmark-enable`` is also collected here (median of the
 rounds) and, at the end of the session, printed as one table with the ratios fastvs / C
-and fastvs / dpkt computed from the same run (``fastvs.bench.format_table``).
+and fastvs / dpkt computed from the same run (``fastvs.bench.run.format_table``).
 Captures are generated into temporary directories; nothing is written to the tree.
 """
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fastvs import bench  # noqa: E402
+from fastvs.bench import run as bench  # noqa: E402
 
 _RESULTS: list[dict[str, Any]] = []
 

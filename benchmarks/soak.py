@@ -7,7 +7,7 @@ distinct clients toward the services of ``tests/golden/g1-rr.rules`` (any rules 
 with ``--rules``); the first chunk(s) carry every flow's SYN, the rest ACK+data
 segments of random established flows, timestamps rising 1 µs per packet. Each chunk
 is a fresh buffer (as the reader gives one), processed in place, and written with
-``fastvs.pcap.Writer`` to a temporary file that is started afresh every
+``fastvs.capture.pcap.Writer`` to a temporary file that is started afresh every
 ``--rotate`` chunks, so disk use stays bounded.
 
 RSS is sampled every ``--sample-every`` chunks (/proc/self/statm). Prints, and writes
@@ -94,10 +94,10 @@ def build_frames(flows: int, services: list[tuple[str, int]], flags: int, rng: n
 
 
 def soak(a: argparse.Namespace) -> dict[str, Any]:
-    from fastvs.batch import PacketBatch
-    from fastvs.director import Director
-    from fastvs.pcap import Writer
-    from fastvs.rules import load_rules
+    from fastvs.capture.batch import PacketBatch
+    from fastvs.capture.pcap import Writer
+    from fastvs.control.director import Director
+    from fastvs.control.rules import load_rules
 
     rules = load_rules(a.rules)
     services = [(s.addr, s.port) for s in rules.services if s.proto == "tcp" and s.family == 4]

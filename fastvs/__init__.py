@@ -1,6 +1,6 @@
 """fastvs: the Linux LVS/IPVS director's data path in user space."""
 
-from fastvs.batch import PacketBatch
+from fastvs.capture.batch import PacketBatch
 from fastvs.errors import CaptureError, EngineError, FastvsError, RulesError
 
 __version__ = "0.1.0"
@@ -18,7 +18,7 @@ __all__ = [
 
 def __getattr__(name: str):  # lazy: keep `import fastvs` free of compiled modules
     if name == "Director":
-        from fastvs.director import Director
+        from fastvs.control.director import Director
 
         return Director
     raise AttributeError(name)

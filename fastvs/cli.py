@@ -27,7 +27,7 @@ def demo_path(name: str) -> Path:
 
 
 def _load_rules(path: str, order: str) -> Any:
-    from fastvs.rules import load_rules
+    from fastvs.control.rules import load_rules
 
     if not os.path.exists(path):
         raise RulesError("no such file", source=path)
@@ -44,9 +44,9 @@ def _progress(total: int, enabled: bool) -> Any:
 
 # -- process ------------------------------------------------------------------------------
 def cmd_process(a: argparse.Namespace) -> int:
-    from fastvs.director import Director
-    from fastvs.listing import format_conns, format_list, format_stats, to_json
-    from fastvs.pcap import Writer, open_capture
+    from fastvs.capture.pcap import Writer, open_capture
+    from fastvs.control.director import Director
+    from fastvs.control.listing import format_conns, format_list, format_stats, to_json
 
     demo = a.input is None
     inp = str(demo_path("demo.pcap")) if demo else a.input
@@ -60,14 +60,14 @@ def cmd_process(a: argparse.Namespace) -> int:
         raise CaptureError(f"{inp}: no such file")
     marks = None
     if a.marks:
-        from fastvs.director import parse_marks
+        from fastvs.control.director import parse_marks
 
         if not os.path.exists(a.marks):
             raise RulesError("no such file", source=a.marks)
         marks = parse_marks(Path(a.marks).read_text(), source=a.marks)
     neigh = None
     if a.neigh:
-        from fastvs.director import parse_neigh
+        from fastvs.control.director import parse_neigh
 
         if not os.path.exists(a.neigh):
             raise RulesError("no such file", source=a.neigh)
@@ -191,8 +191,8 @@ def _summary_text(s: dict[str, Any], counters: dict[str, int]) -> str:
 
 # -- list ---------------------------------------------------------------------------------
 def cmd_list(a: argparse.Namespace) -> int:
-    from fastvs.listing import format_list, format_stats, format_timeout, to_json
-    from fastvs.rules import format_rules
+    from fastvs.control.listing import format_list, format_stats, format_timeout, to_json
+    from fastvs.control.rules import format_rules
 
     rules = _load_rules(a.rules, a.rules_order)
     if a.save:
@@ -224,7 +224,7 @@ def cmd_list(a: argparse.Namespace) -> int:
 
 # -- gen ----------------------------------------------------------------------------------
 def cmd_gen(a: argparse.Namespace) -> int:
-    from fastvs.gen import generate
+    from fastvs.gen.traffic import generate
 
     rules = _load_rules(a.replies_for or a.rules, a.rules_order) if (a.replies_for or a.rules) else None
     res = generate(
@@ -247,7 +247,7 @@ def cmd_gen(a: argparse.Namespace) -> int:
 
 # -- bench --------------------------------------------------------------------------------
 def cmd_bench(a: argparse.Namespace) -> int:
-    from fastvs.bench import main as bench_main
+    from fastvs.bench.run import main as bench_main
 
     return bench_main(a)
 
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-refs", action="store_true", help="skip the C and dpkt references")
     b.set_defaults(func=cmd_bench)
 
-    from fastvs.forwarder import add_cli
+    from fastvs.live.forwarder import add_cli
 
     add_cli(sub)
     return p

@@ -4,7 +4,7 @@ A code below ``DROP_BASE`` means the packet is written out (passed untouched or
 forwarded after rewriting); a code at or above it means the packet was dropped, and
 the code names the reason. The engine counts every packet under its code, so
 ``packets in = written + dropped`` holds by construction. The numbers are mirrored in
-``fastvs/_types.pxd`` (the ``V_*`` enum); ``tests/test_verdicts.py`` keeps both in step.
+``fastvs/datapath/_types.pxd`` (the ``V_*`` enum); ``tests/test_verdicts.py`` keeps both in step.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ _rules_cache: dict[str, object] = {}
 
 def _rules(order: str) -> object:
     if order not in _rules_cache:
-        from fastvs.rules import parse_rules
+        from fastvs.control.rules import parse_rules
 
         _rules_cache[order] = parse_rules(RULES_TEXT, source="<fuzz>", order=order)  # type: ignore[arg-type]
     return _rules_cache[order]
@@ -71,7 +71,7 @@ def _rules(order: str) -> object:
 def _director(opts: Options, seed: int) -> object:
     import warnings
 
-    from fastvs.director import Director
+    from fastvs.control.director import Director
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -89,7 +89,7 @@ def _director(opts: Options, seed: int) -> object:
 
 def build_batch(frames: list[Frame]) -> tuple[object, np.ndarray]:
     """Frames -> (PacketBatch with guard bytes between packets, guard mask)."""
-    from fastvs.batch import PacketBatch
+    from fastvs.capture.batch import PacketBatch
 
     n = len(frames)
     total = GUARD + sum(len(f.data) + GUARD for f in frames)
@@ -157,7 +157,7 @@ def topology() -> Topology:
 
 
 def _parse(frame: bytes, linktype: int, wirelen: int) -> dict:
-    from fastvs._packet import parse
+    from fastvs.datapath._packet import parse
 
     _, fields = parse(frame, linktype, wirelen)
     return fields
@@ -460,9 +460,9 @@ def main() -> None:
     _feedback = atheris.instrument_func(_feedback)
 
     with atheris.instrument_imports():
-        import fastvs.batch  # noqa: F401
-        import fastvs.director  # noqa: F401
-        import fastvs.rules  # noqa: F401
+        import fastvs.capture.batch  # noqa: F401
+        import fastvs.control.director  # noqa: F401
+        import fastvs.control.rules  # noqa: F401
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()
 

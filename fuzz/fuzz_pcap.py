@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fuzz the capture reader (and writer): arbitrary bytes as a pcap/pcapng file.
 
-The input is written to a temporary file and read with ``fastvs.pcap.open_capture``
+The input is written to a temporary file and read with ``fastvs.capture.pcap.open_capture``
 twice, once in tiny chunks (records cut by chunk boundaries, carried over) and once in
 one large chunk. The only exception allowed is ``CaptureError``. Checked:
 
@@ -33,8 +33,8 @@ Packets = list[tuple[bytes, int, int, int, int]]
 
 def _read(path: str, chunk: int, keep_going: bool = False) -> tuple[Packets, object | None, object]:
     """(packets, error or None, reader) — packets read before any error."""
+    from fastvs.capture.pcap import open_capture
     from fastvs.errors import CaptureError
-    from fastvs.pcap import open_capture
 
     pkts: Packets = []
     try:
@@ -60,9 +60,9 @@ def _read(path: str, chunk: int, keep_going: bool = False) -> tuple[Packets, obj
 
 
 def _roundtrip(path: str, reader: object, pkts: Packets) -> None:
-    from fastvs.batch import PacketBatch
+    from fastvs.capture.batch import PacketBatch
+    from fastvs.capture.pcap import Writer
     from fastvs.errors import CaptureError
-    from fastvs.pcap import Writer
 
     if not pkts:
         return
@@ -105,7 +105,7 @@ def main() -> None:
     import atheris
 
     with atheris.instrument_imports():
-        import fastvs.pcap  # noqa: F401
+        import fastvs.capture.pcap  # noqa: F401
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fuzz the rules reader: arbitrary text through ``fastvs.rules.parse_rules``.
+"""Fuzz the rules reader: arbitrary text through ``fastvs.control.rules.parse_rules``.
 
 Only ``RulesError`` may come out. When the text parses, the rules must survive
 ``format_rules`` -> ``parse_rules`` unchanged, and building a ``Director`` from them
@@ -15,8 +15,8 @@ import warnings
 
 
 def test_one_input(data: bytes) -> None:
+    from fastvs.control.rules import format_rules, parse_rules
     from fastvs.errors import RulesError
-    from fastvs.rules import format_rules, parse_rules
 
     text = data.decode("utf-8", "replace")
     order = "file" if data[:1] == b"#" else "kernel"
@@ -27,7 +27,7 @@ def test_one_input(data: bytes) -> None:
     again = parse_rules(format_rules(rules), source="<fuzz:saved>", order=order)
     if format_rules(again) != format_rules(rules):
         raise AssertionError("format_rules -> parse_rules is not stable")
-    from fastvs.director import Director
+    from fastvs.control.director import Director
 
     try:
         with warnings.catch_warnings():
@@ -41,7 +41,7 @@ def main() -> None:
     import atheris
 
     with atheris.instrument_imports():
-        import fastvs.rules  # noqa: F401
+        import fastvs.control.rules  # noqa: F401
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()
 

@@ -54,8 +54,8 @@ def _save(d: Path, data: bytes) -> None:
 
 
 def _frames(path: Path) -> list[tuple[int, bytes, int]]:
+    from fastvs.capture.pcap import open_capture
     from fastvs.errors import CaptureError
-    from fastvs.pcap import open_capture
 
     out: list[tuple[int, bytes, int]] = []
     try:
@@ -95,8 +95,8 @@ def engine_corpus(out: Path) -> int:
 
 
 def pcap_corpus(out: Path) -> int:
+    from fastvs.capture.pcap import Writer, open_capture
     from fastvs.errors import CaptureError
-    from fastvs.pcap import Writer, open_capture
 
     count = 0
     tmp = out / ".tmp.cap"

@@ -13,10 +13,10 @@ import re
 import dpkt
 import pytest
 
-from fastvs.director import Director
-from fastvs.listing import format_stats
-from fastvs.pcap import open_capture
-from fastvs.rules import load_rules
+from fastvs.capture.pcap import open_capture
+from fastvs.control.director import Director
+from fastvs.control.listing import format_stats
+from fastvs.control.rules import load_rules
 
 from conftest import GOLDEN, GOLDEN_CASES, ip_datagram
 
@@ -94,6 +94,6 @@ def test_same_counters(name: str) -> None:
 
 @pytest.mark.parametrize("name", GOLDEN_CASES)
 def test_rules_save_format(name: str) -> None:
-    from fastvs.rules import format_rules
+    from fastvs.control.rules import format_rules
 
     assert format_rules(load_rules(GOLDEN / f"{name}.rules")) == kernel_section(name, "ipvsadm -S -n")

@@ -26,9 +26,9 @@ from pathlib import Path
 import dpkt
 import pytest
 
-from fastvs.director import Director
-from fastvs.pcap import open_capture
-from fastvs.rules import load_rules
+from fastvs.capture.pcap import open_capture
+from fastvs.control.director import Director
+from fastvs.control.rules import load_rules
 
 pytestmark = pytest.mark.kernel
 

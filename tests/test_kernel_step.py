@@ -8,7 +8,7 @@ service ``10.77.1.N:80 -> 10.78.0.(99+N):8080`` (rr, one real server; the rules 
 recorded whether the packet was forwarded (and where to), the connection's state and
 expiry from ``ipvsadm -L -n -c``, and ActiveConn/InActConn from ``ipvsadm -L -n``.
 
-Here every scenario is replayed through :class:`fastvs.director.Director` with the same
+Here every scenario is replayed through :class:`fastvs.control.director.Director` with the same
 frames (built as kl.py's ``build_tcp`` builds them: the same seq/ack bookkeeping), and
 after every packet fastvs must agree on: forwarded or not and to which address, the state
 name, ActiveConn/InActConn. The kernel's expiry is wall-clock seconds left ("00:59" a
@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from fastvs import verdicts as V
-from fastvs.director import Director
-from fastvs.rules import load_rules
+from fastvs.control.director import Director
+from fastvs.control.rules import load_rules
 
 from packets import tcp
 

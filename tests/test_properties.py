@@ -17,12 +17,12 @@ import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fastvs import _csum
 from fastvs import verdicts as V
-from fastvs._packet import parse
-from fastvs.batch import PacketBatch
-from fastvs.director import Director
-from fastvs.rules import parse_rules
+from fastvs.capture.batch import PacketBatch
+from fastvs.control.director import Director
+from fastvs.control.rules import parse_rules
+from fastvs.datapath import _csum
+from fastvs.datapath._packet import parse
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "fuzz"))

@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 
 from fastvs import verdicts as V
-from fastvs._packet import parse
+from fastvs.capture.pcap import open_capture
 from fastvs.cli import main as cli_main
-from fastvs.director import Director
-from fastvs.pcap import open_capture
-from fastvs.rules import parse_rules
+from fastvs.control.director import Director
+from fastvs.control.rules import parse_rules
+from fastvs.datapath._packet import parse
 
 from conftest import REAL
 

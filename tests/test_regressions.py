@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from fastvs.capture.pcap import open_capture
 from fastvs.errors import CaptureError
-from fastvs.pcap import open_capture
 
 FRAME = bytes(range(60))
 
@@ -129,13 +129,13 @@ def test_pcap_records_before_bad_caplen_are_kept(
         assert err is not None and "exceeds the snap length limit" in err
 
 
-# -- tunnel output stage (fastvs/_xmit.pyx encap_tunnel), found while bringing
+# -- tunnel output stage (fastvs/datapath/_xmit.pyx encap_tunnel), found while bringing
 #    fuzz/fuzz_engine.py's invariants up to DR/TUN ------------------------------------
 
 
 def _tun_director() -> object:
-    from fastvs.director import Director
-    from fastvs.rules import parse_rules
+    from fastvs.control.director import Director
+    from fastvs.control.rules import parse_rules
 
     rules = (
         "-A -t 10.10.0.1:80 -s rr\n-a -t 10.10.0.1:80 -r 192.168.0.10 -i\n"
@@ -175,7 +175,7 @@ def test_tunnel_outer_length_leaves_out_ethernet_padding() -> None:
 def test_tunnel_output_buffer_has_no_uninitialised_tail() -> None:
     """fuzz/fuzz_engine.py (smoke input 16, seed-determinism check): with the padding
     left out, the new buffer was sized for it and its tail left uninitialised."""
-    from fastvs.batch import PacketBatch
+    from fastvs.capture.batch import PacketBatch
 
     d = _tun_director()
     b = PacketBatch.from_packets([ETH4 + _ip4_syn() + b"\0" * 6, ETH4 + _ip4_syn()], [0, 1])
@@ -187,7 +187,7 @@ def test_tunnel_output_buffer_has_no_uninitialised_tail() -> None:
 def test_tunnel_outer_length_ignores_a_short_wire_length() -> None:
     """A record whose wire length is below its captured length (the parser takes the
     captured one): the outer length came from wirelen - l3 and wrapped around."""
-    from fastvs.batch import PacketBatch
+    from fastvs.capture.batch import PacketBatch
 
     d = _tun_director()
     b = PacketBatch.from_packets([ETH4 + _ip4_syn()], [0])
@@ -202,7 +202,7 @@ def test_tunnel_outer_length_ignores_a_short_wire_length() -> None:
 @pytest.mark.parametrize("linktype", [113, 276, 0, 108])
 def test_tunnel_link_layer_names_the_outer_family(linktype: int) -> None:
     """IPv6 in IPv4: the link layer must say IPv4 now (it said so only on Ethernet)."""
-    from fastvs._packet import parse
+    from fastvs.datapath._packet import parse
 
     ip6 = (
         struct.pack(">IHBB", 6 << 28, 20, 6, 64)

@@ -48,7 +48,7 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export PYTHONPATH=$WORK
 export PYTHONMALLOC=malloc   # let ASan see Python's own allocations too
 
-where=$(cd "$WORK" && "$PY" -c 'import fastvs._engine as e; print(e.__file__)')
+where=$(cd "$WORK" && "$PY" -c 'import fastvs.datapath._engine as e; print(e.__file__)')
 echo "== engine under test: $where"
 case "$where" in "$WORK"/*) ;; *) echo "asan: imported $where, not the sanitized copy"; exit 2;; esac
 

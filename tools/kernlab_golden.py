@@ -171,8 +171,8 @@ class Capture:
             import fastvs  # noqa: F401
         except ImportError:
             sys.path.insert(0, str(REPO))
-        from fastvs.director import Director
-        from fastvs.rules import parse_rules
+        from fastvs.control.director import Director
+        from fastvs.control.rules import parse_rules
 
         self.rules = rules.strip() + "\n"
         self.d = Director(parse_rules(self.rules), seed=1, **director_kw)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ into ``svc.sched_data`` and frees them in ``done_svc``; nothing may allocate in
 ``pick``. ``pick`` returns an index into ``dests`` or -1 for "no destination".
 """
 from libc.stdint cimport int32_t, int64_t
-from fastvs._types cimport Service, Dest, PacketMeta, DEST_F_OVERLOAD
+from fastvs.datapath._types cimport Service, Dest, PacketMeta, DEST_F_OVERLOAD
 
 ctypedef int32_t (*sched_pick_fn)(Service* svc, Dest* dests, const PacketMeta* m) noexcept nogil
 ctypedef void (*sched_update_fn)(Service* svc, Dest* dests) noexcept nogil

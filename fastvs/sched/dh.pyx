@@ -10,7 +10,7 @@ no fallback.
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t
 from libc.stdlib cimport malloc, free
-from fastvs._types cimport Service, Dest, PacketMeta, DEST_F_AVAILABLE
+from fastvs.datapath._types cimport Service, Dest, PacketMeta, DEST_F_AVAILABLE
 from fastvs.sched._base cimport SchedOps, dest_overloaded
 from fastvs.sched._hashing cimport hash_32, addr_fold
 

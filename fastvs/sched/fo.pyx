@@ -3,7 +3,7 @@
 overloaded; the first in list order wins a tie, and weight 0 is never picked."""
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t
-from fastvs._types cimport Service, Dest, PacketMeta
+from fastvs.datapath._types cimport Service, Dest, PacketMeta
 from fastvs.sched._base cimport SchedOps, dest_overloaded
 
 

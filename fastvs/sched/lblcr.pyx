@@ -27,7 +27,7 @@ created (the kernel's GFP_ATOMIC failure path), counted by ``cache_full()``.
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
-from fastvs._types cimport Service, Dest, PacketMeta, DEST_F_AVAILABLE
+from fastvs.datapath._types cimport Service, Dest, PacketMeta, DEST_F_AVAILABLE
 from fastvs.sched._base cimport SchedOps, dest_overloaded, dest_overhead, weighted_least, lblc_is_overloaded
 from fastvs.sched._hashing cimport hash_32, addr_fold
 

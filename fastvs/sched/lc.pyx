@@ -3,7 +3,7 @@
 order wins a tie. Weight only matters as zero (quiescent) or not."""
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t, int64_t
-from fastvs._types cimport Service, Dest, PacketMeta
+from fastvs.datapath._types cimport Service, Dest, PacketMeta
 from fastvs.sched._base cimport SchedOps, dest_overloaded, dest_overhead
 
 

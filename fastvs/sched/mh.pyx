@@ -30,7 +30,7 @@ from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, malloc, realloc, free
 from libc.string cimport memset
-from fastvs._types cimport Service, Dest, PacketMeta, SVC_F_SCHED1, SVC_F_SCHED2
+from fastvs.datapath._types cimport Service, Dest, PacketMeta, SVC_F_SCHED1, SVC_F_SCHED2
 from fastvs.sched._base cimport SchedOps, dest_overloaded
 from fastvs.sched._hashing cimport addr_fold, ntohs, fv_siphash, fv_hsiphash_u32
 

@@ -7,7 +7,7 @@ order wins a tie (the comparison is strict, cross-multiplied in 64 bits).
 """
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t, int64_t
-from fastvs._types cimport Service, Dest, PacketMeta
+from fastvs.datapath._types cimport Service, Dest, PacketMeta
 from fastvs.sched._base cimport SchedOps, dest_overloaded
 
 

@@ -8,7 +8,7 @@ tie.  Inactive connections (UDP, closing TCP) do not count, as in the kernel.
 """
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t
-from fastvs._types cimport Service, Dest, PacketMeta
+from fastvs.datapath._types cimport Service, Dest, PacketMeta
 from fastvs.sched._base cimport SchedOps, dest_overloaded
 
 

@@ -2,7 +2,7 @@
 """Round-robin (ip_vs_rr.c): the next usable real server after the last one picked."""
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t
-from fastvs._types cimport Service, Dest, PacketMeta
+from fastvs.datapath._types cimport Service, Dest, PacketMeta
 from fastvs.sched._base cimport SchedOps, dest_overloaded, list_pos
 
 

@@ -9,7 +9,7 @@ weight-0 server can never be strictly better (its side of the comparison is 0).
 """
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t
-from fastvs._types cimport Service, Dest, PacketMeta
+from fastvs.datapath._types cimport Service, Dest, PacketMeta
 from fastvs.sched._base cimport SchedOps, weighted_least
 
 

@@ -15,7 +15,7 @@ k = 0..255, stopping at an empty bucket.
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t, uint32_t
 from libc.stdlib cimport malloc, free
-from fastvs._types cimport Service, Dest, PacketMeta, SVC_F_SCHED1, SVC_F_SCHED2
+from fastvs.datapath._types cimport Service, Dest, PacketMeta, SVC_F_SCHED1, SVC_F_SCHED2
 from fastvs.sched._base cimport SchedOps, dest_overloaded
 from fastvs.sched._hashing cimport hash_32, addr_fold, ntohs
 

@@ -17,7 +17,7 @@ are unbiased (multiply-shift with rejection, as get_random_u32_below does).
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
-from fastvs._types cimport Service, Dest, PacketMeta
+from fastvs.datapath._types cimport Service, Dest, PacketMeta
 from fastvs.sched._base cimport SchedOps, dest_overloaded
 
 TWOS_SEED = 0x9E3779B97F4A7C15

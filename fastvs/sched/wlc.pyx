@@ -7,7 +7,7 @@ tie.
 """
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t
-from fastvs._types cimport Service, Dest, PacketMeta
+from fastvs.datapath._types cimport Service, Dest, PacketMeta
 from fastvs.sched._base cimport SchedOps, weighted_least
 
 

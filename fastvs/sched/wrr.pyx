@@ -10,7 +10,7 @@ server once before the weighted cycle starts (measured on a 6.1 kernel).
 """
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t
-from fastvs._types cimport Service, Dest, PacketMeta
+from fastvs.datapath._types cimport Service, Dest, PacketMeta
 from fastvs.sched._base cimport SchedOps, dest_overloaded, list_pos
 
 

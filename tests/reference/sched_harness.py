@@ -15,8 +15,8 @@ from typing import Any
 
 from reference.sched_models import MODELS, RS
 
-from fastvs.director import Director
-from fastvs.rules import parse_rules
+from fastvs.control.director import Director
+from fastvs.control.rules import parse_rules
 
 from packets import tcp, udp
 

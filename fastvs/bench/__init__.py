@@ -1,0 +1,1 @@
+"""Throughput measurement: ``fastvs bench`` and the references it is compared with."""

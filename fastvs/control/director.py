@@ -1,0 +1,425 @@
+"""Director: an IPVS director built from rules, fed packet batches.
+
+The Python face of the engine (the role ip_vs_ctl.c plays for the kernel): it turns a
+:class:`~fastvs.control.rules.Rules` into engine services and real servers in the order the
+kernel would have built them, runs batches, and reports listings, connections and
+per-reason packet counts as plain Python data.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import numpy as np
+
+from fastvs import sched as _sched
+from fastvs import verdicts as V
+from fastvs.capture.batch import PacketBatch
+from fastvs.control.rules import RealServer, Rules, VirtualService
+from fastvs.datapath._engine import DEFAULT_TCP_TIMEOUTS, Engine
+from fastvs.datapath._xmit import encap_tunnel, set_dr_macs
+from fastvs.errors import RulesError
+
+DEFAULT_CAPACITY = 1 << 20
+
+RATE_KEYS = ("cps", "inpps", "outpps", "inbps", "outbps")
+
+
+class Director:
+    """An LVS director in user space.
+
+    ``capacity`` bounds the connection table (a full table drops new connections,
+    counted as ``drop_conn_full``); ``seed`` fixes the table's hash key (default:
+    random per process, as the kernel's). ``keep_ttl`` leaves TTL alone instead of
+    decrementing it as the forwarding path does; ``director_view`` treats traffic that
+    IPVS does not take as the director's own stack would (addressed to a VIP: delivered
+    locally, i.e. dropped from the output; anything else: routed with TTL - 1) instead
+    of writing it unchanged; ``truncated`` says what to do with packets a snap length
+    cut short: ``"balance"`` them by their headers (default) or ``"drop"`` them.
+
+    Flood defenses (the kernel's sysctls, driven by the share of free connection slots
+    instead of free memory): ``drop_entry`` (default 1: while fewer than ``amemthresh``
+    slots — default capacity/8 — are free, each second of traffic removes half-open TCP
+    entries found in a random 1/32 of the table) and ``drop_packet`` (default 0; 1 or 3
+    refuse one new connection in N, N growing as the table fills) and ``secure_tcp``
+    (default 0; 1 or 3 switch to the kernel's tcp_states_dos table, where only the real
+    server's answer moves a half-open connection on).
+    """
+
+    def __init__(
+        self,
+        rules: Rules,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        seed: int | None = None,
+        keep_ttl: bool = False,
+        director_view: bool = False,
+        truncated: str = "balance",
+        expire_nodest_conn: bool = False,
+        expire_quiescent_template: bool = False,
+        conn_reuse_mode: int = 1,
+        marks: list[tuple[int, str, Any, int]] | None = None,
+        neigh: dict[str, str] | None = None,
+        tunnel_source: str | None = None,
+        tunnel_mtu: int = 1500,
+        drop_entry: int = 1,
+        drop_packet: int = 0,
+        secure_tcp: int = 0,
+        amemthresh: int | None = None,
+    ) -> None:
+        self.engine = Engine(capacity, seed)
+        self.engine.set_options(
+            keep_ttl=keep_ttl,
+            director_view=director_view,
+            truncated=truncated,
+            expire_nodest_conn=expire_nodest_conn,
+            expire_quiescent_template=expire_quiescent_template,
+            conn_reuse_mode=conn_reuse_mode,
+            tunnel_mtu=tunnel_mtu,
+            drop_entry=drop_entry,
+            drop_packet=drop_packet,
+            secure_tcp=secure_tcp,
+            amemthresh=amemthresh,
+        )
+        if marks:
+            self.engine.set_marks(marks)
+        self.rules = rules
+        self._svc_index: dict[Any, int] = {}
+        self._dest_index: dict[tuple[Any, tuple[str, int]], int] = {}
+        self.first_ts: int | None = None
+        self.packets = 0
+        self._neigh = {ipaddress.ip_address(k): v for k, v in (neigh or {}).items()}
+        self._pending: list[tuple[int, Rules]] = []
+        self._pending_raw: list[tuple[int, bool, Rules]] = []
+        self.reload_log: list[tuple[int, str]] = []
+        self._tunnel_source = tunnel_source
+        self._apply(rules)
+        self._xmit_tables()
+
+    # -- configuration ---------------------------------------------------------------
+    def _apply(self, rules: Rules) -> None:
+        t = rules.timeouts
+        self.engine.set_timeouts(t.tcp, t.tcpfin, t.udp)
+        for svc in rules.services:
+            self._add_service(svc)
+
+    def _add_service(self, svc: VirtualService) -> None:
+        where = f"service {svc.spec()}"
+        try:
+            ops = _sched.get(svc.scheduler)
+        except KeyError:
+            raise RulesError(
+                f"{where}: scheduler {svc.scheduler!r} is not implemented yet "
+                f"(available: {', '.join(_sched.available())})",
+                line=svc.line,
+            ) from None
+        idx = self.engine.add_service(
+            svc.proto, svc.addr, svc.port, ops, svc.persistent or 0, svc.flags,
+            svc.fwmark, svc.netmask_value,
+        )
+        self._svc_index[svc.key] = idx
+        for rs, _ in svc.replay():
+            self._add_dest(svc, idx, rs)
+
+    def _add_dest(self, svc: VirtualService, svc_idx: int, rs: RealServer) -> None:
+        if rs.family != svc.family and rs.fwd != "tunnel":
+            raise RulesError(f"real server {rs.addrport()}: address family differs from the service's",
+                             line=svc.line)
+        di = self.engine.add_dest(
+            svc_idx,
+            rs.addr,
+            rs.port or svc.port,
+            rs.weight,
+            rs.fwd,
+            rs.u_threshold,
+            rs.l_threshold,
+            svc.link_at_head,
+        )
+        self._dest_index[(svc.key, rs.key)] = di
+
+    def _xmit_tables(self) -> None:
+        """What the output stage needs for -g and -i real servers."""
+        self._needs_xmit = any(rs.fwd in ("route", "tunnel") for svc in self.rules.services for rs in svc.reals)
+        if not self._needs_xmit:
+            return
+        self._dest_addr, self._dest_af = self.engine.dest_table()
+        n = len(self._dest_af)
+        self._dest_mac = np.zeros((n, 6), dtype=np.uint8)
+        self._has_mac = np.zeros(n, dtype=np.uint8)
+        for i in range(n):
+            raw = bytes(self._dest_addr[i])
+            ip = ipaddress.ip_address(raw[:4] if self._dest_af[i] == 4 else raw)
+            mac = self._neigh.get(ip)
+            if mac:
+                self._dest_mac[i] = np.frombuffer(bytes.fromhex(mac.replace(":", "").replace("-", "")), np.uint8)
+                self._has_mac[i] = 1
+        src4, src6 = "0.0.0.0", "::"
+        vips4 = [s.addr for s in self.rules.services if s.proto != "fwmark" and s.family == 4]
+        vips6 = [s.addr for s in self.rules.services if s.proto != "fwmark" and s.family == 6]
+        if self._tunnel_source:
+            if ipaddress.ip_address(self._tunnel_source).version == 4:
+                src4 = self._tunnel_source
+            else:
+                src6 = self._tunnel_source
+        else:
+            src4 = vips4[0] if vips4 else src4
+            src6 = vips6[0] if vips6 else src6
+        self._src4 = np.frombuffer(ipaddress.IPv4Address(src4).packed, np.uint8).copy()
+        self._src6 = np.frombuffer(ipaddress.IPv6Address(src6).packed, np.uint8).copy()
+
+    # -- data path ---------------------------------------------------------------------
+    def process(self, batch: PacketBatch) -> int:
+        """Run one batch in place; fills ``batch.verdict``. Returns packets written.
+
+        Rules scheduled with :meth:`rules_at` take effect before the first packet whose
+        timestamp reaches their time (the engine's clock, which never runs backwards)."""
+        n = len(batch)
+        if n and self.first_ts is None:
+            self.first_ts = int(batch.ts[0])
+            self._pending = sorted((self.first_ts + off if rel else off, rules)
+                                   for off, rel, rules in self._pending_raw)
+        self.packets += n
+        aux = np.empty(n, dtype=np.int32) if self._needs_xmit or self._pending else None
+        written = 0
+        start = 0
+        if self._pending and n:
+            clock = np.maximum.accumulate(batch.ts)
+            while self._pending:
+                at, rules = self._pending[0]
+                cut = int(np.searchsorted(clock, at, side="left"))
+                if cut >= n:
+                    break
+                if cut > start:
+                    written += self._run(batch, start, cut, aux)
+                    start = cut
+                self._pending.pop(0)
+                for line in self.reload(rules):
+                    self.reload_log.append((at, line))
+                if aux is None and self._needs_xmit:
+                    aux = np.empty(n, dtype=np.int32)
+        written += self._run(batch, start, n, aux)
+        if aux is not None and self._needs_xmit:
+            if np.any(batch.verdict == V.FWD_DR):
+                set_dr_macs(batch.buf, batch.off, batch.caplen, batch.linktype, batch.verdict, aux,
+                            self._dest_mac, self._has_mac)
+            if np.any(batch.verdict == V.FWD_TUN):
+                batch.buf, batch.off, batch.caplen, batch.wirelen = encap_tunnel(
+                    batch.buf, batch.off, batch.caplen, batch.wirelen, batch.linktype, batch.verdict, aux,
+                    self._dest_addr, self._dest_af, self._src4, self._src6,
+                )
+        return written
+
+    def _run(self, b: PacketBatch, lo: int, hi: int, aux: np.ndarray | None) -> int:
+        if lo == 0 and hi == len(b):
+            return self.engine.process(b.buf, b.off, b.caplen, b.wirelen, b.ts, b.linktype, b.verdict, aux)
+        return self.engine.process(
+            b.buf, b.off[lo:hi], b.caplen[lo:hi], b.wirelen[lo:hi], b.ts[lo:hi], b.linktype[lo:hi],
+            b.verdict[lo:hi], None if aux is None else aux[lo:hi],
+        )
+
+    # -- rules changes ---------------------------------------------------------------------
+    def rules_at(self, when_ns: int, rules: Rules, *, relative: bool = True) -> None:
+        """Apply ``rules`` (as :meth:`reload` does) at ``when_ns``: nanoseconds after the
+        first packet (``relative``) or an absolute packet timestamp."""
+        if self.first_ts is not None:
+            self._pending.append((self.first_ts + when_ns if relative else when_ns, rules))
+            self._pending.sort(key=lambda x: x[0])
+        else:
+            self._pending_raw.append((when_ns, relative, rules))
+
+    def reload(self, new: Rules) -> list[str]:
+        """Bring the director to ``new`` rules without dropping connections, as a
+        sequence of ipvsadm commands would: services and real servers are added,
+        weights and thresholds edited in place (weight 0 drains: no new connections,
+        existing ones go on), real servers removed (their connections stay until they
+        expire, or end at their next packet with expire_nodest_conn). Returns one line
+        per change."""
+        eng = self.engine
+        msgs: list[str] = []
+        old_by_key = {s.key: s for s in self.rules.services}
+        new_keys = {s.key for s in new.services}
+        eff = new.timeouts.effective()
+        eng.set_timeouts(eff.tcp, eff.tcpfin, eff.udp)
+        for svc in new.services:
+            if svc.key not in self._svc_index:
+                self._add_service(svc)
+                msgs.append(f"added service {svc.spec()} ({len(svc.reals)} real servers)")
+                continue
+            si = self._svc_index[svc.key]
+            old = old_by_key.get(svc.key)
+            if old is not None and old.scheduler != svc.scheduler:
+                msgs.append(f"warning: {svc.spec()}: scheduler change {old.scheduler} -> "
+                            f"{svc.scheduler} needs a restart; keeping {old.scheduler}")
+            wanted = {rs.key for rs in svc.reals}
+            for rs, _ in svc.replay():
+                di = self._dest_index.get((svc.key, rs.key))
+                if di is None:
+                    self._add_dest(svc, si, rs)
+                    msgs.append(f"{svc.spec()}: added real server {rs.addrport()} weight {rs.weight}")
+                    continue
+                cur = eng.dest_info(di)
+                changes = {k: getattr(rs, k) for k in ("weight", "u_threshold", "l_threshold")
+                           if cur[k] != getattr(rs, k)}
+                if changes:
+                    eng.edit_dest(di, **changes)
+                    what = " ".join(f"{k} {cur[k]}->{v}" for k, v in changes.items())
+                    msgs.append(f"{svc.spec()}: real server {rs.addrport()} {what}")
+            for (skey, rkey), di in list(self._dest_index.items()):
+                if skey == svc.key and rkey not in wanted:
+                    eng.remove_dest(di)
+                    del self._dest_index[(skey, rkey)]
+                    msgs.append(f"{svc.spec()}: removed real server {rkey[0]}:{rkey[1]}")
+        for key, old in old_by_key.items():
+            if key in new_keys:
+                continue
+            for (skey, rkey), di in list(self._dest_index.items()):
+                if skey == key:
+                    eng.remove_dest(di)
+                    del self._dest_index[(skey, rkey)]
+            msgs.append(f"removed service {old.spec()}: its real servers are unlinked; "
+                        "new connections to it are dropped (drop_no_dest)")
+        self.rules = new
+        self._xmit_tables()
+        return msgs
+
+    def process_packets(self, frames: list[bytes], ts_ns: list[int] | None = None,
+                        linktype: int = 1) -> tuple[list[bytes], list[int]]:
+        """Convenience for small jobs and tests: frames in, (frames out, verdicts)."""
+        b = PacketBatch.from_packets(frames, ts_ns, linktype)
+        self.process(b)
+        return [b.packet(i) for i in range(len(b))], [int(v) for v in b.verdict]
+
+    # -- reading state -------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        """Packets per verdict name (``fwd_in``, ``drop_ttl``, ...)."""
+        return {V.name(code): n for code, n in sorted(self.engine.counters().items())}
+
+    def summary(self) -> dict[str, Any]:
+        c = self.engine.counters()
+        written = sum(n for code, n in c.items() if code < V.DROP_BASE)
+        dropped = sum(n for code, n in c.items() if code >= V.DROP_BASE)
+        return {
+            "packets_in": self.packets,
+            "packets_out": written,
+            "dropped": dropped,
+            "forwarded_in": c.get(V.FWD_IN, 0),
+            "forwarded_dr": c.get(V.FWD_DR, 0),
+            "forwarded_tun": c.get(V.FWD_TUN, 0),
+            "forwarded_out": c.get(V.FWD_OUT, 0),
+            "passed": sum(n for code, n in c.items() if code < V.FWD_IN),
+            "drops": {V.name(code): n for code, n in sorted(c.items()) if code >= V.DROP_BASE},
+            "passes": {V.name(code): n for code, n in sorted(c.items()) if code < V.FWD_IN},
+            "connections": self.engine.conn_count,
+            "defense_entries_dropped": self.engine.entries_dropped,
+        }
+
+    def _span_seconds(self) -> float:
+        if self.first_ts is None:
+            return 0.0
+        return max(0.0, (self.engine.now - self.first_ts) / 1e9)
+
+    def _with_rates(self, stats: dict[str, int]) -> dict[str, int]:
+        span = self._span_seconds()
+        out = dict(stats)
+        if span > 0:
+            out["cps"] = round(stats["conns"] / span)
+            out["inpps"] = round(stats["inpkts"] / span)
+            out["outpps"] = round(stats["outpkts"] / span)
+            out["inbps"] = round(stats["inbytes"] / span)
+            out["outbps"] = round(stats["outbytes"] / span)
+        else:
+            out.update(dict.fromkeys(RATE_KEYS, 0))
+        return out
+
+    def services(self) -> list[dict[str, Any]]:
+        """Services in the shape fastvs.control.listing formats (``ipvsadm -L -n``). Rates are
+        averages over the capture's time span (ipvsadm shows a 2 s estimator)."""
+        out = []
+        by_index = {idx: key for key, idx in self._svc_index.items()}
+        rules_by_key = {s.key: s for s in self.rules.services}
+        for s in self.engine.services():
+            rs = rules_by_key.get(by_index.get(s["index"]))
+            s["stats"] = self._with_rates(s["stats"])
+            s["persistent"] = rs.persistent if rs else None
+            s["netmask"] = rs.netmask if rs else None
+            for r in s["reals"]:
+                r["stats"] = self._with_rates(r["stats"])
+            out.append(s)
+        return out
+
+    def connections(self) -> list[dict[str, Any]]:
+        """Live connections and persistence templates (``ipvsadm -L -n -c``), ``expire``
+        in whole seconds left."""
+        conns = self.engine.connections()
+        for c in conns:
+            c["expire"] = c["expires_ns"] // 1_000_000_000
+        return conns
+
+    def lookup(self, proto: str, caddr: str, cport: int, vaddr: str, vport: int) -> dict[str, Any] | None:
+        return self.engine.lookup(proto, caddr, cport, vaddr, vport)
+
+    @property
+    def timeouts(self) -> dict[str, int]:
+        return self.engine.timeouts()
+
+
+def parse_marks(text: str, source: str = "<marks>") -> list[tuple[int, str, Any, int]]:
+    """A firewall-mark classifier file: one ``MARK PROTO NETWORK [PORT]`` per line
+    (``1 tcp 10.10.0.0/24 80``; PROTO tcp, udp or any; no PORT or 0 for any port),
+    standing for iptables ``-t mangle -A PREROUTING ... -j MARK --set-mark MARK``
+    rules; as with those, the last matching line decides a packet's mark."""
+    import ipaddress
+
+    out = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].split()
+        if not line:
+            continue
+        try:
+            if len(line) not in (3, 4):
+                raise ValueError("expected MARK PROTO NETWORK [PORT]")
+            mark = int(line[0], 0)
+            if not 0 < mark < 2**32:
+                raise ValueError(f"mark {mark} out of range")
+            proto = line[1].lower()
+            if proto not in ("tcp", "udp", "any"):
+                raise ValueError(f"protocol {line[1]!r} (tcp, udp or any)")
+            net = ipaddress.ip_network(line[2], strict=False)
+            port = int(line[3]) if len(line) == 4 else 0
+            if not 0 <= port <= 65535:
+                raise ValueError(f"port {port} out of range")
+        except ValueError as e:
+            raise RulesError(str(e), source=source, line=n) from None
+        out.append((mark, proto, net, port))
+    return out
+
+
+def parse_neigh(text: str, source: str = "<neigh>") -> dict[str, str]:
+    """A neighbour file: ``IP MAC`` per line (``192.168.0.10 02:52:c0:a8:00:0a``), the
+    MAC addresses direct routing sends real servers' frames to."""
+    out: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].split()
+        if not line:
+            continue
+        try:
+            if len(line) != 2:
+                raise ValueError("expected IP MAC")
+            ip = str(ipaddress.ip_address(line[0]))
+            mac = line[1].lower().replace("-", ":")
+            if len(bytes.fromhex(mac.replace(":", ""))) != 6:
+                raise ValueError(f"bad MAC address {line[1]!r}")
+        except ValueError as e:
+            raise RulesError(str(e), source=source, line=n) from None
+        out[ip] = mac
+    return out
+
+
+def verdict_counts(verdicts: np.ndarray) -> dict[str, int]:
+    """Count a verdict array by name (for tests and reports)."""
+    codes, counts = np.unique(verdicts, return_counts=True)
+    return {V.name(int(c)): int(n) for c, n in zip(codes, counts, strict=True)}
+
+
+__all__ = ["Director", "DEFAULT_CAPACITY", "DEFAULT_TCP_TIMEOUTS", "parse_marks", "parse_neigh", "verdict_counts"]

@@ -1,0 +1,1 @@
+"""The live path: ``fastvs forward``, the engine on raw sockets between real interfaces."""
