@@ -14,14 +14,14 @@ from libc.string cimport memset, memcpy
 from fastvs.datapath._types cimport *
 from fastvs.datapath._packet cimport pkt_parse, FV_UNLIKELY
 from fastvs.datapath._conntab cimport (ConnTable, ct_init, ct_destroy, ct_hash_pkt, ct_lookup,
-                              ct_alloc, ct_link, ct_unhash, ct_free, ct_due, ct_expire_at, addr_eq,
-                              ct_lookup_template,
-                              CT_NONE, CT_DIR_IN, CT_DIR_OUT, fv_hash_key)
+                                       ct_alloc, ct_link, ct_unhash, ct_free, ct_due, ct_expire_at, addr_eq,
+                                       ct_lookup_template,
+                                       CT_NONE, CT_DIR_IN, CT_DIR_OUT, fv_hash_key)
 from fastvs.datapath._proto cimport (fv_tcp_next, fv_tcp_next_init, fv_tcp_active, TCP_TBL_INPUT,
-                            TCP_TBL_OUTPUT, TCP_TBL_INPUT_ONLY, nat_dnat, nat_snat, hop_decrease)
+                                     TCP_TBL_OUTPUT, TCP_TBL_INPUT_ONLY, nat_dnat, nat_snat, hop_decrease)
 from fastvs.datapath._sctp cimport (sctp_table, sctp_next_state, sctp_state_active, sctp_is_new_conn,
-                           sctp_can_schedule, sctp_new_conn_expected, fv_sctp_timeouts,
-                           fv_sctp_state_names, SCTP_S_LAST)
+                                    sctp_can_schedule, sctp_new_conn_expected, fv_sctp_timeouts,
+                                    fv_sctp_state_names, SCTP_S_LAST)
 from fastvs.datapath._icmp cimport icmp_is_error, icmp_inner, icmp_csum_ok, icmp_nat
 from fastvs.datapath._csum cimport ip_send_check
 from fastvs.sched._base cimport SchedOps

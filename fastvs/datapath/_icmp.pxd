@@ -17,7 +17,7 @@ from libc.string cimport memcpy
 from fastvs.datapath._types cimport *
 from fastvs.datapath._bytes cimport ld16, ldraw16, ldraw32, straw16, straw32
 from fastvs.datapath._csum cimport (csum_fold, csum_partial, csum_diff4, csum_diff2, csum_apply,
-                           ip_send_check)
+                                    ip_send_check)
 from fastvs.datapath._proto cimport csum_diff_addr, pseudo_sum
 
 

@@ -6,13 +6,13 @@ from libc.string cimport memset
 from fastvs.datapath._types cimport *
 from fastvs.datapath._packet cimport pkt_parse
 from fastvs.datapath._sctp cimport (
-    SCTP_S_LAST, SCTP_EV_LAST, SCTP_CT_COOKIE_ABORT, SCTP_CT_REMAPPED_255,
-    fv_crc32c, fv_crc32c_sw, fv_crc32c_shift, fv_crc32c_hw_active,
-    fv_sctp_active, fv_sctp_timeouts, fv_sctp_state_names,
-    sctp_parse, sctp_event, sctp_table, sctp_next_state, sctp_state_active,
-    sctp_can_schedule, sctp_is_new_conn, sctp_new_conn_expected, sctp_crc32c,
-    sctp_csum_ok, sctp_nat_port,
-)
+                                    SCTP_S_LAST, SCTP_EV_LAST, SCTP_CT_COOKIE_ABORT, SCTP_CT_REMAPPED_255,
+                                    fv_crc32c, fv_crc32c_sw, fv_crc32c_shift, fv_crc32c_hw_active,
+                                    fv_sctp_active, fv_sctp_timeouts, fv_sctp_state_names,
+                                    sctp_parse, sctp_event, sctp_table, sctp_next_state, sctp_state_active,
+                                    sctp_can_schedule, sctp_is_new_conn, sctp_new_conn_expected, sctp_crc32c,
+                                    sctp_csum_ok, sctp_nat_port,
+                                    )
 
 STATE_NAMES = tuple(fv_sctp_state_names[i].decode() for i in range(SCTP_S_LAST))
 TIMEOUTS = tuple(fv_sctp_timeouts[i] for i in range(SCTP_S_LAST))

@@ -19,9 +19,10 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from fastvs.datapath._types cimport *
 from fastvs.datapath._packet cimport pkt_parse
 from fastvs.datapath._conntab cimport (ConnTable, ct_init, ct_destroy, ct_hash_pkt, ct_lookup,
-                              ct_alloc, ct_link, ct_expire_at, CT_NONE, CT_DIR_IN,
-                              fv_hash_key)
-from fastvs.datapath._proto cimport fv_tcp_states, tcp_state_idx, nat_dnat, nat_snat, TCP_TBL_INPUT, TCP_TBL_OUTPUT
+                                       ct_alloc, ct_link, ct_expire_at, CT_NONE, CT_DIR_IN,
+                                       fv_hash_key)
+from fastvs.datapath._proto cimport (fv_tcp_states, tcp_state_idx, nat_dnat, nat_snat,
+                                     TCP_TBL_INPUT, TCP_TBL_OUTPUT)
 from fastvs.sched._base cimport SchedOps
 
 cdef int64_t NS = 1000000000

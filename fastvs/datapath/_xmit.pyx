@@ -14,7 +14,7 @@ from fastvs.datapath._types cimport V_FWD_DR, V_FWD_TUN
 from fastvs.datapath._bytes cimport ld16, st16
 from fastvs.datapath._csum cimport ip_send_check
 from fastvs.datapath._packet cimport (l2_parse, LT_EN10MB, LT_LINUX_SLL, LT_LINUX_SLL2, LT_NULL,
-                             LT_LOOP)
+                                      LT_LOOP)
 
 import numpy as np
 

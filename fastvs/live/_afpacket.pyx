@@ -47,7 +47,7 @@ from posix.mman cimport (mmap, munmap, PROT_READ, PROT_WRITE, PROT_NONE, MAP_SHA
 from fastvs.datapath._bytes cimport ld16
 from fastvs.datapath._csum cimport csum_partial, csum_fold
 from fastvs.live._neightab cimport (NeighEnt, NB_USED, NB_STATIC, NB_WAYS, key_v4, key_is_v4,
-                               key_eq, nb_find, nb_put)
+                                    key_eq, nb_find, nb_put)
 
 import ipaddress
 import os
