@@ -31,7 +31,12 @@ def _load_rules(path: str, order: str) -> Any:
 
     if not os.path.exists(path):
         raise RulesError("no such file", source=path)
-    return load_rules(path, order=order)  # type: ignore[arg-type]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rules = load_rules(path, order=order)  # type: ignore[arg-type]
+    for w in caught:  # keepalived.conf: what fastvs does not act on, once each
+        print(f"fastvs: warning: {w.message}", file=sys.stderr)
+    return rules
 
 
 def _progress(total: int, enabled: bool) -> Any:

@@ -272,3 +272,21 @@ def test_include_loop_is_an_error_not_a_hang(tmp_path: Path) -> None:
     (tmp_path / "a.conf").write_text("include a.conf\n")
     with pytest.raises(RulesError, match="nested deeper than 8"):
         load_keepalived(tmp_path / "a.conf")
+
+
+def test_cli_lists_a_keepalived_conf_as_ipvsadm_would(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    conf = SAMPLES / "keepalived.conf.virtual_server_group"
+    out = subprocess.run(
+        [sys.executable, "-m", "fastvs.cli", "list", "-r", str(conf), "-S"],
+        capture_output=True, text=True, check=True,
+    )
+    # ipvsadm -S -n without --strict adds nothing here: no thresholds or timeouts set
+    assert out.stdout == (SAMPLES / "virtual_server_group.ipvsadm").read_text()
+    assert out.stderr.splitlines() == [
+        f"fastvs: warning: {conf}:3: global_defs (global settings) is not acted on by fastvs",
+        f"fastvs: warning: {conf}:31: 2 HTTP_GET health checks (the first here) are not run "
+        "by fastvs yet: real servers start as passing them (failing, in alpha mode) and stay so",
+    ]
