@@ -49,15 +49,44 @@ def csum(data: bytes) -> int:
     return ~s & 0xFFFF
 
 
-def ip4(src: str, dst: str, proto: int, l4: bytes, ident: int, ttl: int = 64, bad: bool = False) -> bytes:
-    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), ident & 0xFFFF, 0x4000, ttl, proto, 0,
-                    socket.inet_aton(src), socket.inet_aton(dst))
+def ip4(
+    src: str, dst: str, proto: int, l4: bytes, ident: int, ttl: int = 64, bad: bool = False
+) -> bytes:
+    h = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        20 + len(l4),
+        ident & 0xFFFF,
+        0x4000,
+        ttl,
+        proto,
+        0,
+        socket.inet_aton(src),
+        socket.inet_aton(dst),
+    )
     c = csum(h) ^ (0x5555 if bad else 0)
     return h[:10] + struct.pack("!H", c) + h[12:] + l4
 
 
-def tcp(src: str, sport: int, dst: str, dport: int, flags: int, seq: int, ack: int, data: bytes = b"") -> bytes:
-    seg = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, flags, 65535, 0, 0) + data
+def tcp(
+    src: str, sport: int, dst: str, dport: int, flags: int, seq: int, ack: int, data: bytes = b""
+) -> bytes:
+    seg = (
+        struct.pack(
+            "!HHIIBBHHH",
+            sport,
+            dport,
+            seq & 0xFFFFFFFF,
+            ack & 0xFFFFFFFF,
+            5 << 4,
+            flags,
+            65535,
+            0,
+            0,
+        )
+        + data
+    )
     ph = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(seg))
     c = csum(ph + seg)
     return seg[:16] + struct.pack("!H", c) + seg[18:]
@@ -90,7 +119,9 @@ class Traffic:
         self.frames.append(eth(ip))
         self.ident += 1
 
-    def tcp_conv(self, c: tuple[str, int], v: tuple[str, int], r: tuple[str, int], script: str) -> None:
+    def tcp_conv(
+        self, c: tuple[str, int], v: tuple[str, int], r: tuple[str, int], script: str
+    ) -> None:
         """script: 'c:S s:SA c:A c:PA ...' as kl.py step; data segments carry 10 bytes."""
         cseq, sseq = 1000, 5000
         for step in script.split():
@@ -116,7 +147,16 @@ class Traffic:
         """Frames with a bad IPv4 header checksum: ip_rcv drops them silently, the lab
         spends 1/pps on each, so the master's 2-second flush happens before the end."""
         for _ in range(int(seconds * pps)):
-            self.add(ip4("10.77.0.99", "10.77.0.1", 17, udp("10.77.0.99", 9, "10.77.0.1", 9, b"fill"), self.ident, bad=True))
+            self.add(
+                ip4(
+                    "10.77.0.99",
+                    "10.77.0.1",
+                    17,
+                    udp("10.77.0.99", 9, "10.77.0.1", 9, b"fill"),
+                    self.ident,
+                    bad=True,
+                )
+            )
 
     def write(self, path: Path) -> None:
         with open(path, "wb") as f:
@@ -206,7 +246,16 @@ def cmd_gen(a: argparse.Namespace) -> int:
 
 def run_lab(rules: Path, inp: Path, prefix: Path, cmds: list[str], pps: int = PPS) -> None:
     env = dict(os.environ)  # TCG unless KL_ACCEL=kvm (here "-cpu host" fails on MSR 0x10a)
-    argv = ["bash", str(KERNLAB / "lab.sh"), "replay", str(rules), str(inp), str(prefix), "--pps", str(pps)]
+    argv = [
+        "bash",
+        str(KERNLAB / "lab.sh"),
+        "replay",
+        str(rules),
+        str(inp),
+        str(prefix),
+        "--pps",
+        str(pps),
+    ]
     for c in cmds:
         argv += ["--guest-cmd", c]
     print("+", " ".join(argv), file=sys.stderr)
@@ -265,8 +314,13 @@ def cmd_backup(a: argparse.Namespace) -> int:
         inj = Path(td) / "inject.pcap"
         t.write(inj)
         prefix = Path(td) / a.outname
-        run_lab(Path(a.rules), inj, prefix,
-                [f"ipvsadm --start-daemon backup --mcast-interface eth0 --syncid {SYNCID}"], pps=20)
+        run_lab(
+            Path(a.rules),
+            inj,
+            prefix,
+            [f"ipvsadm --start-daemon backup --mcast-interface eth0 --syncid {SYNCID}"],
+            pps=20,
+        )
         shutil.copy(f"{prefix}.ipvsadm.txt", out / f"{a.outname}.ipvsadm.txt")
         shutil.copy(inj, out / f"{a.outname}.inject.pcap")
     print(f"{a.outname}: injected {len(frames)} datagrams", file=sys.stderr)
@@ -274,7 +328,9 @@ def cmd_backup(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("gen")
     g.add_argument("outdir")

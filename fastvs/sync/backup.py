@@ -190,7 +190,9 @@ class BackupTable:
                 return c
         return None
 
-    def _service_find(self, af: int, fwmark: int, protocol: int, vaddr: str, vport: int) -> VirtualService | None:
+    def _service_find(
+        self, af: int, fwmark: int, protocol: int, vaddr: str, vport: int
+    ) -> VirtualService | None:
         """ip_vs_service_find: by mark first, then protocol/VIP/vport, then port 0."""
         if self.rules is None:
             return None
@@ -360,4 +362,3 @@ class BackupTable:
 
     def dests(self) -> list[Dest]:
         return list(self._dests.values())
-

@@ -251,7 +251,12 @@ def encode_record(conn: SyncConn) -> bytes:
         conn.fwmark & 0xFFFFFFFF,
         conn.timeout & 0xFFFFFFFF,
     )
-    parts = [head, _pton(conn.af, conn.caddr), _pton(conn.af, conn.vaddr), _pton(conn.af, conn.daddr)]
+    parts = [
+        head,
+        _pton(conn.af, conn.caddr),
+        _pton(conn.af, conn.vaddr),
+        _pton(conn.af, conn.daddr),
+    ]
     for t, d in conn.wire_options():
         if not 0 <= len(d) <= 255:
             raise ValueError(f"option {t} of {len(d)} bytes")
@@ -604,7 +609,9 @@ def _decode_record(
         seen.add(kind)
         options.append((ptype, data))
         q += plen
-    (_, proto, _vs, flags, state, cport, vport, dport, fwmark, timeout) = _REC_HEAD.unpack_from(buf, p)
+    (_, proto, _vs, flags, state, cport, vport, dport, fwmark, timeout) = _REC_HEAD.unpack_from(
+        buf, p
+    )
     a = p + 24
     caddr = _ntop(af, buf[a : a + alen])
     vaddr = _ntop(af, buf[a + alen : a + 2 * alen])
