@@ -18,6 +18,7 @@ For each record the backup:
   port - port 0 for a mark service not in NAT). No such real server: the entry is
   created *unbound* and still listed (it would be forwarded by its own flags).
   Binding takes the real server's forwarding method (``ip_vs_bind_dest``);
+- records are first masked with IP_VS_CONN_F_BACKUP_MASK plus SYNC (both versions);
 - state = the record's; timeout = the record's seconds (v1), or for a record without
   one (v0, or v1 with 0): the protocol's table by state, 180 s for templates;
 - the entry's timer restarts: it expires ``timeout`` after this record.
@@ -38,7 +39,6 @@ from fastvs.sync.proto import (
     F_BACKUP_UPD_MASK,
     F_DROUTE,
     F_FWD_MASK,
-    F_HASHED,
     F_INACTIVE,
     F_LOCALNODE,
     F_MASQ,
@@ -72,8 +72,13 @@ class Dest:
     port: int
     conn_flags: int
     activeconns: int = 0
-    inactconns: int = 0
+    totalconns: int = 0
     persistconns: int = 0
+
+    @property
+    def inactconns(self) -> int:
+        """ip_vs_dest_inactconns(): total - active."""
+        return max(0, self.totalconns - self.activeconns)
 
 
 @dataclass
@@ -249,8 +254,7 @@ class BackupTable:
         if not c.flags & F_TEMPLATE:
             if _active(c):
                 d.activeconns += 1
-            else:
-                d.inactconns += 1
+            d.totalconns += 1
         else:
             d.persistconns += 1
 
@@ -261,8 +265,7 @@ class BackupTable:
         if not c.flags & F_TEMPLATE:
             if _active(c):
                 d.activeconns -= 1
-            else:
-                d.inactconns -= 1
+            d.totalconns -= 1
         else:
             d.persistconns -= 1
         c.dest = None
@@ -273,10 +276,7 @@ class BackupTable:
         """Apply one decoded record at time ``now`` (seconds). Returns what happened:
         "created", "updated", "replaced" or "ignored" (the expiry of a replaced one)."""
         self.expire(now)
-        if r.version == 0:
-            flags = (r.flags | F_SYNC) & ~F_HASHED
-        else:
-            flags = (r.flags & F_BACKUP_MASK) | F_SYNC
+        flags = (r.flags & F_BACKUP_MASK) | F_SYNC  # both versions (6.1.192)
         action = "created"
         if not flags & F_TEMPLATE:
             cp = self._conn_in_get(r)
@@ -294,12 +294,8 @@ class BackupTable:
             action = "updated"
             d = cp.dest
             if (cp.flags ^ flags) & F_INACTIVE and not flags & F_TEMPLATE and d is not None:
-                if flags & F_INACTIVE:
-                    d.activeconns -= 1
-                    d.inactconns += 1
-                else:
-                    d.activeconns += 1
-                    d.inactconns -= 1
+                # inactive = total - active (6.1.192 keeps totalconns)
+                d.activeconns += -1 if flags & F_INACTIVE else 1
             cp.flags = (flags & F_BACKUP_UPD_MASK) | (cp.flags & ~F_BACKUP_UPD_MASK)
             cp.updates += 1
             if d is None:

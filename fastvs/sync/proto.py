@@ -38,7 +38,11 @@ reserved 0 *and* spare 0 means version 1; anything else is read as version 0
 not "rejected": it is parsed as v0, whose ``nr_conns`` is that reserved byte.
 
 ``decode_message`` applies exactly the receiving checks of ``ip_vs_process_message``,
-``ip_vs_process_message_v0`` and ``ip_vs_proc_sync_conn`` and never raises: it returns
+``ip_vs_process_message_v0``, ``ip_vs_proc_sync_conn`` and
+``ip_vs_sync_validate_flags`` (Debian's 6.1.0-57, i.e. 6.1.192, the kernel the lab
+runs: it refuses ONE_PACKET records and NO_CPORT templates, masks v0 flags with
+IP_VS_CONN_F_BACKUP_MASK too, and drops templates whose state is out of range -
+older 6.1 releases did none of these) and never raises: it returns
 the records the backup would act on and named counts of what it dropped. As in the
 kernel, records before a fatal error in a message are kept (the kernel has already
 applied them) and the rest of the message is dropped; a record-level problem
@@ -421,8 +425,10 @@ class DecodeResult:
 #   v0_opt_past_end      a record whose flags ask for seq data cut short
 # Record level (that record only):
 #   unknown_option       an unknown option without the optional bit (0x40) (20)
+#   bad_flags            ONE_PACKET, or NO_CPORT on a template (ip_vs_sync_validate_flags) (25)
 #   unsupported_protocol no IPVS protocol handler (30)
-#   bad_state            state >= the protocol's number of states (40)
+#   bad_state            state >= the protocol's number of states, or >= 2 for a
+#                        template (40)
 #   pe_unavailable       PE data without a name, or a PE the backup has not loaded (50)
 
 
@@ -468,9 +474,16 @@ def decode_message(
     return res
 
 
+def _valid_flags(flags: int) -> bool:
+    """ip_vs_sync_validate_flags(): no NO_CPORT template, no ONE_PACKET entry."""
+    if flags & F_NO_CPORT and flags & F_TEMPLATE:
+        return False
+    return not flags & F_ONE_PACKET
+
+
 def _check_proto_state(protocol: int, state: int, flags: int) -> str | None:
     if flags & F_TEMPLATE:
-        return None  # an out-of-range template state is only logged (IP_VS_DBG 7)
+        return "bad_state" if state >= IP_VS_CTPL_S_LAST else None
     nstates = NUM_STATES.get(protocol)
     if nstates is None:
         return "unsupported_protocol"
@@ -488,8 +501,7 @@ def _decode_v0(buf: bytes, res: DecodeResult) -> None:
             res.fatal = "v0_conn_past_end"
             return
         (rsv, proto, cport, vport, dport, ca, va, da, fl, state) = _REC_V0.unpack_from(buf, p)
-        # ip_vs_process_message_v0: no mask but HASHED, plus SYNC
-        flags = (fl | F_SYNC) & ~F_HASHED
+        flags = fl
         in_seq = out_seq = None
         if flags & F_SEQ_MASK:
             if p + REC_V0_FULL > n:
@@ -501,7 +513,10 @@ def _decode_v0(buf: bytes, res: DecodeResult) -> None:
             p += REC_V0_FULL
         else:
             p += REC_V0
-        why = _check_proto_state(proto, state, flags)
+        if not _valid_flags(flags):
+            res.drops["bad_flags"] += 1
+            continue
+        why = _check_proto_state(proto, state, flags & F_BACKUP_MASK)
         if why:
             res.drops[why] += 1
             continue
@@ -616,6 +631,8 @@ def _decode_record(
     caddr = _ntop(af, buf[a : a + alen])
     vaddr = _ntop(af, buf[a + alen : a + 2 * alen])
     daddr = _ntop(af, buf[a + 2 * alen : a + 3 * alen])
+    if not _valid_flags(flags):
+        return None, "bad_flags"
     why = _check_proto_state(proto, state, flags & F_BACKUP_MASK)
     if why:
         return None, why
