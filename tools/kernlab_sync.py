@@ -7,6 +7,8 @@
         replay NAME.pcap through the lab with a master sync daemon on eth1 (syncid 7)
         and keep NAME[-v0].kernel.sync.pcap (the sync datagrams the guest sent) and
         NAME[-v0].kernel.ipvsadm.txt (the master's listings)
+    python tools/kernlab_sync.py own
+        write s3-own.sync.pcap: messages made by fastvs's encoder (see own_messages)
     python tools/kernlab_sync.py backup SYNC.pcap RULES OUTNAME [--outdir DIR]
         inject the sync datagrams of SYNC.pcap from the client side into a backup
         daemon on eth0 (syncid 7) and keep OUTNAME.ipvsadm.txt (the backup's listing)
@@ -158,14 +160,15 @@ class Traffic:
                 )
             )
 
-    def write(self, path: Path) -> None:
+    def write(self, path: Path, pps: int = PPS) -> None:
+        """Timestamps 1/pps apart, as the lab sends the frames."""
         with open(path, "wb") as f:
             f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
             t = 1_700_000_000_000_000  # µs
             for fr in self.frames:
                 f.write(struct.pack("<IIII", t // 1_000_000, t % 1_000_000, len(fr), len(fr)))
                 f.write(fr)
-                t += 1_000_000 // PPS
+                t += 1_000_000 // pps
 
 
 TCP_VIP, TCP_RS = ("10.77.1.1", 80), ("10.78.0.11", 8080)
@@ -198,6 +201,9 @@ SCRIPTS = {
 }
 
 
+GEN_PPS = {"s1-tcp-udp": PPS, "s2-persist": 50}
+
+
 def gen_s1() -> Traffic:
     t = Traffic()
     t.tcp_conv(("10.77.0.10", 40001), TCP_VIP, TCP_RS, SCRIPTS["client_close"])
@@ -220,6 +226,9 @@ def gen_s1() -> Traffic:
 
 def gen_s2() -> Traffic:
     t = Traffic()
+    # 1 s of filler first: right after the daemon starts, a slow (TCG) guest was seen
+    # to take the first connection's client and server frames out of order (two NICs)
+    t.filler(1.0, GEN_PPS["s2-persist"])
     for i in range(3):
         t.tcp_conv(("10.77.0.20", 42001 + i), PTCP_VIP, PTCP_RS, SCRIPTS["client_close"])
     t.tcp_conv(("10.77.0.21", 42010), PTCP_VIP, PTCP_RS, SCRIPTS["short"])
@@ -227,18 +236,207 @@ def gen_s2() -> Traffic:
     t.udp_flow(("10.77.0.22", 6001), PUDP_VIP, 3)
     t.udp_flow(("10.77.0.22", 6002), PUDP_VIP, 4)
     t.udp_flow(("10.77.0.23", 6003), PUDP_VIP, 1)
-    t.filler(FILLER_S)
+    t.filler(FILLER_S, GEN_PPS["s2-persist"])
     return t
 
 
 GENS = {"s1-tcp-udp": gen_s1, "s2-persist": gen_s2}
 
 
+OWN_RULES = (
+    f"-A -t {TCP_VIP[0]}:{TCP_VIP[1]} -s rr\n"
+    f"-a -t {TCP_VIP[0]}:{TCP_VIP[1]} -r 10.78.0.11:8080 -m -w 1\n"
+    f"-a -t {TCP_VIP[0]}:{TCP_VIP[1]} -r 10.78.0.12:8080 -m -w 1\n"
+    f"-A -u {UDP_VIP[0]}:{UDP_VIP[1]} -s rr\n"
+    f"-a -u {UDP_VIP[0]}:{UDP_VIP[1]} -r {UDP_RS[0]}:{UDP_RS[1]} -m -w 1\n"
+    f"-A -t {PTCP_VIP[0]}:{PTCP_VIP[1]} -s rr -p 300\n"
+    f"-a -t {PTCP_VIP[0]}:{PTCP_VIP[1]} -r {PTCP_RS[0]}:{PTCP_RS[1]} -m -w 1\n"
+)
+
+
+def own_messages() -> list[bytes]:
+    """Messages written by fastvs's encoder for the kernel's backup (s3-own): every
+    kind of record a backup accepts, updates, replacements, and records and messages
+    it must drop."""
+    from fastvs.sync.proto import SeqAdj, SyncConn, encode_message
+
+    def c(
+        cport: int,
+        state: int,
+        timeout: int,
+        dst: str = "10.78.0.11",
+        dport: int = 8080,
+        **kw: object,
+    ) -> SyncConn:
+        base: dict[str, object] = dict(
+            protocol=6,
+            caddr="10.77.0.30",
+            cport=cport,
+            vaddr=TCP_VIP[0],
+            vport=TCP_VIP[1],
+            daddr=dst,
+            dport=dport,
+            state=state,
+            timeout=timeout,
+        )
+        base.update(kw)
+        return SyncConn(**base)  # type: ignore[arg-type]
+
+    m1 = [
+        c(50001, 1, 900),  # ESTABLISHED
+        c(50002, 1, 1234),  # the record's own timeout
+        c(50003, 7, 60, flags=0x100),  # CLOSE_WAIT, inactive
+        SyncConn(
+            6,
+            "10.77.0.31",
+            0,
+            PTCP_VIP[0],
+            PTCP_VIP[1],
+            PTCP_RS[0],
+            PTCP_RS[1],
+            flags=0x1000,
+            state=1,
+            timeout=300,
+        ),  # template ASSURED
+        c(50005, 1, 900, dst="10.78.0.99"),  # no such real server: unbound
+        c(
+            50006,
+            1,
+            900,
+            flags=0x600,
+            in_seq=SeqAdj(1000, 5, 0),
+            out_seq=SeqAdj(2000, -3 & 0xFFFFFFFF, 0),
+        ),
+        c(50007, 1, 900, options=[(0x45, b"abcd")]),  # unknown optional option: kept
+        SyncConn(
+            6,
+            "2001:db8::1",
+            50008,
+            "2001:db8::100",
+            80,
+            "2001:db8::11",
+            8080,
+            state=1,
+            timeout=900,
+            af=6,
+        ),
+        SyncConn(
+            17,
+            "10.77.0.30",
+            5009,
+            UDP_VIP[0],
+            UDP_VIP[1],
+            UDP_RS[0],
+            UDP_RS[1],
+            flags=0x100,
+            timeout=300,
+        ),
+        SyncConn(
+            132, "10.77.0.30", 50010, "10.77.1.9", 9999, "10.78.0.19", 9999, state=8, timeout=900
+        ),
+        c(50011, 1, 900, options=[(5, b"abcd")]),  # unknown mandatory option: dropped
+        c(50012, 11, 900),  # TCP state 11: dropped
+        SyncConn(47, "10.77.0.30", 0, "10.77.1.1", 0, "10.78.0.11", 0, timeout=900),  # GRE: dropped
+        c(50014, 1, 0),  # v1 without timeout: the state's (900)
+        SyncConn(
+            17,
+            "10.77.0.30",
+            5015,
+            UDP_VIP[0],
+            UDP_VIP[1],
+            UDP_RS[0],
+            UDP_RS[1],
+            flags=0x2100,
+            timeout=300,
+        ),  # ONE_PACKET: refused (ip_vs_sync_validate_flags)
+        SyncConn(
+            6,
+            "10.77.0.34",
+            0,
+            PTCP_VIP[0],
+            PTCP_VIP[1],
+            PTCP_RS[0],
+            PTCP_RS[1],
+            flags=0x1000,
+            state=2,
+            timeout=300,
+        ),  # template state 2: refused
+        c(50017, 1, 900, pe_data=b"call-id", pe_name=b"sip"),  # PE not loaded: refused
+        c(50018, 1, 900, options=[(2, b"call-id")]),  # PE data without a name: refused
+        c(50019, 1, 900, options=[(3, b"sip")]),  # a PE name alone: ignored, record kept
+        c(50020, 1, 900),  # X: later an INACTIVE record with another server (ignored)
+        c(50021, 1, 900),  # Y: later an active record with another server (replaced)
+    ]
+    m2 = [
+        c(50001, 4, 120, flags=0x100),  # update: FIN_WAIT, inactive
+        c(50020, 5, 120, dst="10.78.0.12", flags=0x100),  # ignored
+        c(50021, 1, 900, dst="10.78.0.12"),  # replaced
+    ]
+    m3 = [  # version 0: timeouts from the state tables, 180 s for templates
+        SyncConn(
+            6, "10.77.0.32", 50030, TCP_VIP[0], TCP_VIP[1], "10.78.0.12", 8080, state=1, version=0
+        ),
+        SyncConn(
+            6,
+            "10.77.0.32",
+            50031,
+            TCP_VIP[0],
+            TCP_VIP[1],
+            "10.78.0.12",
+            8080,
+            flags=0x600,
+            state=7,
+            in_seq=SeqAdj(1, 2, 3),
+            out_seq=SeqAdj(4, 5, 6),
+            version=0,
+        ),
+        SyncConn(
+            6,
+            "10.77.0.33",
+            0,
+            PTCP_VIP[0],
+            PTCP_VIP[1],
+            PTCP_RS[0],
+            PTCP_RS[1],
+            flags=0x1000,
+            state=0,
+            version=0,
+        ),
+    ]
+    bad_size = bytearray(encode_message([c(50040, 1, 900)], SYNCID))
+    bad_size += b"\0\0\0\0"  # longer than its size field: dropped whole
+    other_id = encode_message([c(50041, 1, 900)], 9)  # another sync id: ignored
+    partial = bytearray(
+        encode_message([c(50042, 1, 900), c(50043, 1, 900, options=[(0x41, b"x")])], SYNCID)
+    )
+    # the second record's option length is 1 (SEQ with the optional bit): a bad seq option
+    # is fatal (-50): the first record is applied, the second and the rest are not
+    return [
+        encode_message(m1, SYNCID),
+        encode_message(m2, SYNCID),
+        encode_message(m3, SYNCID, version=0),
+        bytes(bad_size),
+        other_id,
+        bytes(partial),
+    ]
+
+
+def cmd_own(a: argparse.Namespace) -> int:
+    out = Path(a.outdir)
+    frames = [build_frame(m, "10.77.0.50", ident=i + 1) for i, m in enumerate(own_messages())]
+    t = Traffic()
+    t.frames = frames
+    t.write(out / "s3-own.sync.pcap")
+    (out / "s3-own.rules").write_text(OWN_RULES)
+    print(f"wrote {out}/s3-own.sync.pcap ({len(frames)} messages), s3-own.rules")
+    return 0
+
+
 def cmd_gen(a: argparse.Namespace) -> int:
     out = Path(a.outdir)
     out.mkdir(parents=True, exist_ok=True)
     for name, gen in GENS.items():
-        gen().write(out / f"{name}.pcap")
+        gen().write(out / f"{name}.pcap", GEN_PPS[name])
         (out / f"{name}.rules").write_text(RULES[name])
         print(f"wrote {out / name}.pcap, .rules")
     return 0
@@ -289,7 +487,7 @@ def cmd_master(a: argparse.Namespace) -> int:
     cmds.append(f"ipvsadm --start-daemon master --mcast-interface eth1 --syncid {SYNCID}")
     with tempfile.TemporaryDirectory() as td:
         prefix = Path(td) / tag
-        run_lab(out / f"{name}.rules", out / f"{name}.pcap", prefix, cmds)
+        run_lab(out / f"{name}.rules", out / f"{name}.pcap", prefix, cmds, GEN_PPS.get(name, PPS))
         n = keep_sync(Path(f"{prefix}.out-server.pcap"), out / f"{tag}.kernel.sync.pcap")
         shutil.copy(f"{prefix}.ipvsadm.txt", out / f"{tag}.kernel.ipvsadm.txt")
         print(f"{tag}: {n} sync datagrams", file=sys.stderr)
@@ -343,8 +541,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("rules")
     b.add_argument("outname")
     b.add_argument("--outdir", default=str(REPO / "tests/golden/sync"))
+    o = sub.add_parser("own")
+    o.add_argument("--outdir", default=str(REPO / "tests/golden/sync"))
     a = p.parse_args(argv)
-    return {"gen": cmd_gen, "master": cmd_master, "backup": cmd_backup}[a.cmd](a)
+    return {"gen": cmd_gen, "master": cmd_master, "backup": cmd_backup, "own": cmd_own}[a.cmd](a)
 
 
 if __name__ == "__main__":
