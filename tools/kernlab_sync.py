@@ -3,7 +3,7 @@
 
     python tools/kernlab_sync.py gen tests/golden/sync
         write the input captures and rules of every scenario (deterministic)
-    python tools/kernlab_sync.py master NAME [--v0] [--outdir DIR]
+    python tools/kernlab_sync.py master NAME [--v0] [--sysctl K=V --tag T] [--outdir DIR]
         replay NAME.pcap through the lab with a master sync daemon on eth1 (syncid 7)
         and keep NAME[-v0].kernel.sync.pcap (the sync datagrams the guest sent) and
         NAME[-v0].kernel.ipvsadm.txt (the master's listings)
@@ -480,10 +480,13 @@ def keep_sync(src: Path, dst: Path) -> int:
 def cmd_master(a: argparse.Namespace) -> int:
     out = Path(a.outdir)
     name = a.name
-    tag = name + ("-v0" if a.v0 else "")
+    tag = name + ("-v0" if a.v0 else "") + (f"-{a.tag}" if a.tag else "")
     cmds = []
     if a.v0:
         cmds.append("sysctl -w net.ipv4.vs.sync_version=0")
+    for kv in a.sysctl or ():
+        k, _, v = kv.partition("=")
+        cmds.append(f"sysctl -w {k}='{v}'")
     cmds.append(f"ipvsadm --start-daemon master --mcast-interface eth1 --syncid {SYNCID}")
     with tempfile.TemporaryDirectory() as td:
         prefix = Path(td) / tag
@@ -535,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     m = sub.add_parser("master")
     m.add_argument("name")
     m.add_argument("--v0", action="store_true")
+    m.add_argument("--sysctl", action="append", help="KEY=VALUE set in the guest first (repeatable)")
+    m.add_argument("--tag", help="suffix of the output names")
     m.add_argument("--outdir", default=str(REPO / "tests/golden/sync"))
     b = sub.add_parser("backup")
     b.add_argument("sync")

@@ -161,8 +161,9 @@ def _time_before(a: int, b: int) -> bool:
 
 
 def sync_conn_needed(s: SyncSysctls, cp: ConnSync, pkts: int, now: int) -> bool:
-    """ip_vs_sync_conn_needed(): True to send ``cp`` now; updates old_state and
-    sync_endtime as the kernel does when it decides to send."""
+    """ip_vs_sync_conn_needed() (ip_vs_sync.c:460-533 in 6.1.192): True to send ``cp``
+    now; updates old_state and sync_endtime as the kernel does when it decides to send
+    (``set:``, lines 530-532)."""
     orig = cp.sync_endtime
     n = (now + cp.timeout) & ~3 & _ULONG
     if cp.flags & F_TEMPLATE:
@@ -208,9 +209,9 @@ def _set(cp: ConnSync, orig: int, n: int, force: bool) -> bool:
 
 
 def sync_conn(s: SyncSysctls, cp: ConnSync, pkts: int, now: int) -> list[ConnSync]:
-    """ip_vs_sync_conn() / ip_vs_sync_conn_v0(): the connections whose records go into
-    the sync buffer, in order (the connection, then its template...). Bumps the
-    templates' in_pkts as the kernel does."""
+    """ip_vs_sync_conn() (ip_vs_sync.c:630-781) / ip_vs_sync_conn_v0() (540-623): the
+    connections whose records go into the sync buffer, in order (the connection, then
+    its template...). Bumps the templates' in_pkts as the kernel does."""
     out: list[ConnSync] = []
     if s.sync_version == 0:
         c: ConnSync | None = cp
@@ -249,9 +250,9 @@ def sync_conn(s: SyncSysctls, cp: ConnSync, pkts: int, now: int) -> list[ConnSyn
 
 
 def on_input_packet(s: SyncSysctls, cp: ConnSync, now: int, master: bool = True) -> list[ConnSync]:
-    """The tail of ip_vs_in_hook for a packet of ``cp`` in the input direction, after
-    its state transition: the connections to add to the sync buffer (empty when not a
-    master)."""
+    """The tail of ip_vs_in_hook (ip_vs_core.c:2090-2106) for a packet of ``cp`` in the
+    input direction, after its state transition and transmit: the connections to add
+    to the sync buffer (empty when not a master)."""
     if cp.flags & F_ONE_PACKET:
         pkts = s.sync_threshold
     else:

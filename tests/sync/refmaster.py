@@ -81,9 +81,10 @@ class Entry:
 
 
 def simulate(
-    pcap: str, rules_path: str, syncid: int = 7, version: int = 1
+    pcap: str, rules_path: str, syncid: int = 7, version: int = 1, **sysctls: int
 ) -> tuple[list[SyncConn], list[tuple[float, bytes]]]:
-    """(every record in send order, the messages with their send times)."""
+    """(every record in send order, the messages with their send times); ``sysctls``
+    are SyncSysctls fields (sync_threshold=1, sync_period=4 ...)."""
     rules: Rules = load_rules(rules_path)
     svcs = {}
     for s in rules.services:
@@ -93,7 +94,7 @@ def simulate(
     reals = {
         (6 if s.proto == "tcp" else 17, s.reals[0].addr, s.reals[0].port) for s in rules.services
     }
-    sysctls = SyncSysctls(sync_version=version, hz=HZ)
+    ctl = SyncSysctls(sync_version=version, hz=HZ, **sysctls)
     conns: dict[tuple[int, str, int, str, int], Entry] = {}
     by_out: dict[tuple[int, str, int, str, int], Entry] = {}
     templates: dict[tuple[int, str, str, int], Entry] = {}
@@ -166,7 +167,7 @@ def simulate(
                         conns[key] = e
                         by_out[(proto, raddr, rport, src, sport)] = e
                     _transition(e, tflags, TCP_INPUT)
-                    for cs in on_input_packet(sysctls, e.sync, now):
+                    for cs in on_input_packet(ctl, e.sync, now):
                         ent = e if cs is e.sync else e.template
                         assert ent is not None
                         rec = ent.record()
