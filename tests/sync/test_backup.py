@@ -136,3 +136,39 @@ def test_fwmark_service_binds_port_zero_for_dr() -> None:
     c = t.conns[0]
     assert c.dest is not None and c.dest.addr == "10.2.0.5"
     assert c.flags & 7 == 3  # DR, from the real server
+
+
+def test_random_records_never_break_the_table() -> None:
+    """Whatever decodes, the table takes it: counters stay >= 0, entries stay unique
+    per (key, template) and expiry empties it."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.integers(0, 3),  # cport
+                st.sampled_from(["10.2.0.1", "10.2.0.2", "10.2.0.9", "10.2.0.3"]),
+                st.sampled_from([0, F_INACTIVE, F_TEMPLATE, F_TEMPLATE | F_INACTIVE, 3]),
+                st.integers(0, 1),
+                st.integers(0, 20),  # timeout
+                st.sampled_from(["10.1.0.1", "10.1.0.3"]),
+            ),
+            max_size=40,
+        )
+    )
+    def run(ops: list[tuple[int, str, int, int, int, str]]) -> None:
+        t = BackupTable(RULES)
+        now = 0.0
+        for cport, daddr, flags, state, timeout, vaddr in ops:
+            now += 1.0
+            t.apply(rec(cport=cport, daddr=daddr, flags=flags, state=state, timeout=timeout, vaddr=vaddr), now)
+            for d in t.dests():
+                assert d.activeconns >= 0 and d.totalconns >= 0 and d.persistconns >= 0
+                assert d.activeconns <= d.totalconns
+        t.expire(now + 10_000)
+        assert t.conns == []
+        assert all((d.activeconns, d.totalconns, d.persistconns) == (0, 0, 0) for d in t.dests())
+
+    run()

@@ -300,7 +300,7 @@ def test_v0_checks() -> None:
 # -- hostile input: never an exception ------------------------------------------------
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(st.binary(max_size=600), st.integers(0, 255))
 def test_random_bytes_never_raise(data: bytes, syncid: int) -> None:
     res = decode_message(data, syncid)
@@ -357,7 +357,7 @@ def test_decode_encode_roundtrip(recs: list[SyncConn], syncid: int) -> None:
     assert encode_message(res.conns, syncid) == m
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(records(), min_size=1, max_size=6), st.data())
 def test_mutated_messages_never_raise(recs: list[SyncConn], data: st.DataObject) -> None:
     m = bytearray(encode_message(recs))
