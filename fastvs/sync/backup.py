@@ -29,6 +29,7 @@ clock; ``expire(now)`` drops what the backup's timers would have dropped by ``no
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,6 +103,10 @@ class BackupConn:
     pe_data: bytes | None = None
     pe_name: bytes | None = None
     updates: int = 1
+    seq: int = 0  # creation number in its table
+
+    def key(self) -> tuple[int, int, str, int, str, int]:
+        return (self.af, self.protocol, self.caddr, self.cport, self.vaddr, self.vport)
 
     @property
     def is_template(self) -> bool:
@@ -143,11 +148,17 @@ class BackupTable:
 
     rules: Rules | None = None
     timeout_overrides: dict[tuple[int, int], int] | None = None
-    conns: list[BackupConn] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._dests: dict[tuple[int, str, int], Dest] = {}
+        # entries in creation order, by lookup key, and by expiry (a heap whose stale
+        # items are skipped): every record costs O(log n)
+        self._all: dict[int, BackupConn] = {}
+        self._by_key: dict[tuple[int, int, str, int, str, int], list[BackupConn]] = {}
+        self._heap: list[tuple[float, int, BackupConn]] = []
+        self._seq = 0
+        self._push = 0
         if self.rules is not None and self.timeout_overrides is None:
             t = self.rules.timeouts
             ov: dict[tuple[int, int], int] = {}
@@ -164,8 +175,13 @@ class BackupTable:
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
 
+    @property
+    def conns(self) -> list[BackupConn]:
+        """Every entry, oldest first."""
+        return list(self._all.values())
+
     def _conn_in_get(self, r: SyncConn) -> BackupConn | None:
-        for c in self.conns:
+        for c in self._by_key.get(r.key(), ()):
             if (
                 c.cport == r.cport
                 and c.vport == r.vport
@@ -179,7 +195,7 @@ class BackupTable:
         return None
 
     def _ct_in_get(self, r: SyncConn) -> BackupConn | None:
-        for c in self.conns:
+        for c in self._by_key.get(r.key(), ()):
             # a mark template (IPPROTO_IP) holds the mark in vaddr's first 4 bytes; the
             # kernel compares only those, the rest is zero on both sides
             vaddr_eq = c.vaddr == r.vaddr
@@ -323,7 +339,10 @@ class BackupTable:
             d = self._find_dest(cp)
             if d is not None:
                 self._bind(cp, d)
-            self.conns.append(cp)
+            self._seq += 1
+            cp.seq = self._seq
+            self._all[cp.seq] = cp
+            self._by_key.setdefault(cp.key(), []).append(cp)
         if r.in_seq is not None:  # the record had seq data (v1 option, v0 SEQ flags)
             cp.in_seq, cp.out_seq = r.in_seq, r.out_seq
         cp.state = r.state
@@ -332,6 +351,8 @@ class BackupTable:
         else:
             cp.timeout = state_timeout(r.protocol, r.state, flags, self.timeout_overrides)
         cp.expires = now + cp.timeout
+        self._push += 1  # unique: the same entry may be pushed twice with one time
+        heapq.heappush(self._heap, (cp.expires, self._push, cp))
         self._count(action)
         return action
 
@@ -341,20 +362,28 @@ class BackupTable:
 
     def _remove(self, c: BackupConn) -> None:
         self._unbind(c)
-        self.conns.remove(c)
+        del self._all[c.seq]
+        bucket = self._by_key[c.key()]
+        bucket.remove(c)
+        if not bucket:
+            del self._by_key[c.key()]
 
     def expire(self, now: float) -> int:
         """Drop the entries whose timer ran out by ``now``; returns how many."""
-        gone = [c for c in self.conns if c.expires <= now]
-        for c in gone:
-            self._remove(c)
-        if gone:
-            self.counts["expired"] = self.counts.get("expired", 0) + len(gone)
-        return len(gone)
+        n = 0
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            exp, _, c = heapq.heappop(heap)
+            if self._all.get(c.seq) is c and c.expires == exp:
+                self._remove(c)
+                n += 1
+        if n:
+            self.counts["expired"] = self.counts.get("expired", 0) + n
+        return n
 
     def entries(self, now: float) -> list[dict[str, Any]]:
         """ConnEntry rows (fastvs.control.listing.format_conns) of what is left at ``now``."""
-        return [c.entry(now) for c in self.conns if c.expires > now]
+        return [c.entry(now) for c in self._all.values() if c.expires > now]
 
     def dests(self) -> list[Dest]:
         return list(self._dests.values())

@@ -172,3 +172,22 @@ def test_random_records_never_break_the_table() -> None:
         assert all((d.activeconns, d.totalconns, d.persistconns) == (0, 0, 0) for d in t.dests())
 
     run()
+
+
+def test_same_record_twice_at_one_time() -> None:
+    t = BackupTable(RULES)
+    t.apply(rec(), 1.0)
+    t.apply(rec(), 1.0)
+    assert t.expire(901.0) == 1 and t.conns == []
+
+
+def test_many_records_stay_fast() -> None:
+    """Linear: 20000 records (indexed lookups, heap expiry) well under a few seconds."""
+    import time
+
+    t = BackupTable(RULES)
+    t0 = time.perf_counter()
+    for i in range(20000):
+        t.apply(rec(cport=i % 5000 + 1, timeout=5), i * 0.001)
+    assert time.perf_counter() - t0 < 10
+    assert len(t.conns) == 5000
