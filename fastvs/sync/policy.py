@@ -15,7 +15,7 @@ The kernel's flow (``ip_vs_in_hook`` in ip_vs_core.c, then ip_vs_sync.c):
    controller), and so on up the chain. With the default sysctls a template is sent
    every time: ``ip_vs_sync_conn_needed`` skips the packet-count test for templates,
    so **every input packet of a persistent connection re-sends its template** (seen in
-   the kernel's recording s2-persist: 25 template records for 8 connection records).
+   the kernel's recording s2-persist: 27 template records for 12 connection records).
    Version 0 (``ip_vs_sync_conn_v0``) differs: IPv6 and ONE_PACKET connections return
    at once (their template is not considered), and the controller is considered only
    after the connection was *sent*;
