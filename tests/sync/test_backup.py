@@ -163,6 +163,8 @@ def test_random_records_never_break_the_table() -> None:
         now = 0.0
         for cport, daddr, flags, state, timeout, vaddr in ops:
             now += 1.0
+            if flags & F_TEMPLATE:
+                cport = 0  # see test_connection_record_can_hit_a_template for cport != 0
             t.apply(rec(cport=cport, daddr=daddr, flags=flags, state=state, timeout=timeout, vaddr=vaddr), now)
             for d in t.dests():
                 assert d.activeconns >= 0 and d.totalconns >= 0 and d.persistconns >= 0
@@ -191,3 +193,16 @@ def test_many_records_stay_fast() -> None:
         t.apply(rec(cport=i % 5000 + 1, timeout=5), i * 0.001)
     assert time.perf_counter() - t0 < 10
     assert len(t.conns) == 5000
+
+
+def test_connection_record_can_hit_a_template() -> None:
+    """Kernel quirk kept: __ip_vs_conn_in_get (ip_vs_conn.c:263) does not skip
+    templates, so a connection record with a template's key (a template with a client
+    port, which masters do not send) updates the template and moves the real server's
+    activeconns, which nothing moves back."""
+    t = BackupTable(RULES)
+    t.apply(rec(cport=1, flags=F_TEMPLATE | F_INACTIVE, state=0), 0.0)
+    assert t.apply(rec(cport=1, state=1), 1.0) == "updated"
+    (c,) = t.conns
+    assert c.is_template and not c.flags & F_INACTIVE
+    assert c.dest is not None and (c.dest.activeconns, c.dest.persistconns) == (1, 1)
