@@ -206,6 +206,7 @@ GEN_PPS = {"s1-tcp-udp": PPS, "s2-persist": 50}
 
 def gen_s1() -> Traffic:
     t = Traffic()
+    t.filler(1.0)  # as in gen_s2: let the guest settle before the first connection
     t.tcp_conv(("10.77.0.10", 40001), TCP_VIP, TCP_RS, SCRIPTS["client_close"])
     t.tcp_conv(("10.77.0.10", 40002), TCP_VIP, TCP_RS, SCRIPTS["server_close"])
     t.tcp_conv(("10.77.0.10", 40003), TCP_VIP, TCP_RS, SCRIPTS["reset"])

@@ -29,7 +29,21 @@ from fastvs.sync.proto import decode_message, encode_message, reencode
 pytestmark = pytest.mark.kernel
 
 G = Path(__file__).resolve().parent.parent / "golden" / "sync"
-MASTER = ["s1-tcp-udp", "s2-persist", "s1-tcp-udp-v0", "s2-persist-v0"]
+MASTER = [
+    "s1-tcp-udp",
+    "s2-persist",
+    "s1-tcp-udp-v0",
+    "s2-persist-v0",
+    "s1-tcp-udp-t1p4",
+    "s1-tcp-udp-t3p0",
+    "s2-persist-pm1",
+]
+# recordings with other sync sysctls: (input, SyncSysctls fields)
+VARIANTS = {
+    "t1p4": dict(sync_threshold=1, sync_period=4),  # sync_threshold="1 4"
+    "t3p0": dict(sync_threshold=3, sync_period=0),  # sync_threshold="3 0"
+    "pm1": dict(sync_persist_mode=1),
+}
 SYNCID = 7
 
 
@@ -57,13 +71,15 @@ def test_encode_decode_is_identity_on_kernel_messages(name: str) -> None:
         assert encode_message(res.conns, SYNCID, res.version or 0) == m
 
 
-@pytest.mark.parametrize("name", ["s1-tcp-udp", "s2-persist", "s1-tcp-udp-v0", "s2-persist-v0"])
+@pytest.mark.parametrize("name", MASTER)
 def test_reference_master_sends_the_kernels_datagrams(name: str) -> None:
-    """Same input, same sysctls (defaults): the same records in the same order, cut
-    into the same messages (40 records per 1472 bytes, flush 2 s after the first)."""
-    base = name.removesuffix("-v0")
-    version = 0 if name.endswith("-v0") else 1
-    _, msgs = simulate(str(G / f"{base}.pcap"), str(G / f"{base}.rules"), SYNCID, version)
+    """Same input, same sysctls: the same records in the same order, cut into the
+    same messages (40 records per 1472 bytes, flush 2 s after the first)."""
+    base = next(b for b in ("s1-tcp-udp", "s2-persist") if name.startswith(b))
+    tag = name[len(base) + 1 :]
+    version = 0 if tag == "v0" else 1
+    sysctls = VARIANTS.get(tag, {})
+    _, msgs = simulate(str(G / f"{base}.pcap"), str(G / f"{base}.rules"), SYNCID, version, **sysctls)
     assert [m for _, m in msgs] == _payloads(name)
 
 
