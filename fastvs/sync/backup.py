@@ -30,9 +30,12 @@ clock; ``expire(now)`` drops what the backup's timers would have dropped by ``no
 from __future__ import annotations
 
 import heapq
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from fastvs.control.rules import Rules, VirtualService
 from fastvs.sync.proto import (
@@ -57,7 +60,7 @@ from fastvs.sync.proto import (
 )
 from fastvs.sync.states import TCP_S, state_name, state_timeout
 
-__all__ = ["BackupConn", "BackupTable"]
+__all__ = ["BACKUP_CONN_DTYPE", "BackupConn", "BackupTable"]
 
 MAX_TIMEOUT_S = (2**63 - 1) // 250  # MAX_SCHEDULE_TIMEOUT / HZ on a 64-bit HZ=250 kernel
 _FWD_FLAGS = {"masq": F_MASQ, "local": F_LOCALNODE, "tunnel": F_TUNNEL, "route": F_DROUTE}
@@ -149,6 +152,7 @@ class BackupTable:
     rules: Rules | None = None
     timeout_overrides: dict[tuple[int, int], int] | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    sync_threshold: int = 3
 
     def __post_init__(self) -> None:
         self._dests: dict[tuple[int, str, int], Dest] = {}
@@ -387,3 +391,63 @@ class BackupTable:
 
     def dests(self) -> list[Dest]:
         return list(self._dests.values())
+
+    def to_array(self, now: float) -> np.ndarray:
+        """The entries alive at ``now`` as rows of ``BACKUP_CONN_DTYPE``, for an engine's
+        bulk insert (``--sync-in``): ``expire_ns`` is the time left at ``now``;
+        ``svc`` / ``real`` index ``rules.services`` and that service's ``reals`` (-1:
+        unbound); ``in_pkts`` is what ip_vs_proc_conn sets (sync_threshold, default
+        3)."""
+        alive = [c for c in self._all.values() if c.expires > now]
+        out = np.zeros(len(alive), BACKUP_CONN_DTYPE)
+        svcs = {id(s): i for i, s in enumerate(self.rules.services)} if self.rules else {}
+        for i, c in enumerate(alive):
+            row = out[i]
+            row["af"], row["protocol"], row["state"] = c.af, c.protocol, c.state
+            row["flags"], row["fwmark"] = c.flags, c.fwmark
+            row["cport"], row["vport"], row["dport"] = c.cport, c.vport, c.dport
+            for name in ("caddr", "vaddr", "daddr"):
+                row[name] = np.void(_pton16(c.af, getattr(c, name)))
+            row["timeout_s"] = c.timeout
+            row["expire_ns"] = int(round((c.expires - now) * 1e9))
+            row["in_pkts"] = self.sync_threshold
+            if c.dest is not None:
+                si = svcs[id(c.dest.svc)]
+                row["svc"] = si
+                reals = c.dest.svc.reals
+                row["real"] = next(
+                    j
+                    for j, rs in enumerate(reals)
+                    if (rs.addr, rs.port) == (c.dest.addr, c.dest.port)
+                )
+            else:
+                row["svc"] = row["real"] = -1
+        return out
+
+
+BACKUP_CONN_DTYPE = np.dtype(
+    [
+        ("af", "u1"),
+        ("protocol", "u1"),
+        ("state", "<u2"),
+        ("flags", "<u4"),
+        ("cport", "<u2"),
+        ("vport", "<u2"),
+        ("dport", "<u2"),
+        ("fwmark", "<u4"),
+        ("timeout_s", "<u4"),
+        ("expire_ns", "<i8"),
+        ("in_pkts", "<u4"),
+        ("svc", "<i4"),
+        ("real", "<i4"),
+        ("caddr", "V16"),
+        ("vaddr", "V16"),
+        ("daddr", "V16"),
+    ]
+)
+
+
+def _pton16(af: int, addr: str) -> bytes:
+    if af == 6:
+        return socket.inet_pton(socket.AF_INET6, addr)
+    return socket.inet_aton(addr) + bytes(12)

@@ -165,7 +165,12 @@ def test_random_records_never_break_the_table() -> None:
             now += 1.0
             if flags & F_TEMPLATE:
                 cport = 0  # see test_connection_record_can_hit_a_template for cport != 0
-            t.apply(rec(cport=cport, daddr=daddr, flags=flags, state=state, timeout=timeout, vaddr=vaddr), now)
+            t.apply(
+                rec(
+                    cport=cport, daddr=daddr, flags=flags, state=state, timeout=timeout, vaddr=vaddr
+                ),
+                now,
+            )
             for d in t.dests():
                 assert d.activeconns >= 0 and d.totalconns >= 0 and d.persistconns >= 0
                 assert d.activeconns <= d.totalconns
@@ -206,3 +211,28 @@ def test_connection_record_can_hit_a_template() -> None:
     (c,) = t.conns
     assert c.is_template and not c.flags & F_INACTIVE
     assert c.dest is not None and (c.dest.activeconns, c.dest.persistconns) == (1, 1)
+
+
+def test_to_array_for_the_engine() -> None:
+    t = BackupTable(RULES)
+    t.apply(rec(cport=1), 0.0)
+    t.apply(rec(cport=2, daddr="10.9.9.9"), 0.0)
+    t.apply(
+        rec(
+            cport=0,
+            vaddr="10.1.0.3",
+            daddr="10.2.0.3",
+            dport=80,
+            flags=F_TEMPLATE,
+            state=1,
+            timeout=300,
+        ),
+        0.0,
+    )
+    a = t.to_array(100.0)
+    assert len(a) == 3
+    assert a["expire_ns"].tolist() == [800 * 10**9, 800 * 10**9, 200 * 10**9]
+    assert a["svc"].tolist() == [0, -1, 1] and a["real"].tolist()[1] == -1
+    assert RULES.services[0].reals[a["real"][0]].addr == "10.2.0.1"
+    assert bytes(a["caddr"][0])[:4] == bytes([10, 0, 0, 1]) and a["in_pkts"].tolist() == [3, 3, 3]
+    assert a["flags"][2] & F_TEMPLATE

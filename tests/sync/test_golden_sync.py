@@ -79,7 +79,9 @@ def test_reference_master_sends_the_kernels_datagrams(name: str) -> None:
     tag = name[len(base) + 1 :]
     version = 0 if tag == "v0" else 1
     sysctls = VARIANTS.get(tag, {})
-    _, msgs = simulate(str(G / f"{base}.pcap"), str(G / f"{base}.rules"), SYNCID, version, **sysctls)
+    _, msgs = simulate(
+        str(G / f"{base}.pcap"), str(G / f"{base}.rules"), SYNCID, version, **sysctls
+    )
     assert [m for _, m in msgs] == _payloads(name)
 
 
