@@ -87,6 +87,7 @@ class HealthMonitor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
+        self._publish_due = False
         self.errors: list[str] = []
 
     # -- for the integrator ----------------------------------------------------------
@@ -176,24 +177,34 @@ class HealthMonitor:
 
     def apply(self, checker: CheckerState, result: CheckResult) -> float:
         """Feed one result in (the monitor's thread does; tests may too). Returns the
-        delay before the checker's next attempt."""
-        change: Change | None = None
+        delay before the checker's next attempt. Changes made in one turn of the loop
+        are published together, once."""
         with self._lock:
             delay, transitions = self.state.report(checker, result)
             if transitions:
                 self._edits.extend(self.state.take_edits())
                 self._transitions.extend(transitions)
-                change = Change(self.state.generation, self.state.copy_rules(),
-                                list(self._edits), list(self._transitions))
-                self._pending = change
         for t in transitions:
             self.log(t.line())
-        if change is not None and self.on_change is not None:
+        if transitions and not self._publish_due:
+            self._publish_due = True
+            try:
+                asyncio.get_running_loop().call_soon(self._publish)
+            except RuntimeError:  # no loop (a direct call): publish now
+                self._publish()
+        return delay
+
+    def _publish(self) -> None:
+        self._publish_due = False
+        with self._lock:
+            change = Change(self.state.generation, self.state.copy_rules(),
+                            list(self._edits), list(self._transitions))
+            self._pending = change
+        if self.on_change is not None:
             try:
                 self.on_change(change)
             except Exception as exc:  # noqa: BLE001 - a bad callback must not stop checks
                 self.log(f"health: on_change failed: {type(exc).__name__}: {exc}")
-        return delay
 
 
 def check_once(
