@@ -529,9 +529,16 @@ def _read_server(rs: _Server, checkers: dict[str, list[_Node]]) -> None:
 
 # Checker keywords that only tune what fastvs does not do (logging, SNI, mail).
 _CHECKER_QUIET = frozenset({"log_all_failures", "enable_sni"})
-_CHECKER_UNACTED = frozenset({"bind_if", "fwmark", "fast_recovery", "user"})
+_CHECKER_UNACTED = {
+    "bind_if": ("TCP_CHECK", "HTTP_GET", "SSL_GET"), "fwmark": ("TCP_CHECK", "HTTP_GET", "SSL_GET"),
+    "fast_recovery": ("HTTP_GET", "SSL_GET"), "user": ("MISC_CHECK",),
+}  # fmt: skip
 _URL_UNACTED = frozenset({"regex", "regex_no_match", "regex_options", "regex_min_offset",
                           "regex_max_offset", "regex_stack"})  # fmt: skip
+
+
+_CONNECT_WORDS = frozenset({"connect_ip", "connect_port", "bindto", "bind_port",
+                            "connect_timeout"})  # fmt: skip
 
 
 def _status_codes(n: _Node) -> tuple[tuple[int, int], ...]:
@@ -599,7 +606,9 @@ def _read_checker(
     misc_path_seen = False
     for k in n.block or [] if c.supported else []:
         w = k.word
-        if w == "connect_ip":
+        if kind == "MISC_CHECK" and w in _CONNECT_WORDS:
+            _warn(k, f"unknown {kind} keyword {w!r} ignored")  # no connection to set up
+        elif w == "connect_ip":
             if not k.args:
                 raise k.error("connect_ip needs an address")
             c.connect_ip = str(_ip(k, k.args[0], "connect_ip"))
@@ -649,7 +658,7 @@ def _read_checker(
             c.misc_dynamic = True
         elif w in _CHECKER_QUIET:
             pass
-        elif w in _CHECKER_UNACTED:
+        elif kind in _CHECKER_UNACTED.get(w, ()):
             _warn(k, f"{kind} {w} is not acted on by fastvs")
         else:
             _warn(k, f"unknown {kind} keyword {w!r} ignored")
