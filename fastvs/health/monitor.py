@@ -40,9 +40,11 @@ DEFAULT_MAX_CONCURRENT = 256
 @dataclass
 class Change:
     """What the checks changed: ``rules`` is the whole table they imply now (a copy the
-    receiver owns), ``edits`` the ipvsadm edits since the previous change taken (applied
-    in order to the previous table they give ``rules``), ``transitions`` what happened.
-    ``generation`` counts changes from 0 (the table at start)."""
+    receiver owns), ``edits`` the ipvsadm edits since the previous change its receiver
+    got (``on_change``: the previous call; :meth:`HealthMonitor.take`: the previous
+    take) — applied in order to the table of that previous change they give ``rules`` —
+    and ``transitions`` what happened meanwhile. ``generation`` counts the state's
+    changes from 0 (the table at start)."""
 
     generation: int
     rules: Rules
@@ -88,6 +90,8 @@ class HealthMonitor:
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
         self._publish_due = False
+        self._sem: asyncio.Semaphore | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.errors: list[str] = []
 
     # -- for the integrator ----------------------------------------------------------
@@ -106,8 +110,6 @@ class HealthMonitor:
         ``rules`` is the latest table; ``edits`` and ``transitions`` accumulate."""
         with self._lock:
             change, self._pending = self._pending, None
-            if change is not None:
-                self._edits, self._transitions = [], []
             return change
 
     def snapshot(self) -> list[dict[str, Any]]:
@@ -156,16 +158,58 @@ class HealthMonitor:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        sem = asyncio.Semaphore(self.max_concurrent)
-        checkers = [c for c in self.state.checkers() if c.config.supported]
-        tasks = [asyncio.create_task(self._loop_one(c, sem), name=c.name) for c in checkers]
+        self._sem = asyncio.Semaphore(self.max_concurrent)
+        self._spawn()
         self._started.set()
         try:
             await self._stop.wait()
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._cancel()
+
+    def _spawn(self) -> None:
+        assert self._sem is not None
+        sem = self._sem
+        self._tasks = [asyncio.create_task(self._loop_one(c, sem), name=c.name)
+                       for c in self.state.checkers() if c.config.supported]
+
+    async def _cancel(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- reload ----------------------------------------------------------------------
+
+    def reload(self, config: KeepalivedConfig, timeout: float = 30.0) -> Change:
+        """Switch to a new configuration (SIGHUP), keeping the state of the services,
+        real servers and checkers found again, as keepalived does
+        (:meth:`HealthState.migrate`). Returns the change (also published as any other:
+        ``take()`` and ``on_change``); its ``edits`` take the old table to the new one.
+        Call it from any thread but the monitor's own."""
+        new = HealthState(config, order=self.state.rules.order, wall=self.state.wall)
+        loop = self._loop
+        if loop is None or not self.running:
+            return self._swap(new)
+        fut = asyncio.run_coroutine_threadsafe(self._reload(new), loop)
+        return fut.result(timeout)
+
+    async def _reload(self, new: HealthState) -> Change:
+        await self._cancel()
+        change = self._swap(new)
+        self._spawn()
+        return change
+
+    def _swap(self, new: HealthState) -> Change:
+        with self._lock:
+            transitions = new.migrate(self.state)
+            self.state = new
+            self._edits.extend(new.take_edits())
+            self._transitions.extend(transitions)
+        for t in transitions:
+            self.log(t.line())
+        change = self._publish(force=True)
+        assert change is not None
+        return change
 
     async def _loop_one(self, checker: CheckerState, sem: asyncio.Semaphore) -> None:
         await asyncio.sleep(self.state.first_delay(checker, self.rng))
@@ -194,17 +238,30 @@ class HealthMonitor:
                 self._publish()
         return delay
 
-    def _publish(self) -> None:
+    def _publish(self, force: bool = False) -> Change | None:
+        """Hand out what changed since the last publication: to ``on_change`` as it is,
+        and merged into the change :meth:`take` returns next."""
         self._publish_due = False
         with self._lock:
-            change = Change(self.state.generation, self.state.copy_rules(),
-                            list(self._edits), list(self._transitions))
-            self._pending = change
+            if not (self._edits or self._transitions or force):
+                return None
+            edits, self._edits = self._edits, []
+            transitions, self._transitions = self._transitions, []
+            rules = self.state.copy_rules()
+            change = Change(self.state.generation, rules, edits, transitions)
+            pending = self._pending
+            if pending is None:
+                self._pending = Change(change.generation, rules, list(edits), list(transitions))
+            else:
+                pending.generation, pending.rules = change.generation, rules
+                pending.edits.extend(edits)
+                pending.transitions.extend(transitions)
         if self.on_change is not None:
             try:
                 self.on_change(change)
             except Exception as exc:  # noqa: BLE001 - a bad callback must not stop checks
                 self.log(f"health: on_change failed: {type(exc).__name__}: {exc}")
+        return change
 
 
 def check_once(

@@ -70,19 +70,27 @@ class CheckResult:
 @dataclass(frozen=True)
 class Edit:
     """One ipvsadm-style change of the table: ``op`` is ``-a`` (add), ``-e`` (edit) or
-    ``-d`` (delete); ``service`` the ipvsadm spec (``-t 10.0.0.1:80``)."""
+    ``-d`` (delete) of a real server; after a reload also ``-A`` / ``-D`` of a service
+    (``options`` then holds the ``-s ...`` part). ``service`` is the ipvsadm spec
+    (``-t 10.0.0.1:80``)."""
 
     op: str
     service: str
-    server: str
+    server: str = ""
     fwd: str = "masq"
     weight: int = 0
+    options: str = ""
 
     def line(self) -> str:
         """The ipvsadm command line (without ``ipvsadm``), as ``ipvsadm -R`` reads it."""
+        if self.op == "-D":
+            return f"-D {self.service}"
+        if self.op == "-A":
+            return f"-A {self.service} {self.options}".rstrip()
         if self.op == "-d":
             return f"-d {self.service} -r {self.server}"
-        return f"{self.op} {self.service} -r {self.server} {_FWD_OPT[self.fwd]} -w {self.weight}"
+        line = f"{self.op} {self.service} -r {self.server} {_FWD_OPT[self.fwd]} -w {self.weight}"
+        return f"{line} {self.options}".rstrip()
 
 
 @dataclass(frozen=True)
@@ -407,11 +415,142 @@ class HealthState:
                     new = self.rules.add_server(target, rs.addr, key[1], weight=w,
                                                 fwd=rs.fwd or "masq", u_threshold=rs.u_threshold,
                                                 l_threshold=rs.l_threshold)
-                    self.edits.append(Edit("-a", spec, new.addrport(), new.fwd, w))
+                    self.edits.append(Edit("-a", spec, new.addrport(), new.fwd, w,
+                                           _thresholds(new)))
                 elif old.weight != w:
                     self.rules.edit_server(target, key[0], key[1], weight=w)
-                    self.edits.append(Edit("-e", spec, old.addrport(), old.fwd, w))
+                    self.edits.append(Edit("-e", spec, old.addrport(), old.fwd, w,
+                                           _thresholds(old)))
         self.rules.events.clear()  # Rules logs every command; this table lives for days
+
+
+    # -- reload ----------------------------------------------------------------------
+
+    def migrate(self, old: HealthState) -> list[Transition]:
+        """Carry the state of ``old`` (the running configuration) into this fresh one, as
+        keepalived's reload does (ipwrapper.c clear_diff_services, migrate_checkers):
+        a service and real server found again keep their alive state and weight; a
+        checker found again (same kind and target) keeps its state and retry count; new
+        checkers of a server that is failing start failed if alpha; new real servers
+        start as at start-up. Afterwards :attr:`rules` is the table, and :attr:`edits`
+        the edits that take ``old.rules`` to it. Returns the transitions of real servers
+        whose state in the table changed."""
+        old_svcs = {_svc_key(s.config): s for s in old.services}
+        out: list[Transition] = []
+        for svc in self.services:
+            prev = old_svcs.get(_svc_key(svc.config))
+            if prev is None:
+                continue
+            prev_srv = {(s.config.addr, s.config.port or 0): s for s in prev.servers}
+            for srv in svc.servers:
+                before = prev_srv.get((srv.config.addr, srv.config.port or 0))
+                if before is None:
+                    continue
+                _migrate_server(srv, before)
+            svc.quorum_up = prev.quorum_up
+            svc.sorry_in = svc.config.sorry is not None and not svc.quorum_up
+            self._quorum(svc, out)
+        for svc in self.services:
+            self._sync(svc)
+        self.edits = diff_rules(old.rules, self.rules)
+        self.generation = old.generation + 1
+        return out
+
+
+def _svc_key(vs: VirtualServerConfig) -> tuple[Any, ...]:
+    """keepalived's vs_iseq: the group's name, or the firewall mark, or the address."""
+    if vs.group is not None:
+        return ("group", vs.group, vs.port())
+    return ("vs", tuple(vs.targets), vs.protocol if vs.targets[0][0] != "fwmark" else None,
+            vs.family)
+
+
+def _checker_key(c: CheckerConfig) -> tuple[Any, ...]:
+    """What keepalived's compare functions compare: the kind and its connection, urls or
+    command."""
+    urls = tuple((u.path, u.status_codes, u.digest, u.virtualhost) for u in c.urls)
+    return (c.kind, c.connect_ip, c.connect_port, c.bindto, c.bind_port, c.connect_timeout,
+            urls, c.virtualhost, tuple(c.misc_path))
+
+
+def _migrate_server(srv: ServerState, before: ServerState) -> None:
+    if (before.config.weight or 0) == (srv.config.weight or 0):
+        srv.weight = before.weight  # keeps a misc_dynamic weight
+    unused = list(before.checkers)
+    for c in srv.checkers:
+        for o in unused:
+            if _checker_key(o.config) == _checker_key(c.config):
+                unused.remove(o)
+                if o.has_run:
+                    c.is_up = o.is_up
+                c.has_run = o.has_run
+                c.failures, c.attempts, c.last, c.last_ok = o.failures, o.attempts, o.last, o.last_ok
+                if not c.is_up:
+                    c.retry_it = c.config.retry  # one more failure is enough
+                else:
+                    c.retry_it = min(o.retry_it, c.config.retry)
+                break
+    failed = any(c.has_run and not c.is_up for c in srv.checkers)
+    if failed or (not before.alive and not any(c.has_run for c in srv.checkers)):
+        for c in srv.checkers:
+            if not c.has_run:
+                if c.config.alpha:
+                    c.is_up = False
+                c.retry_it = c.config.retry
+    srv.alive = all(c.is_up for c in srv.checkers)
+    srv.last_change = before.last_change
+
+
+def diff_rules(old: Rules, new: Rules) -> list[Edit]:
+    """The ipvsadm edits that take ``old`` to ``new``: services removed, real servers
+    removed, added and re-weighted, services added with their real servers."""
+    out: list[Edit] = []
+    new_keys = {s.key for s in new.services}
+    for svc in old.services:
+        if svc.key not in new_keys:
+            out.append(Edit("-D", svc.spec()))
+    old_by_key = {s.key: s for s in old.services}
+    for svc in new.services:
+        spec = svc.spec()
+        prev = old_by_key.get(svc.key)
+        if prev is None:
+            out.append(Edit("-A", spec, options=_service_options(svc)))
+            for rs in svc.file_list():
+                out.append(Edit("-a", spec, rs.addrport(), rs.fwd, rs.weight, _thresholds(rs)))
+            continue
+        have = {rs.key: rs for rs in prev.reals}
+        want = {rs.key for rs in svc.reals}
+        for key, rs in have.items():
+            if key not in want:
+                out.append(Edit("-d", spec, rs.addrport()))
+        for rs in svc.file_list():
+            cur = have.get(rs.key)
+            if cur is None:
+                out.append(Edit("-a", spec, rs.addrport(), rs.fwd, rs.weight, _thresholds(rs)))
+            elif (cur.weight, cur.fwd, cur.u_threshold, cur.l_threshold) != \
+                    (rs.weight, rs.fwd, rs.u_threshold, rs.l_threshold):
+                out.append(Edit("-e", spec, rs.addrport(), rs.fwd, rs.weight, _thresholds(rs)))
+    return out
+
+
+def _service_options(svc: VirtualService) -> str:
+    line = f"-s {svc.scheduler}"
+    if svc.persistent is not None:
+        line += f" -p {svc.persistent}"
+        if svc.netmask is not None:
+            line += f" -M {svc.netmask}"
+    if svc.ops:
+        line += " -o"
+    if svc.sched_flags:
+        line += " -b " + ",".join(svc.sched_flags)
+    return line
+
+
+def _thresholds(rs: RealServer) -> str:
+    out = f"-x {rs.u_threshold}" if rs.u_threshold else ""
+    if rs.l_threshold:
+        out += f" -y {rs.l_threshold}"
+    return out.strip()
 
 
 def _port(vs: VirtualService, rs: RealServerConfig) -> int:

@@ -273,3 +273,32 @@ def test_three_hundred_real_servers_one_thread_bounded_sockets() -> None:
     assert peak_fds - fds0 <= 32 + 8
     print(f"\n300 real servers: first round {first_round:.2f} s (warmup 1 s, delay_loop 2 s), "
           f"threads +1, peak fds +{peak_fds - fds0}")
+
+
+def test_reload_while_running_keeps_a_down_server_down() -> None:
+    a, b, c = Listener(), Listener(), Listener()
+    changes: list[Change] = []
+    with HealthMonitor(config(two_servers(a.port, b.port)), on_change=changes.append,
+                       seed=7) as mon:
+        a.close()
+        wait_for(lambda: mon.generation >= 1)
+        text = two_servers(a.port, b.port).replace(
+            "  real_server 127.0.0.1", f"  real_server 127.0.0.1 {c.port} {{\n"
+            f"    TCP_CHECK {{ {FAST} }}\n  }}\n  real_server 127.0.0.1", 1)
+        change = mon.reload(config(text))
+        assert change.edit_lines() == [f"-a -t 10.0.0.1:80 -r 127.0.0.1:{c.port} -m -w 1"]
+        rules = format_rules(mon.rules())
+        assert f"127.0.0.1:{a.port}" not in rules and f"127.0.0.1:{c.port}" in rules
+        a.open()  # the migrated checker goes on and brings it back
+        wait_for(lambda: f"127.0.0.1:{a.port}" in format_rules(mon.rules()))
+    # on_change got each delta once; take() merged them all
+    assert [e for ch in changes for e in ch.edit_lines()] == [
+        f"-d -t 10.0.0.1:80 -r 127.0.0.1:{a.port}",
+        f"-a -t 10.0.0.1:80 -r 127.0.0.1:{c.port} -m -w 1",
+        f"-a -t 10.0.0.1:80 -r 127.0.0.1:{a.port} -m -w 2",
+    ]
+    merged = mon.take()
+    assert merged is not None and merged.edit_lines() == [
+        e for ch in changes for e in ch.edit_lines()]
+    for lis in (a, b, c):
+        lis.close()

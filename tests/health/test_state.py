@@ -333,3 +333,48 @@ def test_transition_line_and_snapshot() -> None:
     assert snap[0]["last_transition"].startswith("2023-11-14T22:13:20.250Z TCP 10.0.0.1:80 ")
     assert snap[1]["state"] == "up" and snap[1]["in_table"] == 3
     assert snap[0]["checkers"][0]["last"] == FAIL.detail
+
+
+def test_reload_keeps_the_state_of_what_it_finds_again() -> None:
+    old = state(TWO % ("", ""))
+    st1 = checker(old, "10.1.0.1")
+    st1_ok = checker(old, "10.1.0.2")
+    old.report(st1, FAIL)
+    old.report(st1_ok, CheckResult(True, "ok"))
+    new_text = (TWO % ("", "")).replace("weight 3", "weight 5").replace(
+        "  real_server 10.1.0.2 80 {",
+        "  real_server 10.1.0.3 80 {\n    TCP_CHECK {\n    }\n  }\n  real_server 10.1.0.2 80 {")
+    new = state(new_text)
+    assert new.migrate(old) == []
+    assert new.generation == old.generation + 1
+    c1 = checker(new, "10.1.0.1")
+    assert not c1.is_up and c1.has_run and not c1.server.alive  # still down
+    assert checker(new, "10.1.0.3").server.alive  # a new server starts as at start-up
+    assert [e.line() for e in new.take_edits()] == [
+        "-a -t 10.0.0.1:80 -r 10.1.0.3:80 -m -w 1",
+        "-e -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 5",
+    ]
+    _, ts = new.report(c1, OK)
+    assert [(t.server, t.old, t.new) for t in ts] == [("10.1.0.1:80", "down", "up")]
+    # a service that went away is deleted, a new one added with its servers
+    other = state("virtual_server 10.0.0.2 80 {\n protocol TCP\n real_server 10.1.0.9 80 {\n"
+                  " }\n}\n")
+    other.migrate(new)
+    assert [e.line() for e in other.take_edits()] == [
+        "-D -t 10.0.0.1:80", "-A -t 10.0.0.2:80 -s wlc", "-a -t 10.0.0.2:80 -r 10.1.0.9:80 -m -w 1"]
+
+
+def test_reload_keeps_misc_dynamic_weight_and_quorum_state() -> None:
+    text = QUORUM % ""
+    old = state(text)
+    for i in (1, 2):
+        old.report(checker(old, f"10.1.0.{i}"), FAIL)
+    assert "10.9.9.9" in table(old)
+    new = state(text)
+    new.migrate(old)
+    assert table(new) == table(old) and new.take_edits() == []
+    # a lower quorum on reload: the live weight 2 now meets it and the sorry server goes
+    lower = state(text.replace("quorum 4", "quorum 2").replace("hysteresis 1", ""))
+    ts = lower.migrate(new)
+    assert [(t.server, t.new) for t in ts] == [("(quorum)", "up")]
+    assert "10.9.9.9" not in table(lower)
