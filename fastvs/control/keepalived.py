@@ -1,4 +1,5 @@
-"""keepalived.conf as a rules source: the IPVS table keepalived's checker process builds.
+"""keepalived.conf as a rules source: the IPVS table keepalived's checker process builds,
+and the model of its virtual servers, real servers and health checkers.
 
 keepalived reads ``virtual_server`` blocks (by address and port, by firewall mark, or by
 ``virtual_server_group``), each with its real servers, and configures IPVS through
@@ -28,6 +29,16 @@ health-checker kinds, and settings that only matter to them — is reported once
 a :class:`KeepalivedWarning` naming the file and line. Errors (an unbalanced brace, a bad
 address, an unknown scheduler) raise :class:`~fastvs.errors.RulesError` with the file
 and line.
+
+:func:`read_keepalived` returns that model (:class:`KeepalivedConfig`: each
+:class:`VirtualServerConfig` with its :class:`RealServerConfig` and their
+:class:`CheckerConfig`), which :mod:`fastvs.health` runs; its ``initial_rules()`` is what
+:func:`parse_keepalived` returns. Checker settings are inherited as keepalived's
+``validate_check_config`` does: ``connect_timeout`` (5 s), ``delay_loop`` (60 s),
+``retry`` (1; MISC_CHECK 0; ``nb_get_retry`` for HTTP_GET/SSL_GET), ``delay_before_retry``
+(1 s; HTTP_GET/SSL_GET 3 s), ``warmup`` (the checker's ``delay_loop``), ``alpha`` and
+``virtualhost`` from the checker, else its real_server, else its virtual_server.
+``connect_ip``/``connect_port`` default to the real server's address and port.
 
 The syntax: whitespace-separated words, ``{`` ``}`` blocks, comments from ``!`` or ``#``
 to the end of the line, double-quoted strings, and ``include GLOB`` (relative to the
@@ -377,11 +388,6 @@ def _addrport(addr: str, port: int) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
-# backwards names inside this module
-_Server = RealServerConfig
-_Service = VirtualServerConfig
-
-
 def _warn(node: _Node, what: str) -> None:
     warnings.warn(f"{node.where()}: {what}", KeepalivedWarning, stacklevel=3)
 
@@ -428,12 +434,12 @@ def _port(node: _Node, text: str) -> int:
     return port
 
 
-def _server(node: _Node, what: str) -> _Server:
+def _server(node: _Node, what: str) -> RealServerConfig:
     if not 1 <= len(node.args) <= 2:
         raise node.error(f"{node.word} takes an address and a port")
     addr = str(_ip(node, node.args[0], what))
     port = _port(node, node.args[1]) if len(node.args) == 2 else None
-    return _Server(addr, port, node)
+    return RealServerConfig(addr, port, node)
 
 
 def _group_entries(node: _Node) -> list[tuple[str, str, int]]:
@@ -501,7 +507,7 @@ def _timing(obj: RealServerConfig | VirtualServerConfig, n: _Node) -> bool:
     return True
 
 
-def _read_server(rs: _Server, checkers: dict[str, list[_Node]]) -> None:
+def _read_server(rs: RealServerConfig, checkers: dict[str, list[_Node]]) -> None:
     for n in rs.node.block or []:
         w = n.word
         if w == "weight":
@@ -694,19 +700,19 @@ def _method(n: _Node) -> str:
 
 def _read_service(
     node: _Node, groups: dict[str, list[tuple[str, str, int]]], checkers: dict[str, list[_Node]]
-) -> _Service:
+) -> VirtualServerConfig:
     a = node.args
     if len(a) == 2 and a[0] == "fwmark":
         mark = _int(node, 1, 2**32 - 1, 1)
-        svc = _Service(node, [("fwmark", "", mark)])
+        svc = VirtualServerConfig(node, [("fwmark", "", mark)])
     elif len(a) == 2 and a[0] == "group":
         if a[1] not in groups:
             raise node.error(f"no virtual_server_group named {a[1]!r}")
-        svc = _Service(node, groups[a[1]], group=a[1])
+        svc = VirtualServerConfig(node, groups[a[1]], group=a[1])
     elif len(a) in (1, 2):
         ip = _ip(node, a[0], "virtual server")
         port = _port(node, a[1]) if len(a) == 2 else 0
-        svc = _Service(node, [("", str(ip), port)], family=ip.version)
+        svc = VirtualServerConfig(node, [("", str(ip), port)], family=ip.version)
     else:
         raise node.error("virtual_server takes 'IP PORT', 'fwmark N' or 'group NAME'")
     for n in node.block or []:
@@ -769,7 +775,7 @@ def _read_service(
     return svc
 
 
-def _finish(svc: _Service) -> None:
+def _finish(svc: VirtualServerConfig) -> None:
     """keepalived's validate_check_config corrections, each said as a warning."""
     node = svc.node
     by_address = any(kind != "fwmark" for kind, _, _ in svc.targets)
@@ -812,13 +818,13 @@ def _finish(svc: _Service) -> None:
         svc.sorry.weight = 1 if svc.sorry.weight is None else svc.sorry.weight
 
 
-def _configure(rules: Rules, svc: _Service) -> None:
+def _configure(rules: Rules, svc: VirtualServerConfig) -> None:
     """The services and real servers init_services adds, in its order."""
     alive = [rs for rs in svc.servers if not rs.starts_down()]
     weight_sum = sum(rs.weight or 0 for rs in alive)
     quorum_up = weight_sum >= svc.quorum + svc.hysteresis
     use_sorry = svc.sorry is not None and not quorum_up
-    members: list[tuple[_Server, int]] = []  # (server, weight in IPVS)
+    members: list[tuple[RealServerConfig, int]] = []  # (server, weight in IPVS)
     for rs in svc.servers:
         up = rs in alive
         if use_sorry:
@@ -855,13 +861,13 @@ def _configure(rules: Rules, svc: _Service) -> None:
             raise where.error(str(exc)) from None
 
 
-def _netmask(svc: _Service) -> str | None:
+def _netmask(svc: VirtualServerConfig) -> str | None:
     if svc.granularity is None:
         return None
     return svc.granularity
 
 
-def _add_members(rules: Rules, vs: VirtualService, members: list[tuple[_Server, int]]) -> None:
+def _add_members(rules: Rules, vs: VirtualService, members: list[tuple[RealServerConfig, int]]) -> None:
     for rs, weight in members:
         if vs.find_server(rs.addr, rs.port if rs.port is not None else vs.port) is not None:
             _warn(rs.node, f"{rs.addr} is already a real server of {vs.spec()}: skipped")
