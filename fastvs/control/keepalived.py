@@ -377,6 +377,20 @@ class KeepalivedConfig:
         rules.source = self.source
         return rules
 
+    def addresses(self) -> tuple[set[str], set[str]]:
+        """(VIPs of the TCP/UDP services, addresses of every NAT real server and sorry
+        server) — every one the checks may put in the table, so that a forwarder can
+        resolve their MACs before it needs them."""
+        vips: set[str] = set()
+        rips: set[str] = set()
+        for svc in self.services:
+            if (svc.protocol or "udp") in ("tcp", "udp"):
+                vips.update(addr for kind, addr, _ in svc.targets if kind != "fwmark")
+            for rs in [*svc.servers, *([svc.sorry] if svc.sorry is not None else [])]:
+                if (rs.fwd or "masq") == "masq":
+                    rips.add(rs.addr)
+        return vips, rips
+
     def checkers(self) -> Iterator[tuple[VirtualServerConfig, RealServerConfig, CheckerConfig]]:
         for svc in self.services:
             for rs in svc.servers:

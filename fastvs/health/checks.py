@@ -10,7 +10,7 @@
   ``status_code`` (200-299 by default), and with ``digest`` the MD5 of the body (up to
   Content-Length) must match. The first url that fails fails the attempt.
 - MISC_CHECK: ``misc_path`` run (no shell) in its own process group, stdin/stdout/stderr
-  on /dev/null; after ``misc_timeout`` (default: the service's ``delay_loop``) it gets
+  on /dev/null, its exit awaited through a pidfd (no thread per script); after ``misc_timeout`` (default: the service's ``delay_loop``) it gets
   SIGTERM, and SIGKILL 2 s later, and the attempt fails. Exit 0 passes; with
   ``misc_dynamic`` 2-255 pass too and set the weight to ``code - 2``; anything else fails.
 
@@ -27,6 +27,8 @@ import os
 import signal
 import socket
 import ssl
+import subprocess
+from typing import Any
 
 from fastvs.control.keepalived import CheckerConfig, Url
 from fastvs.health.state import CheckResult
@@ -214,13 +216,67 @@ def _killpg(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
+class _Script:
+    """A script in its own session, awaited through a pidfd (no thread per child, as
+    asyncio's ThreadedChildWatcher would start), or through asyncio's subprocess support
+    where pidfd_open is missing."""
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._pidfd = -1
+        self._aproc: asyncio.subprocess.Process | None = None
+
+    async def start(self, argv: list[str]) -> None:
+        opts: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL,
+                                "stderr": subprocess.DEVNULL, "start_new_session": True,
+                                "close_fds": True}
+        if hasattr(os, "pidfd_open"):
+            popen = subprocess.Popen(argv, **opts)  # noqa: S603 - the configured check
+            self._popen, self.pid = popen, popen.pid
+            try:
+                self._pidfd = os.pidfd_open(popen.pid)
+            except OSError:  # an old kernel: poll for the exit instead
+                self._pidfd = -1
+            return
+        self._aproc = await asyncio.create_subprocess_exec(*argv, **opts)
+        self.pid = self._aproc.pid
+
+    async def wait(self) -> int:
+        if self._aproc is not None:
+            return await self._aproc.wait()
+        popen = self._popen
+        assert popen is not None
+        if self._pidfd < 0:
+            while popen.poll() is None:
+                await asyncio.sleep(0.05)
+            return popen.returncode
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def ready() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(self._pidfd, ready)
+        try:
+            await done
+        finally:
+            loop.remove_reader(self._pidfd)
+        return popen.wait()
+
+    def close(self) -> None:
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+
 async def misc_check(c: CheckerConfig) -> CheckResult:
     cmd = " ".join(c.misc_path)
+    proc = _Script()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *c.misc_path, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, start_new_session=True, close_fds=True)
-    except OSError as exc:
+        await proc.start(c.misc_path)
+    except (OSError, ValueError) as exc:
         return CheckResult(False, f"{cmd}: cannot run: {_errtext(exc)}")
     try:
         try:
@@ -234,11 +290,13 @@ async def misc_check(c: CheckerConfig) -> CheckResult:
                 await proc.wait()
             _killpg(proc.pid, signal.SIGKILL)  # whatever it started
             return CheckResult(False, f"{cmd} timed out after {_secs(c.misc_timeout)} (killed)")
-    except asyncio.CancelledError:
-        _killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(proc.wait()), 1.0)
-        raise
+        except asyncio.CancelledError:
+            _killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), 1.0)
+            raise
+    finally:
+        proc.close()
     if code < 0:
         return CheckResult(False, f"{cmd} killed by signal {-code}")
     if code == 0:

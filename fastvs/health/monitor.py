@@ -216,7 +216,11 @@ class HealthMonitor:
         while True:
             async with sem:
                 result = await run_check(checker.config)
-            delay = self.apply(checker, result)
+            try:
+                delay = self.apply(checker, result)
+            except Exception as exc:  # noqa: BLE001 - one checker's bug must not stop it
+                self.log(f"health: {checker.name}: {type(exc).__name__}: {exc}")
+                delay = checker.config.delay_loop
             await asyncio.sleep(delay)
 
     def apply(self, checker: CheckerState, result: CheckResult) -> float:

@@ -481,3 +481,26 @@ def test_a_bare_real_server_has_no_checker_and_names() -> None:
     assert [vs.servers[0].name(vs.port()) for vs in cfg.services] == [
         "10.1.0.1:0", "10.1.0.2:80", "[2001:db8::2]:443"]
     assert all(not vs.servers[0].checkers for vs in cfg.services)
+
+
+def test_addresses_include_sorry_and_down_servers() -> None:
+    cfg, _ = model("""
+virtual_server 10.0.0.1 80 {
+  protocol TCP
+  alpha
+  sorry_server 10.9.9.9 80
+  real_server 10.1.0.1 80 {
+    TCP_CHECK {
+    }
+  }
+  real_server 10.1.0.2 80 {
+    lb_kind DR
+  }
+}
+virtual_server fwmark 3 {
+  real_server 10.1.0.3 80 {
+  }
+}
+""")
+    assert "10.1.0.1" not in format_rules(cfg.initial_rules())  # alpha: starts down
+    assert cfg.addresses() == ({"10.0.0.1"}, {"10.9.9.9", "10.1.0.1", "10.1.0.3"})

@@ -302,3 +302,30 @@ def test_reload_while_running_keeps_a_down_server_down() -> None:
         e for ch in changes for e in ch.edit_lines()]
     for lis in (a, b, c):
         lis.close()
+
+
+def test_many_scripts_at_once_start_no_thread_each(tmp_path: Path) -> None:
+    script = tmp_path / "slowish"
+    script.write_text("#!/bin/sh\nsleep 0.3\nexit 0\n")
+    script.chmod(0o755)
+    servers = "\n".join(f"""
+  real_server 10.1.0.{i} 80 {{
+    MISC_CHECK {{
+      misc_path {script}
+      misc_timeout 20
+      delay_loop 5
+      warmup 0
+    }}
+  }}""" for i in range(1, 81))
+    cfg = config(f"virtual_server 10.0.0.1 80 {{\n  protocol TCP\n{servers}\n}}\n")
+    threads0 = threading.active_count()
+    peak = 0
+    with HealthMonitor(cfg, seed=8) as mon:
+        end = time.monotonic() + DEADLINE
+        while time.monotonic() < end:
+            peak = max(peak, threading.active_count())
+            if all(s["checkers"][0]["attempts"] >= 1 for s in mon.snapshot()):
+                break
+            time.sleep(0.01)
+        assert all(s["state"] == "up" for s in mon.snapshot())
+    assert peak <= threads0 + 1
