@@ -1,9 +1,10 @@
 """HealthProcess: the HealthMonitor in a process of its own.
 
-A HealthMonitor thread shares its process's GIL: in the process that forwards it costs
-throughput (measured: a Director processing batches ran about a third slower while 300
-TCP checks a second ran in a thread beside it, though the checks took under 10 % of a
-core). HealthProcess runs the monitor in a child process (started with ``spawn``, so it
+A HealthMonitor thread shares its process's GIL with whatever else runs there: in the
+process that forwards, every turn of its loop competes with the batch loop's Python
+parts (300 TCP checks a second take about 9 % of a core; on a loaded two-core machine a
+Director processing batches beside such a thread measured from 8 % to 50 % slower, too
+noisy to say more). HealthProcess runs the monitor in a child process (started with ``spawn``, so it
 inherits no sockets, rings or threads) and talks to it over one pipe:
 
 - :meth:`take` (non-blocking, for the forwarder between batches) drains what the child

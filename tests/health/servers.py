@@ -83,7 +83,10 @@ def _handler(pages: Pages) -> type[BaseHTTPRequestHandler]:
 @contextlib.contextmanager
 def http_server(pages: Pages, cert: tuple[Path, Path] | None = None,
                 host: str = "127.0.0.1") -> Iterator[ThreadingHTTPServer]:
-    srv = ThreadingHTTPServer((host, 0), _handler(pages))
+    cls = ThreadingHTTPServer
+    if ":" in host:
+        cls = type("ThreadingHTTPServer6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+    srv = cls((host, 0), _handler(pages))
     srv.daemon_threads = True
     if cert is not None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

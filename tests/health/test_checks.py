@@ -217,3 +217,28 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_tcp_and_http_host_header(pages: Pages) -> None:
+    lis = Listener("::1")
+    c = CheckerConfig("TCP_CHECK", "t:1", connect_ip="::1", connect_port=lis.port,
+                      connect_timeout=2.0)
+    assert run(c) == CheckResult(True, f"connected to [::1]:{lis.port}")
+    lis.close()
+    assert not run(c).ok
+    with http_server(pages, host="::1") as srv:
+        port = srv.server_address[1]
+        h = CheckerConfig("HTTP_GET", "t:1", connect_ip="::1", connect_port=port,
+                          connect_timeout=3.0, urls=[Url("/ok")])
+        assert run(h) == CheckResult(True, f"GET http://[::1]:{port}/ok: status 200")
+    assert pages.requests[-1]["host"] == f"[::1]:{port}"  # RFC 2732, as keepalived sends it
