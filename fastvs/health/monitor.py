@@ -30,7 +30,14 @@ from typing import Any
 from fastvs.control.keepalived import KeepalivedConfig
 from fastvs.control.rules import Order, Rules, format_rules
 from fastvs.health.checks import run_check
-from fastvs.health.state import CheckerState, CheckResult, Edit, HealthState, Transition
+from fastvs.health.state import (
+    CheckerState,
+    CheckResult,
+    Edit,
+    HealthState,
+    Transition,
+    copy_rules,
+)
 
 __all__ = ["Change", "HealthMonitor", "check_once"]
 
@@ -90,6 +97,8 @@ class HealthMonitor:
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
         self._publish_due = False
+        self._published = self.state.copy_rules()
+        self._published_generation = self.state.generation
         self._sem: asyncio.Semaphore | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.errors: list[str] = []
@@ -98,12 +107,14 @@ class HealthMonitor:
 
     @property
     def generation(self) -> int:
-        return self.state.generation
+        """The generation of the last change published."""
+        return self._published_generation
 
     def rules(self) -> Rules:
-        """The table the checks imply now (a copy)."""
+        """The table of the last change published (a copy): what :meth:`take` and
+        ``on_change`` have handed out, or will at once."""
         with self._lock:
-            return self.state.copy_rules()
+            return copy_rules(self._published)
 
     def take(self) -> Change | None:
         """The change since the last :meth:`take`, or None when nothing changed. Its
@@ -253,11 +264,14 @@ class HealthMonitor:
             transitions, self._transitions = self._transitions, []
             rules = self.state.copy_rules()
             change = Change(self.state.generation, rules, edits, transitions)
+            self._published = rules
+            self._published_generation = change.generation
             pending = self._pending
             if pending is None:
-                self._pending = Change(change.generation, rules, list(edits), list(transitions))
+                self._pending = Change(change.generation, copy_rules(rules), list(edits),
+                                       list(transitions))
             else:
-                pending.generation, pending.rules = change.generation, rules
+                pending.generation, pending.rules = change.generation, copy_rules(rules)
                 pending.edits.extend(edits)
                 pending.transitions.extend(transitions)
         if self.on_change is not None:
@@ -288,6 +302,8 @@ def check_once(
             mon.apply(c, result)
 
         await asyncio.gather(*(one(c) for c in mon.state.checkers() if c.config.supported))
+        if mon._publish_due:
+            mon._publish()
 
     asyncio.run(main())
     return mon

@@ -50,7 +50,7 @@ from fastvs.control.keepalived import (
 )
 from fastvs.control.rules import Order, RealServer, Rules, VirtualService
 
-__all__ = ["CheckResult", "CheckerState", "Edit", "HealthState", "ServerState", "ServiceState",
+__all__ = ["CheckResult", "CheckerState", "copy_rules", "diff_rules", "Edit", "HealthState", "ServerState", "ServiceState",
            "Transition"]  # fmt: skip
 
 _FWD_OPT = {"masq": "-m", "route": "-g", "tunnel": "-i"}
@@ -204,19 +204,7 @@ class HealthState:
                 yield from srv.checkers
 
     def copy_rules(self) -> Rules:
-        """A copy of :attr:`rules` the receiver owns (services, lists and real servers
-        copied; a deepcopy costs ten times more with hundreds of servers)."""
-        src = self.rules
-        out = Rules(order=src.order, source=src.source)
-        out.timeouts = copy.copy(src.timeouts)
-        for svc in src.services:
-            dup = copy.copy(svc)
-            dup.reals = [RealServer(rs.addr, rs.port, rs.weight, rs.fwd, rs.u_threshold,
-                                    rs.l_threshold) for rs in svc.reals]
-            dup.add_order = list(svc.add_order)
-            dup.sched_flags = tuple(svc.sched_flags)
-            out.services.append(dup)
-        return out
+        return copy_rules(self.rules)
 
     def take_edits(self) -> list[Edit]:
         out, self.edits = self.edits, []
@@ -551,6 +539,21 @@ def _thresholds(rs: RealServer) -> str:
     if rs.l_threshold:
         out += f" -y {rs.l_threshold}"
     return out.strip()
+
+
+def copy_rules(src: Rules) -> Rules:
+    """A copy of ``src`` its receiver owns: services, lists and real servers copied (a
+    deepcopy costs ten times more with hundreds of servers)."""
+    out = Rules(order=src.order, source=src.source)
+    out.timeouts = copy.copy(src.timeouts)
+    for svc in src.services:
+        dup = copy.copy(svc)
+        dup.reals = [RealServer(rs.addr, rs.port, rs.weight, rs.fwd, rs.u_threshold,
+                                rs.l_threshold) for rs in svc.reals]
+        dup.add_order = list(svc.add_order)
+        dup.sched_flags = tuple(svc.sched_flags)
+        out.services.append(dup)
+    return out
 
 
 def _port(vs: VirtualService, rs: RealServerConfig) -> int:
