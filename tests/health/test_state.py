@@ -378,3 +378,23 @@ def test_reload_keeps_misc_dynamic_weight_and_quorum_state() -> None:
     ts = lower.migrate(new)
     assert [(t.server, t.new) for t in ts] == [("(quorum)", "up")]
     assert "10.9.9.9" not in table(lower)
+
+
+def test_the_states_at_start_imply_the_start_table_of_every_sample() -> None:
+    from pathlib import Path
+
+    from fastvs.control.keepalived import read_keepalived_file
+
+    samples = Path(__file__).resolve().parent.parent / "control" / "keepalived"
+    names = sorted(samples.glob("keepalived.conf.*"))
+    assert len(names) == 6
+    for path in names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cfg = read_keepalived_file(path)
+        st = HealthState(cfg)
+        assert format_rules(st.rules) == format_rules(cfg.initial_rules()), path.name
+        before = len(st.edits)
+        for svc in st.services:  # syncing again changes nothing
+            st._sync(svc)
+        assert len(st.edits) == before == 0, path.name
