@@ -211,15 +211,25 @@ class HealthState:
         return out
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """Every real server's state, for listings (``fastvs check``, ``ctl health``)."""
+        """Every real server's state, for listings (``fastvs check``, ``ctl health``) and
+        metrics: ``service``, ``server``, ``up``/``state``, ``weight`` (effective),
+        ``in_table`` (its weight in the table, None when out), ``changed`` (Unix time of
+        its last transition, 0: never), ``why`` (that transition's reason, else the last
+        check's result), ``last_transition`` (the log line), ``quorum`` and
+        ``checkers`` (kind, target, state, attempts, failures, last result)."""
         out: list[dict[str, Any]] = []
         for svc in self.services:
             for srv in svc.servers:
                 last = srv.last_change
+                why = last.why if last else next(
+                    (c.last for c in srv.checkers if c.last_ok is not None), "")
                 out.append({
                     "service": svc.name,
                     "server": srv.name,
+                    "up": srv.alive,
                     "state": "up" if srv.alive else "down",
+                    "changed": last.time if last else 0.0,
+                    "why": why,
                     "weight": srv.weight,
                     "in_table": self._table_weight(svc, srv.config),
                     "quorum": "up" if svc.quorum_up else "down",

@@ -329,7 +329,10 @@ def test_transition_line_and_snapshot() -> None:
     st = state(TWO % ("", ""))
     st.report(checker(st, "10.1.0.1"), FAIL)
     snap = st.snapshot()
-    assert snap[0]["state"] == "down" and snap[0]["in_table"] is None
+    assert snap[0]["state"] == "down" and snap[0]["in_table"] is None and not snap[0]["up"]
+    assert snap[0]["changed"] == 1_700_000_000.25
+    assert snap[0]["why"] == "TCP_CHECK " + FAIL.detail + ", 1st failure"
+    assert snap[1]["changed"] == 0.0 and snap[1]["why"] == ""
     assert snap[0]["last_transition"].startswith("2023-11-14T22:13:20.250Z TCP 10.0.0.1:80 ")
     assert snap[1]["state"] == "up" and snap[1]["in_table"] == 3
     assert snap[0]["checkers"][0]["last"] == FAIL.detail
