@@ -78,3 +78,43 @@ def test_a_bad_configuration_exits_2(tmp_path: Path) -> None:
     out = run(str(conf))
     assert out.returncode == 2
     assert out.stderr == f"fastvs: {conf}:1: block 'virtual_server' is not closed\n"
+
+
+def test_watch_prints_transitions_until_interrupted(tmp_path: Path) -> None:
+    import select
+    import signal
+    import time
+
+    lis = Listener()
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(f"""
+virtual_server 10.0.0.1 80 {{
+  protocol TCP
+  real_server 127.0.0.1 {lis.port} {{
+    TCP_CHECK {{
+      delay_loop 0.2
+      warmup 0
+      retry 0
+      connect_timeout 2
+    }}
+  }}
+}}
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "fastvs.health", str(conf), "--watch"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # running: nothing to say while the server listens
+        lis.close()
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)  # never hang the suite
+        assert ready, "no transition printed within 60 s"
+        line = proc.stdout.readline()
+        assert line.endswith(f"TCP 10.0.0.1:80 127.0.0.1:{lis.port}: up -> down (removed): "
+                             f"TCP_CHECK connect to 127.0.0.1:{lis.port} failed: Connection "
+                             "refused, 1st failure\n")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
