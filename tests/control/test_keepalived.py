@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 
 from fastvs.control.keepalived import (
+    KeepalivedConfig,
     KeepalivedWarning,
     is_keepalived,
     load_keepalived,
     parse_keepalived,
+    read_keepalived,
+    read_keepalived_file,
 )
 from fastvs.control.rules import format_rules
 from fastvs.errors import RulesError
@@ -290,3 +293,214 @@ def test_cli_lists_a_keepalived_conf_as_ipvsadm_would(tmp_path: Path) -> None:
         f"fastvs: warning: {conf}:31: 2 HTTP_GET health checks (the first here) are not run "
         "by fastvs yet: real servers start as passing them (failing, in alpha mode) and stay so",
     ]
+
+
+# ---------------------------------------------------------------------------
+# The checkers' model (read_keepalived), for fastvs.health
+
+
+def model(text: str) -> tuple[KeepalivedConfig, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = read_keepalived(text, source="k.conf")
+    return cfg, [str(w.message) for w in caught]
+
+
+def test_checker_settings_inherit_checker_real_server_virtual_server() -> None:
+    cfg, msgs = model("""
+virtual_server 10.0.0.1 80 {
+  protocol TCP
+  delay_loop 20
+  retry 4
+  connect_timeout 7
+  virtualhost vs.example
+  real_server 10.1.0.1 8080 {
+    delay_before_retry 2.5
+    warmup 0
+    TCP_CHECK {
+    }
+    HTTP_GET {
+      nb_get_retry 6
+      url {
+        path /a
+      }
+      url {
+        path /b
+        virtualhost b.example
+        status_code 200 301-302
+        digest 640205B7B0FC66C1EA91C463FAC6334D
+      }
+    }
+  }
+  real_server 10.1.0.2 8080 {
+    virtualhost rs.example
+    MISC_CHECK {
+      misc_path "/usr/bin/check --host 10.1.0.2"
+      misc_dynamic
+      connect_timeout 1
+    }
+    SSL_GET {
+      connect_ip 10.2.0.2
+      connect_port 443
+      bindto 10.0.0.9
+      bind_port 5000
+      connect_timeout 1.5
+      delay_loop 3
+      alpha
+      url {
+        path /
+      }
+    }
+  }
+}
+""")
+    (vs,) = cfg.services
+    tcp, http = vs.servers[0].checkers
+    misc, ssl_get = vs.servers[1].checkers
+    assert (tcp.kind, tcp.connect_ip, tcp.connect_port) == ("TCP_CHECK", "10.1.0.1", 8080)
+    assert (tcp.retry, tcp.delay_loop, tcp.connect_timeout) == (4, 20, 7)
+    assert (tcp.delay_before_retry, tcp.warmup, tcp.alpha) == (2.5, 0, False)
+    assert tcp.where == "k.conf:11"
+    assert http.retry == 6 and http.virtualhost == "vs.example"
+    assert [(u.path, u.status_codes, u.digest, u.virtualhost) for u in http.urls] == [
+        ("/a", ((200, 299),), None, None),
+        ("/b", ((200, 200), (301, 302)), "640205b7b0fc66c1ea91c463fac6334d", "b.example"),
+    ]
+    assert http.urls[1].accepts(302) and not http.urls[1].accepts(204)
+    assert misc.misc_path == ["/usr/bin/check", "--host", "10.1.0.2"]
+    assert misc.misc_dynamic and misc.misc_timeout == 20  # the service's delay_loop
+    assert misc.retry == 4  # the service's retry; MISC_CHECK's own default is 0
+    assert (misc.delay_before_retry, misc.warmup) == (1.0, 20)  # warmup: its delay_loop
+    assert (ssl_get.connect_ip, ssl_get.connect_port, ssl_get.bindto, ssl_get.bind_port) == (
+        "10.2.0.2", 443, "10.0.0.9", 5000)
+    assert (ssl_get.connect_timeout, ssl_get.delay_loop, ssl_get.warmup) == (1.5, 3, 3)
+    assert ssl_get.delay_before_retry == 3.0 and ssl_get.virtualhost == "rs.example"
+    assert ssl_get.alpha and vs.servers[1].starts_down() and not vs.servers[0].starts_down()
+    # MISC_CHECK takes no connect_timeout; the rest is as keepalived reads it
+    assert msgs == ["k.conf:31: unknown MISC_CHECK keyword 'connect_timeout' ignored"]
+
+
+def test_checker_defaults_without_settings() -> None:
+    cfg, _ = model("virtual_server 10.0.0.1 80 {\n protocol TCP\n real_server 10.1.0.1 {\n"
+                   "  TCP_CHECK {\n  }\n  MISC_CHECK {\n   misc_path /bin/true\n  }\n }\n}\n")
+    tcp, misc = cfg.services[0].servers[0].checkers
+    assert tcp.connect_port == 80  # the service's port
+    assert (tcp.retry, tcp.delay_before_retry, tcp.delay_loop, tcp.warmup) == (1, 1.0, 60, 60)
+    assert tcp.connect_timeout == 5
+    assert (misc.retry, misc.misc_timeout) == (0, 60)
+
+
+def test_checker_kinds_fastvs_lacks_are_kept_and_warned_with_file_and_line() -> None:
+    cfg, msgs = model("""
+virtual_server 10.0.0.1 53 {
+  protocol UDP
+  real_server 10.1.0.1 53 {
+    DNS_CHECK {
+      type A
+    }
+    PING_CHECK {
+    }
+  }
+  real_server 10.1.0.2 53 {
+    DNS_CHECK {
+    }
+  }
+}
+""")
+    kinds = [(c.kind, c.supported) for rs in cfg.services[0].servers for c in rs.checkers]
+    assert kinds == [("DNS_CHECK", False), ("PING_CHECK", False), ("DNS_CHECK", False)]
+    assert msgs == [
+        "k.conf:5: 2 DNS_CHECK health checks (the first here) are not run by fastvs: real "
+        "servers start as passing them (failing, in alpha mode) and stay so",
+        "k.conf:8: the PING_CHECK health check is not run by fastvs: real servers start as "
+        "passing them (failing, in alpha mode) and stay so",
+    ]
+
+
+def test_checkers_keepalived_would_drop_and_bad_values() -> None:
+    cfg, msgs = model("""
+virtual_server 10.0.0.1 80 {
+  protocol TCP
+  real_server 10.1.0.1 80 {
+    HTTP_GET {
+      url {
+        digest 640205b7b0fc66c1ea91c463fac6334d
+      }
+    }
+    MISC_CHECK {
+      misc_timeout 3
+    }
+    TCP_CHECK {
+      fast_recovery
+    }
+  }
+}
+""")
+    assert [c.kind for c in cfg.services[0].servers[0].checkers] == ["TCP_CHECK"]
+    assert msgs == [
+        "k.conf:6: url has no path: ignored, as keepalived does",
+        "k.conf:5: HTTP_GET has no url: ignored, as keepalived does",
+        "k.conf:10: MISC_CHECK has no misc_path: ignored, as keepalived does",
+        "k.conf:14: unknown TCP_CHECK keyword 'fast_recovery' ignored",
+    ]
+    for bad, message in [
+        ("url {\n path /\n status_code 99\n }", "k.conf:7: status_code: '99' is not a code"),
+        ("url {\n path /\n digest abc\n }", "k.conf:7: digest takes the 32 hex digits"),
+        ("connect_port 0", "k.conf:5: connect_port: 0 is out of range (1-65535)"),
+        ("connect_ip 10.1.0.300", "k.conf:5: bad connect_ip address '10.1.0.300'"),
+        ("delay_loop soon", "k.conf:5: delay_loop: 'soon' is not a number of seconds"),
+    ]:
+        text = ("virtual_server 10.0.0.1 80 {\n protocol TCP\n real_server 10.1.0.1 80 {\n"
+                f" HTTP_GET {{\n{bad}\n }}\n }}\n}}\n")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(RulesError) as exc:
+                read_keepalived(text, source="k.conf")
+        assert str(exc.value).startswith(message), (bad, str(exc.value))
+
+
+def test_the_model_gives_the_same_start_table_as_parse_keepalived() -> None:
+    for name in SAMPLE_NAMES:
+        path = SAMPLES / f"keepalived.conf.{name}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cfg = read_keepalived_file(path)
+        assert format_rules(cfg.initial_rules(), strict=True) == \
+            (SAMPLES / f"{name}.ipvsadm").read_text()
+        kinds = {(c.kind, c.supported) for _, _, c in cfg.checkers()}
+        assert kinds <= {("HTTP_GET", True), ("TCP_CHECK", True), ("SMTP_CHECK", False)}, name
+
+
+def test_a_bare_real_server_has_no_checker_and_names() -> None:
+    cfg, _ = model("virtual_server fwmark 5 {\n real_server 10.1.0.1 {\n }\n}\n"
+                   "virtual_server_group G {\n 10.0.0.1 80\n}\n"
+                   "virtual_server group G {\n protocol TCP\n real_server 10.1.0.2 {\n }\n}\n"
+                   "virtual_server 2001:db8::1 443 {\n protocol TCP\n"
+                   " real_server 2001:db8::2 443 {\n }\n}\n")
+    assert [vs.name() for vs in cfg.services] == ["FWM 5", "group G", "TCP [2001:db8::1]:443"]
+    assert [vs.servers[0].name(vs.port()) for vs in cfg.services] == [
+        "10.1.0.1:0", "10.1.0.2:80", "[2001:db8::2]:443"]
+    assert all(not vs.servers[0].checkers for vs in cfg.services)
+
+
+def test_addresses_include_sorry_and_down_servers() -> None:
+    cfg, _ = model("""
+virtual_server 10.0.0.1 80 {
+  protocol TCP
+  alpha
+  sorry_server 10.9.9.9 80
+  real_server 10.1.0.1 80 {
+    TCP_CHECK {
+    }
+  }
+  real_server 10.1.0.2 80 {
+    lb_kind DR
+  }
+}
+virtual_server fwmark 3 {
+  real_server 10.1.0.3 80 {
+  }
+}
+""")
+    assert "10.1.0.1" not in format_rules(cfg.initial_rules())  # alpha: starts down
+    assert cfg.addresses() == ({"10.0.0.1"}, {"10.9.9.9", "10.1.0.1", "10.1.0.3"})
