@@ -146,6 +146,8 @@ class AfPacketIO:
                 A.attach_filter(s.fileno(), prog, fanout=True)
 
     def close(self) -> None:
+        """Unmap the rings and close the sockets; the batch arrays go with them."""
+        self.buf = None
         self.pump.close()
         self.sockets.close()
 
