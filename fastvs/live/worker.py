@@ -112,6 +112,8 @@ class Worker:
     def run(self, report: Callable[[dict[str, Any]], None], report_every: float = REPORT_EVERY) -> None:
         io, engine, director, neigh, l2 = self.io, self.director.engine, self.director, self.neigh, self.l2
         receive, transmit, process = io.receive, io.transmit, engine.process
+        buf, off, caplen, wirelen, ts, linktype, verdict = (  # fixed for the FrameIO's life
+            io.buf, io.off, io.caplen, io.wirelen, io.ts, io.linktype, io.verdict)
         neigh.announce()
         neigh.refresh()
         t_start = time.monotonic()
@@ -121,8 +123,7 @@ class Worker:
                 n = receive(100)
                 if n:
                     try:
-                        process(io.buf, io.off[:n], io.caplen[:n], io.wirelen[:n], io.ts[:n],
-                                io.linktype[:n], io.verdict)
+                        process(buf, off[:n], caplen[:n], wirelen[:n], ts[:n], linktype[:n], verdict)
                     except BaseException:
                         io.release()
                         raise
