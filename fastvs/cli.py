@@ -351,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-refs", action="store_true", help="skip the C and dpkt references")
     b.set_defaults(func=cmd_bench)
 
-    from fastvs.live.forwarder import add_cli
+    from fastvs.live.cli import add_cli
 
     add_cli(sub)
     return p
