@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Locality-based least-connection (ip_vs_lblc.c).
 
 A cache maps a packet's destination address to the real server last chosen for

@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Locality-based least-connection with replication (ip_vs_lblcr.c).
 
 A cache maps a packet's destination address to a *set* of real servers.  On a
