@@ -356,7 +356,8 @@ class Director:
         by_index = {idx: key for key, idx in self._svc_index.items()}
         rules_by_key = {s.key: s for s in self.rules.services}
         for s in self.engine.services():
-            rs = rules_by_key.get(by_index.get(s["index"]))
+            key = by_index.get(s["index"])
+            rs = rules_by_key.get(key) if key is not None else None
             s["stats"] = self._with_rates(s["stats"])
             s["persistent"] = rs.persistent if rs else None
             s["netmask"] = rs.netmask if rs else None
