@@ -2,6 +2,12 @@
 
 FASTVS_DEBUG=1 turns on bounds checks, wraparound and line tracing, and defines the
 FASTVS_DEBUG C macro; FASTVS_SANITIZE=1 adds AddressSanitizer/UBSan flags.
+
+The directive set below is the only one: no .pyx/.pxd may override it with a
+``# cython:`` header or a decorator (tests/test_stubs.py checks). The C that Cython
+generates goes to build/cython-release/ or build/cython-debug/, one tree per directive
+set: cythonize decides what to regenerate by timestamps alone, so C generated with the
+other set next to the sources would be reused (a "debug" build without bounds checks).
 """
 
 import os
@@ -61,6 +67,7 @@ setup(
         extensions,
         compiler_directives=directives,
         annotate=os.environ.get("FASTVS_ANNOTATE") == "1",
+        build_dir=f"build/cython-{'debug' if DEBUG else 'release'}",
         nthreads=2,
     ),
 )

@@ -1,8 +1,9 @@
 """fastvs: the Linux LVS/IPVS director's data path in user space."""
 
 from fastvs.capture.batch import PacketBatch
-from fastvs.errors import CaptureError, EngineError, FastvsError, RulesError
+from fastvs.errors import CaptureError, EngineError, FastvsError, OptionError, RulesError
 
+# the one place the version is written: pyproject.toml reads it from here
 __version__ = "0.1.0"
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "Director",
     "EngineError",
     "FastvsError",
+    "OptionError",
     "PacketBatch",
     "RulesError",
     "__version__",

@@ -1,13 +1,16 @@
 """The ``fastvs`` command: process captures, list rules, generate traffic, benchmark.
 
-Exit status: 0 success; 1 other fastvs error; 2 bad rules (or bad command-line usage);
-3 bad or missing capture file; 4 engine error; 130 interrupted.
+Exit status: 0 success; 1 other fastvs error; 2 bad rules, bad option value or bad
+command-line usage; 3 bad or missing capture file; 4 engine error; 130 interrupted.
+Every error is one line on stderr: ``fastvs: WHERE: what is wrong``, WHERE being a file
+(and line or record) or an option (``--capacity``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -16,9 +19,43 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fastvs.errors import FastvsError, RulesError
+from fastvs.errors import CaptureError, FastvsError, OptionError, RulesError
 
 DEMO_FILES = ("demo.pcap", "demo.rules")
+MAX_CHUNK_MB = 4095  # a chunk's offsets are 32-bit
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with fastvs's one-line errors: ``fastvs: --capacity: invalid int value:
+    'x' (see fastvs process --help)``, exit status 2."""
+
+    def error(self, message: str) -> Any:  # argparse's signature returns NoReturn
+        if message.startswith("argument "):
+            message = message[len("argument "):]
+        self.exit(2, f"fastvs: {message} (see {self.prog} --help)\n")
+
+
+def _read_text(path: str, what: str) -> str:
+    """A small text input named by an option (--marks, --neigh): read errors are bad input."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RulesError("no such file", source=path) from None
+    except UnicodeDecodeError as e:
+        raise RulesError(f"{what} is not UTF-8 text (byte {e.start})", source=path) from None
+    except OSError as e:
+        raise RulesError(f"cannot read {what}: {e.strerror}", source=path) from None
+
+
+def _check_output_dir(option: str, path: str | None) -> None:
+    """Refuse an output path whose folder does not exist before the work starts."""
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OptionError(option, f"{path}: no such directory {folder}")
+    if os.path.isdir(path):
+        raise OptionError(option, f"{path} is a directory")
 
 
 def demo_path(name: str) -> Path:
@@ -58,25 +95,24 @@ def cmd_process(a: argparse.Namespace) -> int:
     rules_path = a.rules or (str(demo_path("demo.rules")) if demo else None)
     if rules_path is None:
         raise RulesError("no rules given: use -r RULES (ipvsadm -S -n format)")
+    if not 1 <= a.chunk_mb <= MAX_CHUNK_MB:
+        raise OptionError("chunk_mb", f"must be between 1 and {MAX_CHUNK_MB}, not {a.chunk_mb}")
+    if a.output and a.dropped and os.path.abspath(a.output) == os.path.abspath(a.dropped):
+        raise OptionError("dropped", "the same file as --output")
+    rules_at = [_rules_at_spec(spec) for spec in a.rules_at or []]
     rules = _load_rules(rules_path, a.rules_order)
     if not os.path.exists(inp):
-        from fastvs.errors import CaptureError
-
         raise CaptureError(f"{inp}: no such file")
     marks = None
     if a.marks:
         from fastvs.control.director import parse_marks
 
-        if not os.path.exists(a.marks):
-            raise RulesError("no such file", source=a.marks)
-        marks = parse_marks(Path(a.marks).read_text(), source=a.marks)
+        marks = parse_marks(_read_text(a.marks, "the marks file"), source=a.marks)
     neigh = None
     if a.neigh:
         from fastvs.control.director import parse_neigh
 
-        if not os.path.exists(a.neigh):
-            raise RulesError("no such file", source=a.neigh)
-        neigh = parse_neigh(Path(a.neigh).read_text(), source=a.neigh)
+        neigh = parse_neigh(_read_text(a.neigh, "the neighbour file"), source=a.neigh)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         director = Director(
@@ -98,15 +134,8 @@ def cmd_process(a: argparse.Namespace) -> int:
         )
     for w in caught:
         print(f"fastvs: warning: {w.message}", file=sys.stderr)
-    for spec in a.rules_at or []:
-        when, sep, path = spec.partition(":")
-        try:
-            seconds = float(when)
-        except ValueError:
-            seconds = -1.0
-        if not sep or seconds < 0 or not path:
-            raise RulesError(f"--rules-at {spec!r}: expected SECONDS:FILE (seconds after the first packet)")
-        director.rules_at(int(seconds * 1e9), _load_rules(path, a.rules_order))
+    for ns, path in rules_at:
+        director.rules_at(ns, _load_rules(path, a.rules_order))
 
     t0 = time.perf_counter()
     reader = open_capture(inp, chunk_bytes=a.chunk_mb << 20, keep_going=a.keep_going)
@@ -114,9 +143,10 @@ def cmd_process(a: argparse.Namespace) -> int:
     show = not a.quiet and not a.no_progress and sys.stderr.isatty() and size > (8 << 20)
     bar = _progress(size, show)
     fmt = a.out_format if a.out_format != "same" else None
-    writer = Writer(a.output, like=reader, format=fmt) if a.output else None
-    dropped = Writer(a.dropped, like=reader, format=fmt) if a.dropped else None
+    writer = dropped = None
     try:
+        writer = Writer(a.output, like=reader, format=fmt) if a.output else None
+        dropped = Writer(a.dropped, like=reader, format=fmt) if a.dropped else None
         with reader:
             for batch in reader:
                 director.process(batch)
@@ -131,6 +161,7 @@ def cmd_process(a: argparse.Namespace) -> int:
         if dropped is not None:
             dropped.close()
     except BaseException:
+        reader.close()
         if writer is not None:
             writer.abort()
         if dropped is not None:
@@ -171,6 +202,24 @@ def cmd_process(a: argparse.Namespace) -> int:
     out.write("\n")
     out.write(_summary_text(summary, director.counters()))
     return 0
+
+
+# the latest --rules-at time: far beyond any capture, and an int64 of nanoseconds
+MAX_RULES_AT_SECONDS = 100 * 365 * 86400
+
+
+def _rules_at_spec(spec: str) -> tuple[int, str]:
+    """``SECONDS:FILE`` -> (nanoseconds after the first packet, FILE)."""
+    when, sep, path = spec.partition(":")
+    try:
+        seconds = float(when)
+    except ValueError:
+        seconds = math.nan
+    if not sep or not path or not math.isfinite(seconds):
+        raise OptionError("rules_at", f"{spec!r}: expected SECONDS:FILE (seconds after the first packet)")
+    if not 0 <= seconds <= MAX_RULES_AT_SECONDS:
+        raise OptionError("rules_at", f"{spec!r}: seconds must be between 0 and {MAX_RULES_AT_SECONDS}")
+    return int(seconds * 1e9), path
 
 
 def _summary_text(s: dict[str, Any], counters: dict[str, int]) -> str:
@@ -231,8 +280,23 @@ def cmd_list(a: argparse.Namespace) -> int:
 def cmd_gen(a: argparse.Namespace) -> int:
     from fastvs.gen.traffic import generate
 
-    rules = _load_rules(a.replies_for or a.rules, a.rules_order) if (a.replies_for or a.rules) else None
-    res = generate(
+    _check_output_dir("output", a.output)
+    rules_path = a.replies_for or a.rules
+    rules = _load_rules(rules_path, a.rules_order) if rules_path else None
+    try:
+        res = _generate(generate, a, rules)
+    except RulesError as e:
+        if e.source is None and rules_path:  # what the rules lack, said of the file
+            raise RulesError(str(e), source=rules_path) from None
+        raise
+    if not a.quiet:
+        print(f"wrote {res.packets} packets of {res.flows} flows "
+              f"({res.tcp_flows} TCP, {res.udp_flows} UDP) to {a.output}")
+    return 0
+
+
+def _generate(generate: Any, a: argparse.Namespace, rules: Any) -> Any:
+    return generate(
         a.output,
         flows=a.flows,
         packets=a.packets,
@@ -244,14 +308,21 @@ def cmd_gen(a: argparse.Namespace) -> int:
         payload=a.payload,
         progress=not a.quiet and sys.stderr.isatty(),
     )
-    if not a.quiet:
-        print(f"wrote {res.packets} packets of {res.flows} flows "
-              f"({res.tcp_flows} TCP, {res.udp_flows} UDP) to {a.output}")
-    return 0
 
 
 # -- bench --------------------------------------------------------------------------------
 def cmd_bench(a: argparse.Namespace) -> int:
+    from fastvs.gen.traffic import MAX_FLOWS
+
+    for f in a.flows:
+        if not 1 <= f <= MAX_FLOWS:
+            raise OptionError("flows", f"must be between 1 and {MAX_FLOWS}, not {f}")
+    if a.packets < 1:
+        raise OptionError("packets", f"must be at least 1, not {a.packets}")
+    if a.rounds < 1:
+        raise OptionError("rounds", f"must be at least 1, not {a.rounds}")
+    _check_output_dir("json", a.json)
+    _check_output_dir("plot", a.plot)
     from fastvs.bench.run import main as bench_main
 
     return bench_main(a)
@@ -259,7 +330,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 # -- parser -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="fastvs",
         description="The Linux LVS/IPVS director's data path in user space.",
     )
@@ -368,6 +439,9 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
     try:
         return int(a.func(a) or 0)
+    except OptionError as e:
+        print(f"fastvs: {e.flag}: {e.message}", file=sys.stderr)
+        return e.exit_code
     except FastvsError as e:
         print(f"fastvs: {e}", file=sys.stderr)
         return e.exit_code

@@ -34,7 +34,27 @@ class CaptureError(FastvsError):
     exit_code = 3
 
 
+class OptionError(FastvsError, ValueError):
+    """An option value the engine or a tool refuses (out of range, not a number, wrong
+    kind). ``option`` is the keyword's name (``capacity``, ``tunnel_mtu``); the command
+    line shows it as its flag (``--capacity``, ``--tunnel-mtu``). Also a ValueError, as
+    the Python API refused such values before it had this class."""
+
+    exit_code = 2
+
+    def __init__(self, option: str, message: str):
+        self.option = option
+        self.message = message
+        super().__init__(f"{option}: {message}")
+
+    @property
+    def flag(self) -> str:
+        """The option as the ``fastvs`` command spells it."""
+        return self.option if self.option.startswith("-") else "--" + self.option.replace("_", "-")
+
+
 class EngineError(FastvsError):
-    """The engine was misused (arrays that disagree, bad configuration)."""
+    """The engine failed on input it accepted: it could not allocate its tables, or it
+    refused a batch (arrays that disagree). A bug or an exhausted machine, not bad input."""
 
     exit_code = 4

@@ -1,4 +1,3 @@
-# cython: boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
 """Capture file record indexing and writing: classic pcap records and pcapng packet blocks.
 
 Plays the role of libpcap's sf-pcap.c / sf-pcapng.c readers and dumpers, but over a whole

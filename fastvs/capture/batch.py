@@ -35,7 +35,7 @@ class PacketBatch:
     ts: np.ndarray
     linktype: np.ndarray
     iface: np.ndarray
-    verdict: np.ndarray = field(default=None)  # type: ignore[assignment]
+    verdict: np.ndarray = field(default=None)  # type: ignore[assignment,arg-type]  # filled in __post_init__
 
     def __post_init__(self) -> None:
         n = len(self.off)

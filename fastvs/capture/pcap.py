@@ -32,7 +32,7 @@ from fastvs.capture.batch import (
     TS_DTYPE,
     PacketBatch,
 )
-from fastvs.errors import CaptureError
+from fastvs.errors import CaptureError, OptionError
 
 DEFAULT_CHUNK = 64 << 20  # bytes read per batch
 MAX_CAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN: larger records are corrupt
@@ -131,7 +131,7 @@ class Reader:
         max_caplen: int | None = None,
     ) -> None:
         if chunk_bytes < 1:
-            raise ValueError("chunk_bytes must be positive")
+            raise OptionError("chunk_bytes", f"must be at least 1, not {chunk_bytes}")
         self.path = os.fspath(path)
         self.chunk_bytes = int(chunk_bytes)
         self.keep_going = keep_going

@@ -19,9 +19,14 @@ from fastvs.capture.batch import PacketBatch
 from fastvs.control.rules import RealServer, Rules, VirtualService
 from fastvs.datapath._engine import DEFAULT_TCP_TIMEOUTS, Engine
 from fastvs.datapath._xmit import encap_tunnel, set_dr_macs
-from fastvs.errors import RulesError
+from fastvs.errors import EngineError, OptionError, RulesError
 
 DEFAULT_CAPACITY = 1 << 20
+MAX_CAPACITY = 1 << 30  # the connection table's bound (the engine refuses more)
+MIN_TUNNEL_MTU = 68  # RFC 791: every IPv4 link carries 68 bytes
+MAX_TUNNEL_MTU = 65535
+DEFENSE_MODES = (0, 1, 2, 3)  # the kernel's sysctls: off, automatic, (automatic, on), always
+TRUNCATED_MODES = ("balance", "drop")
 
 RATE_KEYS = ("cps", "inpps", "outpps", "inbps", "outbps")
 
@@ -68,7 +73,15 @@ class Director:
         secure_tcp: int = 0,
         amemthresh: int | None = None,
     ) -> None:
-        self.engine = Engine(capacity, seed)
+        check_options(capacity=capacity, seed=seed, truncated=truncated, tunnel_mtu=tunnel_mtu,
+                      tunnel_source=tunnel_source, drop_entry=drop_entry,
+                      drop_packet=drop_packet, secure_tcp=secure_tcp,
+                      conn_reuse_mode=conn_reuse_mode, amemthresh=amemthresh)
+        try:
+            self.engine = Engine(capacity, seed)
+        except MemoryError:
+            raise EngineError(f"cannot allocate a connection table for {capacity} connections "
+                              "(try a smaller --capacity)") from None
         self.engine.set_options(
             keep_ttl=keep_ttl,
             director_view=director_view,
@@ -211,12 +224,16 @@ class Director:
         return written
 
     def _run(self, b: PacketBatch, lo: int, hi: int, aux: np.ndarray | None) -> int:
-        if lo == 0 and hi == len(b):
-            return self.engine.process(b.buf, b.off, b.caplen, b.wirelen, b.ts, b.linktype, b.verdict, aux)
-        return self.engine.process(
-            b.buf, b.off[lo:hi], b.caplen[lo:hi], b.wirelen[lo:hi], b.ts[lo:hi], b.linktype[lo:hi],
-            b.verdict[lo:hi], None if aux is None else aux[lo:hi],
-        )
+        try:
+            if lo == 0 and hi == len(b):
+                return self.engine.process(b.buf, b.off, b.caplen, b.wirelen, b.ts, b.linktype,
+                                           b.verdict, aux)
+            return self.engine.process(
+                b.buf, b.off[lo:hi], b.caplen[lo:hi], b.wirelen[lo:hi], b.ts[lo:hi],
+                b.linktype[lo:hi], b.verdict[lo:hi], None if aux is None else aux[lo:hi],
+            )
+        except (ValueError, TypeError) as e:  # a batch the engine cannot take: a bug upstream
+            raise EngineError(f"the engine refused a batch of {hi - lo} packets: {e}") from e
 
     # -- rules changes ---------------------------------------------------------------------
     def rules_at(self, when_ns: int, rules: Rules, *, relative: bool = True) -> None:
@@ -339,7 +356,8 @@ class Director:
         by_index = {idx: key for key, idx in self._svc_index.items()}
         rules_by_key = {s.key: s for s in self.rules.services}
         for s in self.engine.services():
-            rs = rules_by_key.get(by_index.get(s["index"]))
+            key = by_index.get(s["index"])
+            rs = rules_by_key.get(key) if key is not None else None
             s["stats"] = self._with_rates(s["stats"])
             s["persistent"] = rs.persistent if rs else None
             s["netmask"] = rs.netmask if rs else None
@@ -362,6 +380,53 @@ class Director:
     @property
     def timeouts(self) -> dict[str, int]:
         return self.engine.timeouts()
+
+
+def _int_option(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise OptionError(name, f"must be a whole number, not {value!r}")
+    v = int(value)
+    if lo is not None and hi is not None and not lo <= v <= hi:
+        raise OptionError(name, f"must be between {lo} and {hi}, not {v}")
+    if lo is not None and v < lo:
+        raise OptionError(name, f"must be at least {lo}, not {v}")
+    return v
+
+
+def check_options(
+    *,
+    capacity: Any = DEFAULT_CAPACITY,
+    seed: Any = None,
+    truncated: Any = "balance",
+    tunnel_mtu: Any = 1500,
+    tunnel_source: Any = None,
+    drop_entry: Any = 1,
+    drop_packet: Any = 0,
+    secure_tcp: Any = 0,
+    conn_reuse_mode: Any = 1,
+    amemthresh: Any = None,
+) -> None:
+    """Refuse, with an :class:`~fastvs.errors.OptionError` naming the option, every value
+    :class:`Director` (and its engine) cannot take. The ``fastvs`` command shows the
+    option as its flag: ``fastvs: --capacity: must be between 1 and 1073741824, not 0``."""
+    _int_option("capacity", capacity, 1, MAX_CAPACITY)
+    if seed is not None:
+        _int_option("seed", seed)  # any integer: only its low 64 bits key the hash
+    if truncated not in TRUNCATED_MODES:
+        raise OptionError("truncated", f"must be {' or '.join(TRUNCATED_MODES)}, not {truncated!r}")
+    _int_option("tunnel_mtu", tunnel_mtu, MIN_TUNNEL_MTU, MAX_TUNNEL_MTU)
+    if tunnel_source is not None:
+        try:
+            ipaddress.ip_address(tunnel_source)
+        except ValueError:
+            raise OptionError("tunnel_source", f"not an IP address: {tunnel_source!r}") from None
+    for name, val in (("drop_entry", drop_entry), ("drop_packet", drop_packet),
+                      ("secure_tcp", secure_tcp)):
+        if _int_option(name, val) not in DEFENSE_MODES:
+            raise OptionError(name, f"must be 0 (off), 1 (automatic) or 3 (always), not {val}")
+    _int_option("conn_reuse_mode", conn_reuse_mode, 0, 3)
+    if amemthresh is not None:
+        _int_option("amemthresh", amemthresh, 1, MAX_CAPACITY)
 
 
 def parse_marks(text: str, source: str = "<marks>") -> list[tuple[int, str, Any, int]]:
@@ -422,4 +487,4 @@ def verdict_counts(verdicts: np.ndarray) -> dict[str, int]:
     return {V.name(int(c)): int(n) for c, n in zip(codes, counts, strict=True)}
 
 
-__all__ = ["Director", "DEFAULT_CAPACITY", "DEFAULT_TCP_TIMEOUTS", "parse_marks", "parse_neigh", "verdict_counts"]
+__all__ = ["Director", "DEFAULT_CAPACITY", "DEFAULT_TCP_TIMEOUTS", "MAX_CAPACITY", "check_options", "parse_marks", "parse_neigh", "verdict_counts"]

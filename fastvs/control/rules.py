@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from fastvs.errors import RulesError
+from fastvs.sched import NAMES
 
 __all__ = [
     "KEEP",
@@ -48,10 +49,7 @@ __all__ = [
 # ---------------------------------------------------------------------------
 # Constants (ipvsadm.c / ip_vs.h)
 
-KNOWN_SCHEDULERS = (
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh",
-    "twos",
-)  # fmt: skip
+KNOWN_SCHEDULERS = NAMES  # the scheduler registry's list (fastvs/sched/__init__.py)
 DEFAULT_SCHEDULER = "wlc"  # ipvsadm DEF_SCHED
 DEFAULT_PERSISTENT_TIMEOUT = 300  # IPVS_SVC_PERSISTENT_TIMEOUT, for a bare -p
 MAX_TIMEOUT = 86400 * 31  # ipvsadm MAX_TIMEOUT (31 days)

@@ -81,6 +81,7 @@ from fastvs.capture.batch import (
     PacketBatch,
 )
 from fastvs.control.rules import Rules, VirtualService
+from fastvs.errors import OptionError, RulesError
 from fastvs.verdicts import FWD_IN as V_FWD_IN
 
 __all__ = ["GenResult", "generate", "generate_batch"]
@@ -91,6 +92,8 @@ CLIENT_HOSTS = 1 << 22
 PORT_LO = 1024
 PORT_SPAN = 65536 - PORT_LO
 TUPLE_SPACE = CLIENT_HOSTS * PORT_SPAN
+MAX_FLOWS = 1 << 28  # every flow has its own client tuple and a few bytes of plan; past
+# this, the plan alone (about 100 bytes a flow) outgrows a machine's memory
 
 MAC_DIRECTOR = (0x02000000, 0x0002)  # (high 4 bytes, low 2 bytes)
 MAC_CLIENT_LO = 0x0001  # clients' router 02:00:00:00:00:01
@@ -262,7 +265,7 @@ class _Plan:
 def _targets(rules: Rules | None, replies: bool) -> list[tuple[str, str, int]]:
     if rules is None:
         if replies:
-            raise ValueError("replies need rules (the real servers to answer from)")
+            raise OptionError("replies", "need rules (the real servers to answer from)")
         return list(DEFAULT_TARGETS)
     out: list[tuple[str, str, int]] = []
     svc: VirtualService
@@ -273,7 +276,7 @@ def _targets(rules: Rules | None, replies: bool) -> list[tuple[str, str, int]]:
             continue
         out.append((svc.proto, svc.addr, svc.port))
     if not out:
-        raise ValueError("the rules have no IPv4 TCP or UDP service to send traffic to"
+        raise RulesError("the rules have no IPv4 TCP or UDP service to send traffic to"
                          + (" (with real servers)" if replies else ""))
     return out
 
@@ -588,26 +591,32 @@ class _Generator:
         start_ns: int,
         gap_ns: int,
     ) -> None:
-        if flows < 1:
-            raise ValueError("flows must be at least 1")
+        if not 1 <= flows <= MAX_FLOWS:
+            raise OptionError("flows", f"must be between 1 and {MAX_FLOWS}, not {flows}")
         if packets < 0:
-            raise ValueError("packets must not be negative")
-        if not 0.0 <= udp_share <= 1.0 or not 0.0 <= rst_share <= 1.0:
-            raise ValueError("udp_share and rst_share must be between 0 and 1")
+            raise OptionError("packets", f"must not be negative, not {packets}")
+        for name, share in (("udp_share", udp_share), ("rst_share", rst_share)):
+            if not 0.0 <= share <= 1.0:  # NaN fails this too
+                raise OptionError(name, f"must be between 0 and 1, not {share}")
         if payload < 0 or payload > MAX_PAYLOAD:
-            raise ValueError(f"payload must be between 0 and {MAX_PAYLOAD} bytes (a 1500-byte MTU)")
+            raise OptionError("payload", f"must be between 0 and {MAX_PAYLOAD} bytes (a 1500-byte MTU), not {payload}")
+        if seed < 0:
+            raise OptionError("seed", f"must not be negative, not {seed}")
         if gap_ns < 0:
-            raise ValueError("gap_ns must not be negative")
+            raise OptionError("gap_ns", f"must not be negative, not {gap_ns}")
         if concurrency is None:
             concurrency = min(flows, 1000)
         if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+            raise OptionError("concurrency", f"must be at least 1, not {concurrency}")
         self.replies = replies
         self.payload = payload
         self.start_ns = start_ns
         self.gap_ns = gap_ns
         self.targets = _targets(rules, replies)
-        self.plan = _plan(self.targets, flows, packets, replies, seed, udp_share, rst_share)
+        try:
+            self.plan = _plan(self.targets, flows, packets, replies, seed, udp_share, rst_share)
+        except MemoryError:
+            raise OptionError("flows", f"{flows} flows do not fit in this machine's memory") from None
         self.total = int(self.plan.npk.sum())
         self.sched = _Scheduler(self.plan.npk, concurrency, seed)
         self.chunk = max(1024, min(CHUNK_MAX, CHUNK_BYTES // (ETH_IP + 20 + payload)))

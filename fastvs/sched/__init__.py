@@ -1,7 +1,9 @@
 """Schedulers, one module each, found by name (the kernel's ip_vs_sched.c registry).
 
-Each compiled module exports ``NAME`` and ``OPS`` (a capsule holding its SchedOps);
-adding a scheduler is one file and one entry in ``_MODULES``.
+Each compiled module ``fastvs/sched/NAME.pyx`` exports ``NAME`` and ``OPS`` (a capsule
+holding its SchedOps). ``NAMES`` is the one list of scheduler names: the rules parser
+accepts exactly these, and adding a scheduler is one file and one entry here.
+Importing this package loads no compiled module; :func:`get` loads them on first use.
 """
 
 from __future__ import annotations
@@ -9,17 +11,21 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-_MODULES = ("rr", "wrr", "lc", "wlc", "sed", "nq", "fo", "ovf", "twos", "sh", "dh", "mh", "lblc", "lblcr")
+# ipvsadm's order (its man page lists them so), then fastvs's own
+NAMES: tuple[str, ...] = (
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh",
+    "twos",
+)  # fmt: skip
 
 _registry: dict[str, Any] = {}
 
 
 def _load() -> dict[str, Any]:
     if not _registry:
-        for mod in _MODULES:
+        for mod in NAMES:
             m = import_module(f"fastvs.sched.{mod}")
-            if m.NAME in _registry:
-                raise RuntimeError(f"scheduler {m.NAME!r} registered twice")
+            if m.NAME != mod:
+                raise RuntimeError(f"fastvs.sched.{mod} registers itself as {m.NAME!r}")
             _registry[m.NAME] = m.OPS
     return _registry
 

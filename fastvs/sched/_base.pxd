@@ -1,4 +1,3 @@
-# cython: language_level=3
 """The scheduler interface (struct ip_vs_scheduler) and helpers every scheduler uses.
 
 A scheduler module fills one SchedOps and exports it as a PyCapsule named ``OPS``;

@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Hash helpers the hashing schedulers share (sh, dh, mh, lblc, lblcr).
 
 ``hash_32`` is include/linux/hash.h's multiplicative hash; ``fv_siphash`` and

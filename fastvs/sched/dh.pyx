@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Destination hashing (ip_vs_dh.c): a 256-bucket table maps a hash of the packet's
 destination address, hash_32(daddr, 8) in host order, to a real server.
 

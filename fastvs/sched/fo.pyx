@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Weighted fail-over (ip_vs_fo.c): the server with the highest weight that is not
 overloaded; the first in list order wins a tie, and weight 0 is never picked."""
 from cpython.pycapsule cimport PyCapsule_New

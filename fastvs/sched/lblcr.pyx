@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Locality-based least-connection with replication (ip_vs_lblcr.c).
 
 A cache maps a packet's destination address to a *set* of real servers.  On a
@@ -12,11 +11,9 @@ some server of the service has activeconns * 2 < weight); then the service-wide
 weighted least-connection server is picked and added to the set.  On a miss that
 server is picked and a new entry holds it alone.
 
-The cache is the kernel's 1024 hash chains (bucket hash_32(daddr, 10), new
-entries at the head; new set members at the head of the set) with the same
-collector as lblc: a 60 s timer dropping entries unused for 6 minutes when the
-entry counter exceeds 16384, and every 30th quiet tick entries unused for
-``lblcr_expiration`` (24 h; ``set_expiration``).
+The cache and its collector are lblc's (``fastvs/sched/_lbcache.pxd``), with a set
+of members per entry (new members at the head of the set); the collector's long
+expiration is ``lblcr_expiration`` (24 h; ``set_expiration``).
 
 fastvs specifics, as in lblc: the engine clock in ns instead of jiffies; the timer
 starts 60 s after the service's first scheduled connection and ticks due by a
@@ -26,67 +23,21 @@ created (the kernel's GFP_ATOMIC failure path), counted by ``cache_full()``.
 """
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free
 from fastvs.datapath._types cimport Service, Dest, PacketMeta, DEST_F_AVAILABLE
 from fastvs.sched._base cimport SchedOps, dest_overloaded, dest_overhead, weighted_least, lblc_is_overloaded
-from fastvs.sched._hashing cimport hash_32, addr_fold
+from fastvs.sched._lbcache cimport (
+    LbcTable, LbcEntry, LBC_NS, LBC_DEFAULT_CAPACITY, lbc_create, lbc_destroy, lbc_get,
+    lbc_new, lbc_run_timers,
+)
 
-cdef enum:
-    TAB_BITS = 10
-    TAB_SIZE = 1 << TAB_BITS
-    TAB_MASK = TAB_SIZE - 1
-    COUNT_FOR_FULL_EXPIRATION = 30
-
-cdef int64_t NS = 1000000000
-cdef int64_t CHECK_EXPIRE_INTERVAL = 60 * NS
-cdef int64_t ENTRY_TIMEOUT = 6 * 60 * NS
-cdef int64_t _expiration = 24 * 60 * 60 * NS
-cdef int32_t _capacity = TAB_SIZE * 16 * 4
+cdef int64_t _expiration = 24 * 60 * 60 * LBC_NS
+cdef int32_t _capacity = LBC_DEFAULT_CAPACITY
 cdef uint64_t _cache_full = 0
-
-
-ctypedef struct Member:
-    int32_t dest
-    int32_t next
-
-
-ctypedef struct Entry:
-    uint32_t addr[4]
-    int64_t lastuse
-    int64_t lastmod         # the set's last change
-    int32_t set_head
-    int32_t set_size
-    int32_t next
-
-
-ctypedef struct Table:
-    int32_t bucket[TAB_SIZE]
-    Entry* pool
-    Member* members
-    int32_t cap
-    int32_t high
-    int32_t free_head
-    int32_t mcap
-    int32_t mhigh
-    int32_t mfree_head
-    int32_t used
-    int32_t entries         # the kernel's tbl->entries
-    int32_t max_size
-    int32_t rover
-    int32_t counter
-    bint timer_on
-    int64_t next_check
-
-
-cdef inline bint addr_equal(const uint32_t* a, const uint32_t* b, int af) noexcept nogil:
-    if af == 6:
-        return a[0] == b[0] and a[1] == b[1] and a[2] == b[2] and a[3] == b[3]
-    return a[0] == b[0]
 
 
 # -- destination sets ---------------------------------------------------------------
 
-cdef void set_insert(Table* t, Entry* en, int32_t dest, bint check, int64_t now) noexcept nogil:
+cdef void set_insert(LbcTable* t, LbcEntry* en, int32_t dest, bint check, int64_t now) noexcept nogil:
     global _cache_full
     cdef int32_t x = en.set_head
     if check:
@@ -110,7 +61,7 @@ cdef void set_insert(Table* t, Entry* en, int32_t dest, bint check, int64_t now)
     en.lastmod = now
 
 
-cdef void set_erase(Table* t, Entry* en, int32_t dest, int64_t now) noexcept nogil:
+cdef void set_erase(LbcTable* t, LbcEntry* en, int32_t dest, int64_t now) noexcept nogil:
     cdef int32_t x = en.set_head
     cdef int32_t prev = -1
     while x >= 0:
@@ -128,19 +79,7 @@ cdef void set_erase(Table* t, Entry* en, int32_t dest, int64_t now) noexcept nog
         x = t.members[x].next
 
 
-cdef void set_erase_all(Table* t, Entry* en) noexcept nogil:
-    cdef int32_t x = en.set_head
-    cdef int32_t nxt
-    while x >= 0:
-        nxt = t.members[x].next
-        t.members[x].next = t.mfree_head
-        t.mfree_head = x
-        x = nxt
-    en.set_head = -1
-    en.set_size = 0
-
-
-cdef int32_t set_min(Table* t, Entry* en, Dest* dests) noexcept nogil:
+cdef int32_t set_min(LbcTable* t, LbcEntry* en, Dest* dests) noexcept nogil:
     """ip_vs_dest_set_min: the weighted least-connection member."""
     cdef int32_t x = en.set_head
     cdef int32_t least = -1
@@ -171,7 +110,7 @@ cdef int32_t set_min(Table* t, Entry* en, Dest* dests) noexcept nogil:
     return least
 
 
-cdef int32_t set_max(Table* t, Entry* en, Dest* dests) noexcept nogil:
+cdef int32_t set_max(LbcTable* t, LbcEntry* en, Dest* dests) noexcept nogil:
     """ip_vs_dest_set_max: the weighted most-connection member."""
     cdef int32_t x = en.set_head
     cdef int32_t most = -1
@@ -197,129 +136,30 @@ cdef int32_t set_max(Table* t, Entry* en, Dest* dests) noexcept nogil:
     return most
 
 
-# -- the cache ----------------------------------------------------------------------
-
-cdef int32_t tbl_get(Table* t, const uint32_t* addr, int af) noexcept nogil:
-    cdef int32_t e = t.bucket[hash_32(addr_fold(addr, af), TAB_BITS)]
-    while e >= 0:
-        if addr_equal(t.pool[e].addr, addr, af):
-            return e
-        e = t.pool[e].next
-    return -1
-
-
-cdef void tbl_new(Table* t, const uint32_t* addr, int af, int32_t dest,
-                  int64_t now) noexcept nogil:
-    """ip_vs_lblcr_new for an address not in the cache."""
-    global _cache_full
-    cdef int32_t e, b
-    if t.free_head >= 0:
-        e = t.free_head
-        t.free_head = t.pool[e].next
-    elif t.high < t.cap:
-        e = t.high
-        t.high += 1
-    else:
-        _cache_full += 1
-        return
-    t.pool[e].addr[0] = addr[0]
-    t.pool[e].addr[1] = addr[1] if af == 6 else 0
-    t.pool[e].addr[2] = addr[2] if af == 6 else 0
-    t.pool[e].addr[3] = addr[3] if af == 6 else 0
-    t.pool[e].lastuse = now
-    t.pool[e].lastmod = now
-    t.pool[e].set_head = -1
-    t.pool[e].set_size = 0
-    set_insert(t, &t.pool[e], dest, False, now)
-    b = hash_32(addr_fold(addr, af), TAB_BITS)
-    t.pool[e].next = t.bucket[b]
-    t.bucket[b] = e
-    t.used += 1
-    t.entries += 1
-
-
-cdef int32_t sweep_bucket(Table* t, int32_t j, int64_t now, int64_t age) noexcept nogil:
-    """Drop the entries of bucket j unused for ``age`` (now >= lastuse + age)."""
-    cdef int32_t e = t.bucket[j]
-    cdef int32_t prev = -1
-    cdef int32_t nxt
-    cdef int32_t dropped = 0
-    while e >= 0:
-        nxt = t.pool[e].next
-        if now >= t.pool[e].lastuse + age:
-            if prev < 0:
-                t.bucket[j] = nxt
-            else:
-                t.pool[prev].next = nxt
-            set_erase_all(t, &t.pool[e])
-            t.pool[e].next = t.free_head
-            t.free_head = e
-            t.used -= 1
-            t.entries -= 1
-            dropped += 1
-        else:
-            prev = e
-        e = nxt
-    return dropped
-
-
-cdef void check_expire(Table* t, int64_t now) noexcept nogil:
-    """ip_vs_lblcr_check_expire: one tick of the collector."""
-    cdef int32_t goal, _i
-    cdef int32_t j = t.rover
-    if t.counter % COUNT_FOR_FULL_EXPIRATION == 0:
-        for _i in range(TAB_SIZE):
-            j = (j + 1) & TAB_MASK
-            sweep_bucket(t, j, now, _expiration)
-        t.rover = j
-        t.counter = 1
-        return
-    if t.entries <= t.max_size:
-        t.counter += 1
-        return
-    goal = (t.entries - t.max_size) * 4 // 3
-    if goal > t.max_size // 2:
-        goal = t.max_size // 2
-    for _i in range(TAB_SIZE):
-        j = (j + 1) & TAB_MASK
-        goal -= sweep_bucket(t, j, now, ENTRY_TIMEOUT)
-        if goal <= 0:
-            break
-    t.rover = j
-
-
-cdef void run_timers(Table* t, int64_t now) noexcept nogil:
-    cdef int64_t ticks, last
-    if not t.timer_on:
-        t.timer_on = True
-        t.next_check = now + CHECK_EXPIRE_INTERVAL
-        return
-    while t.next_check <= now:
-        if t.used == 0:
-            # an empty cache: the ticks only move the counter (period 30)
-            ticks = (now - t.next_check) // CHECK_EXPIRE_INTERVAL + 1
-            if ticks > 2 * COUNT_FOR_FULL_EXPIRATION:
-                ticks = COUNT_FOR_FULL_EXPIRATION + ticks % COUNT_FOR_FULL_EXPIRATION
-                last = now - (now - t.next_check) % CHECK_EXPIRE_INTERVAL
-                t.next_check = last - (ticks - 1) * CHECK_EXPIRE_INTERVAL
-        check_expire(t, t.next_check)
-        t.next_check += CHECK_EXPIRE_INTERVAL
-
-
 # -- scheduling ---------------------------------------------------------------------
 
+cdef void lblcr_new(LbcTable* t, const uint32_t* addr, int32_t dest, int64_t now) noexcept nogil:
+    """ip_vs_lblcr_new for an address not in the cache: an entry holding dest alone."""
+    global _cache_full
+    cdef int32_t e = lbc_new(t, addr, now)
+    if e < 0:
+        _cache_full += 1
+        return
+    set_insert(t, &t.pool[e], dest, False, now)
+
+
 cdef int32_t lblcr_pick(Service* svc, Dest* dests, const PacketMeta* m) noexcept nogil:
-    cdef Table* t = <Table*>svc.sched_data
-    cdef Entry* en
+    cdef LbcTable* t = <LbcTable*>svc.sched_data
+    cdef LbcEntry* en
     cdef int32_t e, d, most
     if t == NULL:
         return -1
-    run_timers(t, m.now)
-    e = tbl_get(t, m.daddr, svc.af)
+    lbc_run_timers(t, m.now, _expiration)
+    e = lbc_get(t, m.daddr)
     if e < 0:
         d = weighted_least(svc, dests, False)
         if d >= 0:
-            tbl_new(t, m.daddr, svc.af, d, m.now)
+            lblcr_new(t, m.daddr, d, m.now)
         return d
     en = &t.pool[e]
     en.lastuse = m.now
@@ -337,34 +177,11 @@ cdef int32_t lblcr_pick(Service* svc, Dest* dests, const PacketMeta* m) noexcept
 
 
 cdef void lblcr_init(Service* svc, Dest* dests) noexcept nogil:
-    cdef Table* t = <Table*>calloc(1, sizeof(Table))
-    cdef int32_t i
-    if t != NULL:
-        t.pool = <Entry*>calloc(_capacity, sizeof(Entry))
-        t.members = <Member*>calloc(<size_t>_capacity * 2, sizeof(Member))
-        if t.pool == NULL or t.members == NULL:
-            free(t.pool)
-            free(t.members)
-            free(t)
-            t = NULL
-    if t != NULL:
-        for i in range(TAB_SIZE):
-            t.bucket[i] = -1
-        t.cap = _capacity
-        t.mcap = _capacity * 2
-        t.free_head = -1
-        t.mfree_head = -1
-        t.max_size = TAB_SIZE * 16
-        t.counter = 1
-    svc.sched_data = t
+    svc.sched_data = lbc_create(_capacity, _capacity * 2, svc.af)
 
 
 cdef void lblcr_done(Service* svc, Dest* dests) noexcept nogil:
-    cdef Table* t = <Table*>svc.sched_data
-    if t != NULL:
-        free(t.pool)
-        free(t.members)
-        free(t)
+    lbc_destroy(<LbcTable*>svc.sched_data)
     svc.sched_data = NULL
 
 
@@ -384,11 +201,11 @@ def set_expiration(seconds):
     global _expiration
     if seconds <= 0:
         raise ValueError("expiration must be positive")
-    _expiration = int(seconds * NS)
+    _expiration = int(seconds * LBC_NS)
 
 
 def expiration():
-    return _expiration / NS
+    return _expiration / LBC_NS
 
 
 def set_capacity(int entries):

@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Least-connection (ip_vs_lc.c): the smallest overhead wins; the first in list
 order wins a tie. Weight only matters as zero (quiescent) or not."""
 from cpython.pycapsule cimport PyCapsule_New

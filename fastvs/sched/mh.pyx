@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Maglev hashing (ip_vs_mh.c; Eisenbud et al., NSDI 2016, section 3.4).
 
 A lookup table of MH_TAB_SIZE = 4093 slots (the kernel's default,

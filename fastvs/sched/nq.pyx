@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Never queue (ip_vs_nq.c): an idle server (no active connection) at once, the
 first in list order; otherwise shortest expected delay, (activeconns + 1) / weight.
 

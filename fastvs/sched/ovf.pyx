@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Overflow (ip_vs_ovf.c): the highest-weight server whose active connections do
 not exceed its weight; when it fills up, connections overflow to the next.
 

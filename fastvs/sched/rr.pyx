@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Round-robin (ip_vs_rr.c): the next usable real server after the last one picked."""
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t

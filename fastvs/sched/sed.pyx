@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Shortest expected delay (ip_vs_sed.c): the smallest (activeconns + 1) / weight.
 
 Only active connections count.  The first usable server (not overloaded, weight

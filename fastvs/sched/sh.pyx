@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Source hashing (ip_vs_sh.c): a 256-bucket table maps a hash of the client's
 address (and port, with sh-port) to a real server.
 

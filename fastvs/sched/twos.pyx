@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Power of two choices (ip_vs_twos.c): two servers drawn at random in proportion
 to their weights; the one with the smaller overhead / weight wins.
 

@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Weighted least-connection (ip_vs_wlc.c): the smallest overhead / weight wins.
 
 The ratios are compared cross-multiplied (loh * w_dest > doh * w_least) in 64 bits,

@@ -1,4 +1,3 @@
-# cython: language_level=3
 """Weighted round-robin (ip_vs_wrr.c).
 
 The kernel keeps a current weight ``cw`` stepping down by the weights' gcd ``di``

@@ -398,3 +398,51 @@ def test_established_traffic_same_bytes_in_any_batch_size(size: int) -> None:
         outs.append((frames.tobytes(), b.verdict.tobytes(), d.summary()))
     assert outs[0] == outs[1]
     assert set(np.unique(np.frombuffer(outs[0][1], np.uint8))) == {V.FWD_IN, V.FWD_OUT}
+
+
+# -- options the director refuses, and what EngineError is for -----------------------------
+@pytest.mark.parametrize("kw,option", [
+    ({"capacity": 0}, "capacity"),
+    ({"capacity": -5}, "capacity"),
+    ({"capacity": (1 << 30) + 1}, "capacity"),
+    ({"capacity": 2.5}, "capacity"),
+    ({"seed": "abc"}, "seed"),
+    ({"tunnel_mtu": 67}, "tunnel_mtu"),
+    ({"tunnel_mtu": 65536}, "tunnel_mtu"),
+    ({"tunnel_source": "nowhere"}, "tunnel_source"),
+    ({"truncated": "keep"}, "truncated"),
+    ({"drop_entry": 4}, "drop_entry"),
+    ({"drop_packet": -1}, "drop_packet"),
+    ({"secure_tcp": True}, "secure_tcp"),
+    ({"amemthresh": 0}, "amemthresh"),
+])  # fmt: skip
+def test_director_refuses_option_values(kw: dict[str, object], option: str) -> None:
+    from fastvs.errors import OptionError
+
+    with pytest.raises(OptionError) as e:
+        Director(parse_rules(RULES_RR), **{"seed": 1, **kw})  # type: ignore[arg-type]
+    assert e.value.option == option and e.value.exit_code == 2
+    assert isinstance(e.value, ValueError)  # what the API raised before OptionError
+    assert e.value.flag == "--" + option.replace("_", "-")
+
+
+def test_director_edge_values_accepted() -> None:
+    for kw in ({"capacity": 1}, {"tunnel_mtu": 68}, {"tunnel_mtu": 65535}, {"drop_entry": 3},
+               {"tunnel_source": "2001:db8::1"}, {"truncated": "drop"}):
+        director(**kw)
+    d = Director(parse_rules(RULES_RR), seed=-1)  # any integer seeds the hash
+    assert run(d, [tcp(CL, 40000, VIP, 80, "S")])[1] == [V.FWD_IN]
+
+
+def test_engine_refusing_a_batch_is_engine_error() -> None:
+    import numpy as np
+
+    from fastvs.capture.batch import PacketBatch
+    from fastvs.errors import EngineError
+
+    d = director()
+    b = PacketBatch.from_packets([tcp(CL, 40000, VIP, 80, "S")] * 3, [0, 1, 2])
+    b.verdict = np.zeros(1, dtype=b.verdict.dtype)  # shorter than the batch: a caller's bug
+    with pytest.raises(EngineError, match="refused a batch of 3 packets") as e:
+        d.process(b)
+    assert e.value.exit_code == 4

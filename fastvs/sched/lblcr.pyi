@@ -1,0 +1,13 @@
+"""Stub of the compiled fastvs.sched.lblcr: Locality-based least-connection with replication (ip_vs_lblcr.c)."""
+
+from typing import Final
+
+from typing_extensions import CapsuleType
+
+NAME: Final[str]
+OPS: Final[CapsuleType]  # its SchedOps, for fastvs.sched.get
+
+def set_expiration(seconds: float) -> None: ...
+def expiration() -> float: ...
+def set_capacity(entries: int) -> None: ...
+def cache_full() -> int: ...
