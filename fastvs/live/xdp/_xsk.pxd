@@ -57,6 +57,8 @@ cdef bint xsk_rx_ready(XskC* x) noexcept nogil
 cdef class Umem:
     cdef UmemC u
     cdef int owner_fd
+    cdef readonly str mode          # the first socket's: sharers inherit it
+    cdef readonly bint need_wakeup
     cdef readonly object buf
     cdef readonly uint32_t frame_size, nframes
 

@@ -13,6 +13,8 @@ def reflect(buf: Any, off: npt.NDArray[np.uint32], length: npt.NDArray[np.uint32
 
 class Umem:
     buf: memoryview
+    mode: str
+    need_wakeup: bool
     frame_size: int
     nframes: int
     def __init__(self, nframes: int = 8192, frame_size: int = 2048, headroom: int = 0) -> None: ...

@@ -405,6 +405,8 @@ cdef class Umem:
         for i in range(nframes):
             self.u.free[i] = <uint64_t>(nframes - 1 - i) * frame_size
         self.u.nfree = nframes
+        self.mode = ""
+        self.need_wakeup = True
         self.frame_size = frame_size
         self.nframes = nframes
         self.buf = <uint8_t[:self.u.size]>self.u.area
@@ -485,13 +487,21 @@ cdef class XskSocket:
             sa.sxdp_family = AF_XDP
             sa.sxdp_ifindex = ifindex
             sa.sxdp_queue_id = queue
+            if umem.owner_fd == -2:
+                raise ValueError("the UMEM's first socket is closed: make a new Umem")
             if umem.owner_fd >= 0:
+                # a sharer may not give flags: copy/zero-copy and need-wakeup are the
+                # first socket's (the kernel gives it its own pool on another device/queue)
                 sa.sxdp_flags = XDP_SHARED_UMEM
                 sa.sxdp_shared_umem_fd = umem.owner_fd
-            if need_wakeup:
-                sa.sxdp_flags |= XDP_USE_NEED_WAKEUP
-            self.mode = "copy" if mode == "copy" else "zerocopy"
-            sa.sxdp_flags |= XDP_COPY if mode == "copy" else XDP_ZEROCOPY
+                self.mode = umem.mode
+                self.x.need_wakeup = umem.need_wakeup
+                mode = umem.mode
+            else:
+                if need_wakeup:
+                    sa.sxdp_flags |= XDP_USE_NEED_WAKEUP
+                self.mode = "copy" if mode == "copy" else "zerocopy"
+                sa.sxdp_flags |= XDP_COPY if mode == "copy" else XDP_ZEROCOPY
             if bind(fd, <sockaddr*>&sa, sizeof(sa)) < 0:
                 err = errno
                 if mode != "auto":
@@ -504,6 +514,8 @@ cdef class XskSocket:
                                   + os.strerror(errno))
             if umem.owner_fd < 0:
                 umem.owner_fd = fd
+                umem.mode = self.mode
+                umem.need_wakeup = need_wakeup
         except BaseException:
             self._close()
             raise
