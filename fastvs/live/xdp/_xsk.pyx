@@ -219,15 +219,28 @@ cdef uint32_t xsk_rx(XskC* x, uint32_t* off, uint32_t* length, uint32_t max_n) n
 
 cdef void xsk_kick_tx(XskC* x) noexcept nogil:
     """sendto() so the kernel drains the TX ring: always without need-wakeup, else only
-    when the ring's flag asks for it (copy mode asks every time)."""
+    when the ring's flag asks for it (copy mode asks every time). In copy mode one call
+    sends at most 32 frames (the kernel's TX_BATCH_SIZE) and says EAGAIN when more are
+    left: kick again until the ring is drained (bounded)."""
     cdef ssize_t r
+    cdef int _k
     fv_fence()
     if x.need_wakeup and not (fv_load_relaxed(x.tx.flags) & XDP_RING_NEED_WAKEUP):
         return
-    r = sendto(x.fd, NULL, 0, MSG_DONTWAIT, NULL, 0)
-    x.c[<int>XC_TX_KICKS] += 1
-    if r < 0 and errno not in (EAGAIN, EBUSY, ENOBUFS, EINTR):
-        x.c[<int>XC_TX_KICK_ERRORS] += 1
+    for _k in range(64):
+        r = sendto(x.fd, NULL, 0, MSG_DONTWAIT, NULL, 0)
+        x.c[<int>XC_TX_KICKS] += 1
+        if r >= 0:
+            if fv_load_acquire(x.tx.consumer) == x.tx.producer[0]:
+                return
+            continue
+        if errno == EAGAIN or errno == EINTR:
+            if fv_load_acquire(x.tx.consumer) == x.tx.producer[0]:
+                return
+            continue
+        if errno != EBUSY and errno != ENOBUFS:
+            x.c[<int>XC_TX_KICK_ERRORS] += 1
+        return
 
 
 cdef uint32_t xsk_tx(XskC* x, const uint32_t* off, const uint32_t* length, uint32_t n) noexcept nogil:
@@ -640,10 +653,34 @@ cdef class XskSocket:
         return bool(o.flags & XDP_OPTIONS_ZEROCOPY)
 
 
-def run_reflect(XskSocket s, double seconds, int idle_poll_ms=10):
-    """Benchmark loop, all in C: receive a batch, reflect it, send it back out of the
-    same socket, for ``seconds``. Returns (frames received, frames queued for send,
-    seconds actually taken)."""
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def set_macs(uint8_t[::1] buf, const uint32_t[::1] off, Py_ssize_t n, bytes dst, bytes src):
+    """Write destination and source MAC into n frames of a batch (an L2-only rewrite,
+    the stand-in for the output stage in benchmarks)."""
+    cdef Py_ssize_t i
+    cdef const char* d = dst
+    cdef const char* sm = src
+    if len(dst) != 6 or len(src) != 6:
+        raise ValueError("MACs are 6 bytes")
+    if n > off.shape[0]:
+        raise ValueError("n exceeds the batch")
+    for i in range(n):
+        if <size_t>off[i] + 12 > <size_t>buf.shape[0]:
+            raise ValueError("frame outside the buffer")
+    with nogil:
+        for i in range(n):
+            memcpy(&buf[0] + off[i], d, 6)
+            memcpy(&buf[0] + off[i] + 6, sm, 6)
+
+
+def run_reflect(XskSocket s, double seconds, int idle_poll_ms=10, bytes dst_mac=None,
+                bytes src_mac=None):
+    """Benchmark loop, all in C: receive a batch, reflect it (or, with the MACs given,
+    only rewrite the Ethernet addresses), send it back out of the same socket, for
+    ``seconds``. Returns (frames received, frames queued for send, seconds taken)."""
+    cdef bint l2 = dst_mac is not None
+    cdef uint8_t macs[12]
     cdef uint32_t* off = <uint32_t*>malloc(s.batch * sizeof(uint32_t))
     cdef uint32_t* ln = <uint32_t*>malloc(s.batch * sizeof(uint32_t))
     cdef XskC* x = &s.x
@@ -655,6 +692,13 @@ def run_reflect(XskSocket s, double seconds, int idle_poll_ms=10):
         free(off)
         free(ln)
         raise MemoryError()
+    if l2:
+        if len(dst_mac) != 6 or src_mac is None or len(src_mac) != 6:
+            free(off)
+            free(ln)
+            raise ValueError("MACs are 6 bytes")
+        memcpy(macs, <const char*>dst_mac, 6)
+        memcpy(macs + 6, <const char*>src_mac, 6)
     p.fd = x.fd
     p.events = POLLIN
     with nogil:
@@ -670,8 +714,12 @@ def run_reflect(XskSocket s, double seconds, int idle_poll_ms=10):
             if n == 0:
                 poll(&p, 1, idle_poll_ms)
                 continue
-            for i in range(n):
-                reflect_one(x.umem.area + off[i], ln[i])
+            if l2:
+                for i in range(n):
+                    memcpy(x.umem.area + off[i], macs, 12)
+            else:
+                for i in range(n):
+                    reflect_one(x.umem.area + off[i], ln[i])
             xsk_tx(x, off, ln, n)
         t1 = mono_ns()
     free(off)
