@@ -66,8 +66,10 @@ MD_DATA, MD_DATA_END, MD_RX_QUEUE = 0, 4, 16
 ETH_P_IP, ETH_P_IPV6, ETH_P_ARP = 0x0800, 0x86DD, 0x0806
 
 
-def build(addr4_fd: int, addr6_fd: int, xsk_fd: int, stats_fd: int) -> bytes:
-    """The program's instructions, with the four maps' fds in its ld_imm64 slots."""
+def build(addr4_fd: int, addr6_fd: int, xsk_fd: int, stats_fd: int, steer_l2: bool = True) -> bytes:
+    """The program's instructions, with the four maps' fds in its ld_imm64 slots. With
+    ``steer_l2`` False, ARP and neighbour discovery always pass to the stack (where the
+    forwarder's AF_PACKET ARP/ND sockets see them, as without XDP)."""
     a = Asm()
     a.mov(R6, R1)                             # r6 = ctx
     a.ldx(4, R7, R6, MD_DATA)                 # r7 = data
@@ -94,7 +96,8 @@ def build(addr4_fd: int, addr6_fd: int, xsk_fd: int, stats_fd: int) -> bytes:
     a.ldx(2, R2, R7, 12)
     a.jmp("jeq", R2, htons(ETH_P_IP), "ip4")
     a.jmp("jeq", R2, htons(ETH_P_IPV6), "ip6")
-    a.jmp("jeq", R2, htons(ETH_P_ARP), "arp")
+    if steer_l2:
+        a.jmp("jeq", R2, htons(ETH_P_ARP), "arp")
     a.ja("other")
 
     # IPv4: destination (offset 30), then source (26)
@@ -108,14 +111,15 @@ def build(addr4_fd: int, addr6_fd: int, xsk_fd: int, stats_fd: int) -> bytes:
     a.ja("other")
 
     # ARP (Ethernet/IPv4): target protocol address (38), sender protocol address (28)
-    a.label("arp")
-    need(42, "short")
-    lookup(addr4_fd, 38, 4, "arp_sender")
-    a.jmp("jset", R1, F_ARP, "redir_l2")
-    a.label("arp_sender")
-    lookup(addr4_fd, 28, 4, "other")
-    a.jmp("jset", R1, F_NEIGH, "redir_l2")
-    a.ja("other")
+    if steer_l2:
+        a.label("arp")
+        need(42, "short")
+        lookup(addr4_fd, 38, 4, "arp_sender")
+        a.jmp("jset", R1, F_ARP, "redir_l2")
+        a.label("arp_sender")
+        lookup(addr4_fd, 28, 4, "other")
+        a.jmp("jset", R1, F_NEIGH, "redir_l2")
+        a.ja("other")
 
     # IPv6: destination (38), source (22); then ICMPv6 NS/NA: target (62)
     a.label("ip6")
@@ -126,19 +130,23 @@ def build(addr4_fd: int, addr6_fd: int, xsk_fd: int, stats_fd: int) -> bytes:
     lookup(addr6_fd, 22, 16, "ip6_nd")
     a.jmp("jset", R1, F_SRC, "redir_rs")
     a.label("ip6_nd")
-    a.ldx(1, R2, R7, 20)                      # next header
-    a.jmp("jne", R2, 58, "other")
-    need(78, "other")                         # ICMPv6 header + target address
-    a.ldx(1, R2, R7, 54)                      # ICMPv6 type
-    a.jmp("jeq", R2, 135, "nd")
-    a.jmp("jne", R2, 136, "other")
-    a.label("nd")
-    lookup(addr6_fd, 62, 16, "other")
-    a.jmp("jset", R1, F_ARP | F_NEIGH, "redir_l2")
+    if steer_l2:
+        a.ldx(1, R2, R7, 20)                  # next header
+        a.jmp("jne", R2, 58, "other")
+        need(78, "other")                     # ICMPv6 header + target address
+        a.ldx(1, R2, R7, 54)                  # ICMPv6 type
+        a.jmp("jeq", R2, 135, "nd")
+        a.jmp("jne", R2, 136, "other")
+        a.label("nd")
+        lookup(addr6_fd, 62, 16, "other")
+        a.jmp("jset", R1, F_ARP | F_NEIGH, "redir_l2")
     a.ja("other")
 
     # outcomes: r9 = reason, r8 = verdict
-    for label, reason in (("redir_vip", REDIR_VIP), ("redir_rs", REDIR_RS), ("redir_l2", REDIR_L2)):
+    outcomes = [("redir_vip", REDIR_VIP), ("redir_rs", REDIR_RS)]
+    if steer_l2:  # (the verifier refuses unreachable instructions)
+        outcomes.append(("redir_l2", REDIR_L2))
+    for label, reason in outcomes:
         a.label(label)
         a.movi(R9, reason)
         a.ja("redirect")
@@ -177,7 +185,8 @@ def build(addr4_fd: int, addr6_fd: int, xsk_fd: int, stats_fd: int) -> bytes:
 
 
 # -- the model ------------------------------------------------------------------------------
-def model(frame: bytes, addr4: Mapping[bytes, int], addr6: Mapping[bytes, int]) -> int:
+def model(frame: bytes, addr4: Mapping[bytes, int], addr6: Mapping[bytes, int],
+          steer_l2: bool = True) -> int:
     """The reason (index into :data:`REASONS`) the program gives ``frame``, before the
     socket lookup: REDIR_* means it asks for the queue's socket (XDP_REDIRECT if one is
     bound there, else XDP_PASS counted as pass_no_socket)."""
@@ -192,7 +201,7 @@ def model(frame: bytes, addr4: Mapping[bytes, int], addr6: Mapping[bytes, int]) 
         if addr4.get(frame[26:30], 0) & F_SRC:
             return REDIR_RS
         return PASS_OTHER
-    if et == ETH_P_ARP:
+    if et == ETH_P_ARP and steer_l2:
         if len(frame) < 42:
             return PASS_SHORT
         if addr4.get(frame[38:42], 0) & F_ARP or addr4.get(frame[28:32], 0) & F_NEIGH:
@@ -205,7 +214,7 @@ def model(frame: bytes, addr4: Mapping[bytes, int], addr6: Mapping[bytes, int]) 
             return REDIR_VIP
         if addr6.get(frame[22:38], 0) & F_SRC:
             return REDIR_RS
-        if frame[20] == 58 and len(frame) >= 78 and frame[54] in (135, 136):
+        if steer_l2 and frame[20] == 58 and len(frame) >= 78 and frame[54] in (135, 136):
             if addr6.get(frame[62:78], 0) & (F_ARP | F_NEIGH):
                 return REDIR_L2
         return PASS_OTHER
@@ -252,9 +261,9 @@ class XdpProgram:
     """The loaded program and its maps (owned: :meth:`close` releases them).
 
     ``queues`` is the XSKMAP's size (rx queue indices 0..queues-1 can have a socket);
-    ``max_addresses`` the size of each address map."""
+    ``max_addresses`` the size of each address map; ``steer_l2`` see :func:`build`."""
 
-    def __init__(self, queues: int = 64, max_addresses: int = 4096) -> None:
+    def __init__(self, queues: int = 64, max_addresses: int = 4096, steer_l2: bool = True) -> None:
         self.fds: list[int] = []
         self.addr4: dict[bytes, int] = {}
         self.addr6: dict[bytes, int] = {}
@@ -267,12 +276,13 @@ class XdpProgram:
                                                     "fastvs_xsks"))
             self.stats_fd = self._keep(bpf.map_create(bpf.MAP_TYPE_PERCPU_ARRAY, 4, 8,
                                                       len(REASONS), "fastvs_stats"))
-            self.insns = build(self.addr4_fd, self.addr6_fd, self.xsk_fd, self.stats_fd)
+            self.insns = build(self.addr4_fd, self.addr6_fd, self.xsk_fd, self.stats_fd, steer_l2)
             self.prog_fd = self._keep(bpf.prog_load(self.insns, PROG_NAME))
         except BaseException:
             self.close()
             raise
         self.queues = queues
+        self.steer_l2 = steer_l2
         info = bpf.prog_info(self.prog_fd)
         self.prog_id = int(info["id"])  # type: ignore[call-overload]
         self.tag = str(info["tag"])

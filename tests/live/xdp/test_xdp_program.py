@@ -154,7 +154,8 @@ def _short_versions(frame: bytes) -> list[bytes]:
 
 
 @needs_bpf
-def test_kernel_agrees_with_the_model() -> None:
+@pytest.mark.parametrize("steer_l2", [True, False])
+def test_kernel_agrees_with_the_model(steer_l2: bool) -> None:
     """Every crafted frame, every truncation of it, and random frames built from the
     address sets: the kernel's return value and the outcome counter it bumps are the
     model's (no socket bound: a redirect falls back to XDP_PASS as pass_no_socket)."""
@@ -178,18 +179,21 @@ def test_kernel_agrees_with_the_model() -> None:
                    rng.choice(addrs6), ext=rng.random() < 0.2)
         frames.append(f[: rng.randrange(14, len(f) + 1)] if rng.random() < 0.2 else f)
     a4, a6 = SETS.flags()
-    with XdpProgram() as p:
+    with XdpProgram(steer_l2=steer_l2) as p:
         p.set_addresses(SETS)
         before = p.counters()
         expect = dict.fromkeys(REASONS, 0)
         for f in frames:
-            want_ret, want_reason = model_verdict(model(f, a4, a6), socket_bound=False)
+            want_ret, want_reason = model_verdict(model(f, a4, a6, steer_l2), socket_bound=False)
             assert p.test_run(f) == want_ret == XDP_PASS, f.hex()
             expect[REASONS[want_reason]] += 1
         after = p.counters()
         got = {k: after[k] - before[k] for k in REASONS}
         assert got == expect
         assert got["pass_no_socket"] > 100 and got["pass_other"] > 50 and got["pass_short"] > 50
+        arp_nd = [f for f in frames if model(f, a4, a6) == REDIR_L2]
+        assert len(arp_nd) > 50
+        assert all(model(f, a4, a6, steer_l2) == (REDIR_L2 if steer_l2 else PASS_OTHER) for f in arp_nd)
 
 
 @needs_bpf
