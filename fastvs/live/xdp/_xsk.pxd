@@ -53,6 +53,7 @@ cdef void xsk_kick_tx(XskC* x) noexcept nogil
 cdef void xsk_refill(XskC* x) noexcept nogil
 cdef void umem_recycle(UmemC* u, uint64_t addr) noexcept nogil
 cdef bint xsk_rx_ready(XskC* x) noexcept nogil
+cdef bint csum_complete_partial(uint8_t* p, uint32_t length) noexcept nogil
 
 cdef class Umem:
     cdef UmemC u

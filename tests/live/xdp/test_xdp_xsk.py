@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from xdplab import Lab, inside, needs_lab, run
 
-from fastvs.live.xdp._xsk import Umem, XskSocket, reflect
+from fastvs.live.xdp._xsk import Umem, XskSocket, complete_partial, reflect
 from fastvs.live.xdp.attach import attach
 from fastvs.live.xdp.program import XDP_PASS, XDP_REDIRECT, AddressSets, XdpProgram
 
@@ -67,7 +67,8 @@ def test_parameters_are_checked() -> None:
 
 
 @contextmanager
-def pump(s: XskSocket, out: XskSocket | None = None, rewrite: str = "reflect") -> Iterator[None]:
+def pump(s: XskSocket, out: XskSocket | None = None, rewrite: str = "reflect",
+         fix_csum: bool = False) -> Iterator[None]:
     """A thread: receive from ``s``, rewrite, transmit on ``out`` (default ``s``)."""
     stop = threading.Event()
     dst = out or s
@@ -79,6 +80,8 @@ def pump(s: XskSocket, out: XskSocket | None = None, rewrite: str = "reflect") -
                 dst.refill()
                 continue
             n = s.receive()
+            if fix_csum:
+                fixed[0] += complete_partial(s.umem.buf, s.off, s.caplen, n)
             if rewrite == "reflect":
                 reflect(s.umem.buf, s.off, s.caplen, n)
             else:  # to the server side: new MACs, addresses untouched
@@ -89,6 +92,7 @@ def pump(s: XskSocket, out: XskSocket | None = None, rewrite: str = "reflect") -
             dst.transmit(s.off, s.caplen, n)
             dst.refill()
 
+    fixed = [0]
     rewrite_macs = b""
     if rewrite != "reflect":
         rewrite_macs = bytes.fromhex(rewrite)
@@ -158,3 +162,22 @@ def test_shared_umem_forwards_between_interfaces(lab: Lab) -> None:
     assert int(out) == n
     assert c0["rx"] == n and c0["tx"] == 0 and c1["tx"] == n and c1["completed"] == n
     assert u.free_frames == 2048 - 1024  # two fill rings of 512
+
+
+@needs_lab
+@pytest.mark.parametrize("fix", [False, True])
+def test_offloaded_checksums_arrive_partial(lab: Lab, fix: bool) -> None:
+    """The client's veth keeps TX checksum offload: through copy mode its UDP checksums
+    arrive as the pseudo-header sum only. Reflected as they are, the client's stack drops
+    them; completed first (complete_partial), every reply arrives."""
+    n = 10
+    lab.cl("ethtool", "-K", "c0", "tx", "on")
+    with inside(lab.director), XdpProgram() as p:
+        p.set_addresses(AddressSets.of(vips=[VIP]))
+        with attach("d0", p, mode="skb"):
+            s = XskSocket(Umem(512), socket.if_nametoindex("d0"), 0, fill_size=256, batch=16)
+            p.set_socket(0, s.fileno())
+            with pump(s, fix_csum=fix):
+                r = lab.cl(sys.executable, "-c", CLIENT.replace("1.0", "0.2"), str(n))
+            s.close()
+    assert int(r.stdout) == (n if fix else 0)
