@@ -52,18 +52,44 @@ def _lock(ifname: str, ifindex: int) -> int:
     """An exclusive flock naming (network namespace, interface), held while attached: a
     fastvs program found on an interface whose lock is free is a leftover."""
     try:
-        ns = os.stat("/proc/self/ns/net").st_ino
+        ns = os.stat("/proc/thread-self/ns/net").st_ino
     except OSError:
         ns = 0
     os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-    path = os.path.join(LOCK_DIR, f"xdp-{ns}-{ifindex}.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    path = lock_path(ifindex, ns)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise XdpError(f"{ifname}: another running fastvs has its XDP program attached here") from None
+        try:  # the holder before us may have unlinked it after we opened it: retry
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
         os.close(fd)
-        raise XdpError(f"{ifname}: another running fastvs has its XDP program attached here") from None
-    return fd
+
+
+def lock_path(ifindex: int, ns: int | None = None) -> str:
+    if ns is None:
+        try:
+            ns = os.stat("/proc/thread-self/ns/net").st_ino
+        except OSError:
+            ns = 0
+    return os.path.join(LOCK_DIR, f"xdp-{ns}-{ifindex}.lock")
+
+
+def _unlock(fd: int, ifindex: int) -> None:
+    """Remove the lock file (while still holding it), then release it."""
+    try:
+        path = lock_path(ifindex)
+        if os.stat(path).st_ino == os.fstat(fd).st_ino:
+            os.unlink(path)
+    except OSError:
+        pass
+    os.close(fd)
 
 
 def _prog_name(prog_id: int) -> tuple[str, str]:
@@ -124,11 +150,12 @@ class Attachment:
 
     def detach(self) -> None:
         """Remove our program (only ours: a program put there since is left alone)."""
+        idx = self.ifindex
         try:
             self._detach()
         finally:
             if self.lock_fd >= 0:
-                os.close(self.lock_fd)
+                _unlock(self.lock_fd, idx)
                 self.lock_fd = -1
 
     def _detach(self) -> None:

@@ -13,7 +13,7 @@ import pytest
 from xdplab import Lab, inside, needs_lab, run
 
 from fastvs.live.xdp import asm, bpf, netlink
-from fastvs.live.xdp.attach import XdpError, attach, ifindex_of
+from fastvs.live.xdp.attach import XdpError, attach, ifindex_of, lock_path
 from fastvs.live.xdp.program import PROG_NAME, XdpProgram
 
 pytestmark = needs_lab
@@ -59,10 +59,12 @@ def _killed_holder(lab: Lab, method: str) -> int:
 def test_attach_and_detach(lab: Lab) -> None:
     with inside(lab.director), XdpProgram() as p:
         a = attach("d0", p, mode="skb")
+        assert os.path.exists(lock_path(ifindex_of("d0")))
         st = _state()
         assert (a.mode, st.mode, st.skb_id) == ("skb", "generic", p.prog_id)
         a.detach()
         assert _state().prog_id == 0
+        assert not os.path.exists(lock_path(ifindex_of("d0")))
         a.detach()  # twice is harmless
         with attach("d0", p, mode="auto") as b:  # veth has native XDP
             assert b.mode == "drv" and _state().drv_id == p.prog_id
