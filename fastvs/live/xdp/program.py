@@ -261,17 +261,25 @@ class XdpProgram:
     """The loaded program and its maps (owned: :meth:`close` releases them).
 
     ``queues`` is the XSKMAP's size (rx queue indices 0..queues-1 can have a socket);
-    ``max_addresses`` the size of each address map; ``steer_l2`` see :func:`build`."""
+    ``max_addresses`` the size of each address map; ``steer_l2`` see :func:`build`;
+    ``share_addresses`` another program whose address maps this one uses too."""
 
-    def __init__(self, queues: int = 64, max_addresses: int = 4096, steer_l2: bool = True) -> None:
+    def __init__(self, queues: int = 64, max_addresses: int = 4096, steer_l2: bool = True,
+                 share_addresses: XdpProgram | None = None) -> None:
         self.fds: list[int] = []
-        self.addr4: dict[bytes, int] = {}
-        self.addr6: dict[bytes, int] = {}
         try:
-            self.addr4_fd = self._keep(bpf.map_create(bpf.MAP_TYPE_HASH, 4, 4, max_addresses,
-                                                      "fastvs_addr4"))
-            self.addr6_fd = self._keep(bpf.map_create(bpf.MAP_TYPE_HASH, 16, 4, max_addresses,
-                                                      "fastvs_addr6"))
+            if share_addresses is not None:
+                # one program per interface (each its own XSKMAP), one set of address
+                # maps: a reload through any of them updates all
+                self.addr4, self.addr6 = share_addresses.addr4, share_addresses.addr6
+                self.addr4_fd = self._keep(os.dup(share_addresses.addr4_fd))
+                self.addr6_fd = self._keep(os.dup(share_addresses.addr6_fd))
+            else:
+                self.addr4, self.addr6 = {}, {}
+                self.addr4_fd = self._keep(bpf.map_create(bpf.MAP_TYPE_HASH, 4, 4, max_addresses,
+                                                          "fastvs_addr4"))
+                self.addr6_fd = self._keep(bpf.map_create(bpf.MAP_TYPE_HASH, 16, 4, max_addresses,
+                                                          "fastvs_addr6"))
             self.xsk_fd = self._keep(bpf.map_create(bpf.MAP_TYPE_XSKMAP, 4, 4, queues,
                                                     "fastvs_xsks"))
             self.stats_fd = self._keep(bpf.map_create(bpf.MAP_TYPE_PERCPU_ARRAY, 4, 8,

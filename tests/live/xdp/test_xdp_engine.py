@@ -96,10 +96,10 @@ def test_engine_between_two_xsk_sockets(lab: Lab) -> None:
         # steer_l2=False: ARP stays with the director's stack, which owns 10.8.0.1 here
         # (with steering on, the real server's ARP for its gateway lands in the socket
         # and only fastvs's neighbour code could answer it)
-        with inside(lab.director), XdpProgram(steer_l2=False) as p0, XdpProgram(steer_l2=False) as p1:
+        with inside(lab.director), XdpProgram(steer_l2=False) as p0, \
+                XdpProgram(steer_l2=False, share_addresses=p0) as p1:
             sets = AddressSets.of(vips=[VIP], real_servers=[RS])
-            p0.set_addresses(sets)
-            p1.set_addresses(sets)
+            p0.set_addresses(sets)  # p1 shares the maps
             with attach("d0", p0, mode="skb"), attach("d1", p1, mode="skb"):
                 u = Umem(2048)
                 s0 = XskSocket(u, socket.if_nametoindex("d0"), 0, fill_size=512, batch=32)

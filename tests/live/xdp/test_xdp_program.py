@@ -214,3 +214,18 @@ def test_maps_update_without_reloading() -> None:
             ip(a) for a in ["10.0.0.77", VIP, "10.0.0.101", RS, "10.1.0.12"])
         p.set_addresses(AddressSets())
         assert list(bpf.map_keys(p.addr4_fd, 4)) == [] and list(bpf.map_keys(p.addr6_fd, 16)) == []
+
+
+@needs_bpf
+def test_programs_share_address_maps() -> None:
+    with XdpProgram() as p, XdpProgram(share_addresses=p) as q:
+        assert q.xsk_fd != p.xsk_fd
+        q.set_addresses(SETS)  # through either
+        assert p.addr4 is q.addr4
+        f = ip4(CLIENT, VIP)
+        p.test_run(f)
+        q.test_run(f)
+        assert p.counters()["pass_no_socket"] == 1 == q.counters()["pass_no_socket"]
+        p.set_addresses(AddressSets())
+        q.test_run(f)
+        assert q.counters()["pass_other"] == 1
