@@ -1,4 +1,6 @@
-"""Shared fixtures: paths to the golden captures and the shared real-world captures."""
+"""Shared fixtures: paths to the golden captures (tests/golden/) and the real-world
+captures (pcaps/real/), both in the repository. Nothing is read from outside it: a
+missing data file fails the tests that need it, it does not skip them."""
 
 from __future__ import annotations
 
@@ -11,22 +13,16 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 GOLDEN = HERE / "golden"
 GOLDEN_CASES = ["g1-rr", "g2-wrr", "g3-lc-udp", "g4-wlc", "g5-mix"]
-
-
-def _find_real() -> Path | None:
-    for cand in (REPO.parent / "shared" / "pcaps" / "real", Path("/work/shared/pcaps/real")):
-        if cand.is_dir():
-            return cand
-    return None
-
-
-REAL = _find_real()
+REAL = REPO / "pcaps" / "real"
+DEMO = REPO / "pcaps" / "demo"
+# every capture in pcaps/real (tests/test_real_pcaps.py checks the folder against its
+# manifest, so that an absent or partial copy fails there instead of thinning the cases)
+REAL_FILES = sorted(p for p in REAL.glob("*") if p.suffix in (".pcap", ".pcapng"))
 
 
 @pytest.fixture
 def real_dir() -> Path:
-    if REAL is None:
-        pytest.skip("../shared/pcaps/real is not present")
+    assert REAL.is_dir(), f"{REAL} is missing (the real-world captures belong to the repository)"
     return REAL
 
 
