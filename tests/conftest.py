@@ -5,6 +5,7 @@ missing data file fails the tests that need it, it does not skip them."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,15 @@ REAL_FILES = sorted(p for p in REAL.glob("*") if p.suffix in (".pcap", ".pcapng"
 def real_dir() -> Path:
     assert REAL.is_dir(), f"{REAL} is missing (the real-world captures belong to the repository)"
     return REAL
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """XDG_CACHE_HOME in a temporary directory: what the tests compile (fastvs bench's
+    C reference, tests/bench/) goes there, never into the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
 
 
 def ip_datagram(frame: bytes, l3off: int = 14) -> bytes:
