@@ -142,7 +142,10 @@ def natloop_key(src: bytes, cc: str, flags: tuple[str, ...]) -> str:
 def _try_compile(cc: list[str], flags: tuple[str, ...], src: Path, target: Path) -> str | None:
     """Compile to a temporary name and rename it into place (parallel builders never see
     half a binary); None on success, else the compiler's first error line."""
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", dir=target.parent)
+    except OSError as e:  # a cache directory we may not write to
+        return f"cannot write to {target.parent}: {e.strerror}"
     os.close(fd)
     try:
         try:

@@ -124,6 +124,19 @@ def test_a_failing_compiler_is_one_line(cache: Path, tmp_path: Path,
     assert list(cache.iterdir()) == []  # no half-built binary left
 
 
+@needs_cc
+def test_an_unwritable_cache_is_one_line(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise PermissionError(13, "Permission denied")
+
+    # as a read-only cache directory would (the tests may run as root, who writes anyway)
+    monkeypatch.setattr(refs.tempfile, "mkstemp", refuse)
+    with pytest.raises(refs.NatloopUnavailable) as err:
+        refs.build_natloop()
+    msg = str(err.value)
+    assert "\n" not in msg and msg.endswith(f"cannot write to {cache}: Permission denied")
+
+
 def test_bench_without_compiler_skips_the_c_column(cache: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
