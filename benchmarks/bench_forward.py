@@ -179,7 +179,7 @@ def kernel_mode(t: Topology, on: bool) -> None:
 def run_fastvs(t: Topology, rules: Path, workers: int, seconds: float, conns: int,
                io: str = "ring-v2", extra: tuple[str, ...] = ()) -> dict[str, Any]:
     t.flush_neighbours()
-    p = t.spawn(t.director, sys.executable, "-m", "fastvs.live.forwarder", "-r", str(rules),
+    p = t.spawn(t.director, sys.executable, "-m", "fastvs.live", "-r", str(rules),
                 *t.forward_args(), "--fix-offloads", "-q", "--workers", str(workers),
                 "--io", io, "--capacity", str(1 << 21), *extra,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)

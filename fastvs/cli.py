@@ -31,7 +31,12 @@ def _load_rules(path: str, order: str) -> Any:
 
     if not os.path.exists(path):
         raise RulesError("no such file", source=path)
-    return load_rules(path, order=order)  # type: ignore[arg-type]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rules = load_rules(path, order=order)  # type: ignore[arg-type]
+    for w in caught:  # keepalived.conf: what fastvs does not act on, once each
+        print(f"fastvs: warning: {w.message}", file=sys.stderr)
+    return rules
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -346,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-refs", action="store_true", help="skip the C and dpkt references")
     b.set_defaults(func=cmd_bench)
 
-    from fastvs.live.forwarder import add_cli
+    from fastvs.live.cli import add_cli
 
     add_cli(sub)
     return p

@@ -22,19 +22,28 @@ with TP_STATUS_CSUMNOTREADY.
 director on a single interface ``d0``.
 
 Everything is torn down by :meth:`Topology.close` (also on errors half-way).
+
+:class:`Forwarder` runs ``python -m fastvs.live`` in the director namespace;
+:func:`wait_for` is the one way the tests wait (for stats, a log line, a capture): a
+deadline, never a fixed sleep, and a failure that names what it waited for.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 VIP = "10.0.0.100"
 CLIENT_IP = "10.0.0.2"
@@ -57,6 +66,29 @@ while True:
     data, peer = s.recvfrom(65535)
     s.sendto(name + b":" + data, peer)
 """
+
+
+def wait_for(probe: Callable[[], T], timeout: float, what: str, *,
+             until: Callable[[T], object] = bool, interval: float = 0.02) -> T:
+    """Call ``probe`` until ``until(value)`` holds (true by default) and return that
+    value, or fail after ``timeout`` seconds naming ``what`` was awaited and the last
+    value seen (an exception raised by ``probe`` counts as a value: the file was not
+    there yet, say)."""
+    end = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = probe()
+        except AssertionError:
+            raise
+        except Exception as e:  # noqa: BLE001 - kept as the last value seen
+            last = e
+        else:
+            if until(last):
+                return last  # type: ignore[no-any-return]
+        if time.monotonic() >= end:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; last seen: {last!r}")
+        time.sleep(interval)
 
 
 def have_netns() -> tuple[bool, str]:
@@ -287,3 +319,80 @@ class Topology:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Forwarder:
+    """``python -m fastvs.live`` running in the director namespace, with its stderr
+    collected line by line (:attr:`err`) and its JSON statistics rewritten every
+    ``stats_every`` seconds (:meth:`json`)."""
+
+    def __init__(self, topo: Topology, rules: Path, *extra: str, stats_every: float = 0.2,
+                 ready_timeout: float = 20) -> None:
+        self.topo = topo
+        self.rules = rules
+        self.stats = topo.tmp / f"stats-{time.monotonic_ns()}.json"
+        args = [sys.executable, "-m", "fastvs.live", "-r", str(rules), *topo.forward_args(),
+                "--fix-offloads", "--stats-json", str(self.stats), "--stats-every", str(stats_every),
+                "-q", *extra]
+        topo.flush_neighbours()
+        self.p = topo.spawn(topo.director, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.err: list[str] = []
+        self._lock = threading.Lock()
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+        try:
+            self.wait_log("fastvs forward: ready", ready_timeout)
+        except AssertionError:
+            self.stop()
+            raise
+
+    def _read(self) -> None:
+        assert self.p.stderr is not None
+        for line in iter(self.p.stderr.readline, b""):
+            with self._lock:
+                self.err.append(line.decode(errors="replace"))
+
+    def log(self) -> str:
+        with self._lock:
+            return "".join(self.err)
+
+    def wait_log(self, text: str, timeout: float = 10, *, after: int = 0) -> str:
+        """Wait for a stderr line containing ``text`` (among lines ``after`` onwards);
+        returns the line."""
+
+        def probe() -> str | None:
+            if self.p.poll() is not None and not self._t.is_alive():
+                raise AssertionError(f"forwarder exited ({self.p.returncode}):\n{self.log()}")
+            with self._lock:
+                return next((line for line in self.err[after:] if text in line), None)
+
+        return wait_for(probe, timeout, f"forwarder log line {text!r}")
+
+    def hup(self) -> int:
+        """Send SIGHUP; returns the number of log lines before it (for wait_log)."""
+        with self._lock:
+            n = len(self.err)
+        self.p.send_signal(signal.SIGHUP)
+        return n
+
+    def stop(self) -> tuple[int, str, str]:
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            out, _ = self.p.communicate()
+        self._t.join(5)
+        if self.p in self.topo.procs:
+            self.topo.procs.remove(self.p)
+        return self.p.returncode, out.decode(), self.log()
+
+    def json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(self.stats.read_text())
+        return doc
+
+    def wait_stats(self, cond: Callable[[dict[str, Any]], bool], timeout: float, what: str) -> dict[str, Any]:
+        """Wait for a statistics file (a fresh one: written after this call) for which
+        ``cond`` holds; returns it."""
+        since = time.time()
+        return wait_for(self.json, timeout, what, until=lambda d: d.get("time", 0) >= since and cond(d))

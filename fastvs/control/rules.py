@@ -1232,7 +1232,8 @@ def parse_rules(text: str, source: str = "<rules>", order: Order = "kernel") -> 
 
 
 def load_rules(path: str | Path, order: Order = "kernel") -> Rules:
-    """:func:`parse_rules` on a file; errors name the file and line."""
+    """:func:`parse_rules` on a file, or :func:`fastvs.control.keepalived.parse_keepalived`
+    when the file reads as a keepalived.conf; errors name the file and line."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -1240,6 +1241,10 @@ def load_rules(path: str | Path, order: Order = "kernel") -> Rules:
         raise RulesError(f"cannot read rules: {exc.strerror or exc}", source=str(p)) from None
     except UnicodeDecodeError:
         raise RulesError("rules file is not UTF-8 text", source=str(p)) from None
+    from fastvs.control.keepalived import is_keepalived, parse_keepalived
+
+    if is_keepalived(text):
+        return parse_keepalived(text, source=str(p), order=order)
     return parse_rules(text, source=str(p), order=order)
 
 

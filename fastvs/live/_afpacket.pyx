@@ -1,5 +1,5 @@
-# cython: boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
-"""Batched AF_PACKET I/O for the live forwarder: receive -> engine -> L2 rewrite -> send.
+"""AF_PACKET frame I/O for the live forwarder: the ``ring-v2``, ``ring-v3`` and ``mmsg``
+backends (receive a batch, transmit a batch), and the socket options they need.
 
 A :class:`Pump` owns one receive batch shaped like a :class:`fastvs.capture.batch.PacketBatch`
 (one buffer, ``off``/``caplen``/``wirelen``/``ts``/``linktype``/``verdict`` arrays) and
@@ -18,42 +18,31 @@ fills it from its client and server sockets in one of three ways (``io=``):
 - ``"mmsg"``: ``recvmmsg`` into fixed slots of a private buffer, the status of each
   frame from PACKET_AUXDATA control messages.
 
-One :meth:`Pump.step`
-
-1. polls the data sockets (only when nothing is waiting in the rings) and any auxiliary
-   descriptors (ARP/ND sockets, reported in :attr:`Pump.aux_ready`), then takes up to
-   ``batch`` frames per socket, stamped with one CLOCK_MONOTONIC reading;
-2. completes the L4 checksum of frames the kernel marked ``TP_STATUS_CSUMNOTREADY``
-   (captured before the sender's checksum offload filled it in; IPv4 and IPv6), and
-   refuses frames larger than the interface's MTU (GRO/LRO/GSO aggregates) or cut short;
-3. runs the batch through ``engine.process`` (one Python call per batch; the engine
-   releases the GIL itself);
-4. rewrites the Ethernet header of every forwarded frame (``fwd_in``: out the server
-   side to the real server's MAC; ``fwd_out``: out the client side to the client's or
-   gateway's MAC, learnt from the client's own frames) and sends each side's frames
-   with one ``sendmmsg`` call.
-
-Steps 1, 2 and 4 run without the GIL and touch no Python object per packet. The
-neighbour cache (fastvs/live/_neightab.pxd) holds IPv4 and IPv6 neighbours in C memory.
+:meth:`Pump.receive` polls the data sockets (only when nothing is waiting in the rings)
+and any watched descriptors (ARP/ND sockets, reported in :attr:`Pump.aux_ready`), takes
+up to ``batch`` frames per socket stamped with one CLOCK_MONOTONIC reading, completes
+the L4 checksum of frames the kernel marked ``TP_STATUS_CSUMNOTREADY`` and refuses
+frames larger than the MTU or cut short. The caller runs ``Engine.process`` over the
+batch; :meth:`Pump.transmit` hands it to the L2 output stage (fastvs/live/_l2.pxd: MAC
+rewrite, frames sorted by side) and sends each side's frames with one ``sendmmsg``.
+Both run without the GIL and touch no Python object per packet. The Python side
+(opening the sockets, the FrameIO wrapper) is fastvs/live/afpacket.py.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 from libc.errno cimport errno, EINTR
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from posix.time cimport timespec
 from posix.mman cimport (mmap, munmap, PROT_READ, PROT_WRITE, PROT_NONE, MAP_SHARED,
                          MAP_PRIVATE, MAP_ANONYMOUS, MAP_FIXED, MAP_FAILED, MAP_NORESERVE)
 
-from fastvs.datapath._bytes cimport ld16
-from fastvs.datapath._csum cimport csum_partial, csum_fold
-from fastvs.live._neightab cimport (NeighEnt, NB_USED, NB_STATIC, NB_WAYS, key_v4, key_is_v4,
-                                    key_eq, nb_find, nb_put)
+from fastvs.datapath._packet cimport LT_EN10MB
+from fastvs.live._l2 cimport (L2Stage, L2State, L2_CSUM_COMPLETED, SIDE_CLIENT, l2_out,
+                              l2_csum_complete, mono_ns)
 
-import ipaddress
 import os
 
 import numpy as np
-
 
 cdef extern from "<sys/uio.h>" nogil:
     struct iovec:
@@ -248,19 +237,11 @@ FANOUT_CBPF = PACKET_FANOUT_CBPF
 IO_MODES = ("ring-v3", "ring-v2", "mmsg")
 
 # verdicts the transmit side acts on (fastvs/verdicts.py)
-cdef enum:
-    VD_FWD_IN = 32
-    VD_FWD_OUT = 33
 
 cdef enum:
     CTRL_SZ = 64            # >= CMSG_SPACE(sizeof(struct tpacket_auxdata))
-    MAX_WANT = 32           # unresolved neighbours remembered per step
     AUX_POLL_NS = 1000000   # aux fds looked at this often while data keeps coming
-    ETH_ALEN = 6
-    SIDE_CLIENT = 0
-    SIDE_SERVER = 1
-    ET_IP = 0x0800
-    ET_IP6 = 0x86DD
+    MAX_AUX = 6             # watched descriptors besides the data sockets
 
 # counters, in COUNTER_NAMES order
 cdef enum:
@@ -268,13 +249,9 @@ cdef enum:
     C_RX_BYTES
     C_TX
     C_TX_BYTES
-    C_CSUM_COMPLETED
     C_DROP_OVERSIZE
     C_RX_IGNORED
-    C_NOT_FORWARDED
-    C_DROP_NEIGH_MISS
     C_DROP_TX_ERROR
-    C_NEIGH_LEARNED
     C_RX_VLAN_STRIPPED
     C_RX_CALLS
     C_TX_CALLS
@@ -283,128 +260,9 @@ cdef enum:
     C_N
 
 COUNTER_NAMES = (
-    "rx", "rx_bytes", "tx", "tx_bytes", "csum_completed", "drop_oversize", "rx_ignored",
-    "not_forwarded", "drop_neigh_miss", "drop_tx_error", "neigh_learned",
+    "rx", "rx_bytes", "tx", "tx_bytes", "drop_oversize", "rx_ignored", "drop_tx_error",
     "rx_vlan_stripped", "rx_calls", "tx_calls", "rx_blocks", "drop_ring_bad",
 )
-
-
-cdef inline int64_t mono_ns() noexcept nogil:
-    cdef timespec t
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
-
-
-def monotonic_ns():
-    """CLOCK_MONOTONIC in ns: the clock the forwarder stamps batches with."""
-    return mono_ns()
-
-
-# -- L3/L4 helpers -----------------------------------------------------------------------------
-
-cdef inline int eth_l3(const uint8_t* p, uint32_t len, uint16_t* ethertype) noexcept nogil:
-    """Offset of the IPv4 or IPv6 header behind Ethernet and up to 2 VLAN tags (its
-    ethertype in ``ethertype``), or -1 when there is no complete one."""
-    cdef uint32_t off = 12
-    cdef uint16_t et
-    cdef int tags = 0
-    if len < 14:
-        return -1
-    et = ld16(p + off)
-    off += 2
-    while (et == 0x8100 or et == 0x88A8) and tags < 2:
-        if off + 4 > len:
-            return -1
-        et = ld16(p + off + 2)
-        off += 4
-        tags += 1
-    ethertype[0] = et
-    if et == ET_IP and off + 20 <= len:
-        return <int>off
-    if et == ET_IP6 and off + 40 <= len:
-        return <int>off
-    return -1
-
-
-cdef inline bint l4_csum_complete(uint8_t* p, uint32_t len) noexcept nogil:
-    """Compute the full TCP/UDP checksum of an Ethernet/IPv4 or IPv6 frame in place
-    (what skb_checksum_help does for CHECKSUM_PARTIAL). False when not applicable: not
-    TCP/UDP, a fragment, IPv6 extension headers, lengths beyond the frame."""
-    cdef uint16_t et = 0
-    cdef int l3 = eth_l3(p, len, &et)
-    cdef uint32_t ihl, tot, l4len, l4, coff
-    cdef uint8_t proto
-    cdef uint8_t ph[40]
-    cdef int phlen
-    cdef uint64_t s
-    cdef uint16_t c
-    if l3 < 0:
-        return False
-    if et == ET_IP:
-        if (p[l3] >> 4) != 4:
-            return False
-        ihl = (p[l3] & 0x0f) * 4
-        tot = ld16(p + l3 + 2)
-        if ihl < 20 or tot < ihl or <uint32_t>l3 + tot > len:
-            return False
-        if ld16(p + l3 + 6) & 0x3fff:      # a fragment: the checksum spans the datagram
-            return False
-        proto = p[l3 + 9]
-        l4 = l3 + ihl
-        l4len = tot - ihl
-        memcpy(ph, p + l3 + 12, 8)
-        ph[8] = 0
-        ph[9] = proto
-        ph[10] = <uint8_t>(l4len >> 8)
-        ph[11] = <uint8_t>l4len
-        phlen = 12
-    else:
-        if (p[l3] >> 4) != 6:
-            return False
-        l4len = ld16(p + l3 + 4)
-        proto = p[l3 + 6]               # TCP/UDP right behind the fixed header only
-        l4 = l3 + 40
-        if l4 + l4len > len:
-            return False
-        memcpy(ph, p + l3 + 8, 32)
-        ph[32] = 0
-        ph[33] = 0
-        ph[34] = <uint8_t>(l4len >> 8)
-        ph[35] = <uint8_t>l4len
-        ph[36] = 0
-        ph[37] = 0
-        ph[38] = 0
-        ph[39] = proto
-        phlen = 40
-    if proto == 6:
-        if l4len < 20:
-            return False
-        coff = 16
-    elif proto == 17:
-        if l4len < 8:
-            return False
-        coff = 6
-    else:
-        return False
-    p[l4 + coff] = 0
-    p[l4 + coff + 1] = 0
-    s = csum_partial(ph, phlen, 0)
-    s = csum_partial(p + l4, l4len, s)
-    c = <uint16_t>~csum_fold(s)
-    if c == 0 and proto == 17:
-        c = 0xffff
-    memcpy(p + l4 + coff, &c, 2)
-    return True
-
-
-def complete_l4_checksum(frame):
-    """Complete the TCP/UDP checksum of an Ethernet/IPv4 or IPv6 frame (a writable
-    buffer) in place, as the receive path does for TP_STATUS_CSUMNOTREADY frames.
-    Returns True if the frame was TCP/UDP and got a checksum."""
-    cdef uint8_t[::1] b = frame
-    if b.shape[0] == 0:
-        return False
-    return l4_csum_complete(&b[0], <uint32_t>b.shape[0])
 
 
 def attach_filter(int fd, bytes program, bint fanout=False):
@@ -476,34 +334,6 @@ def kernel_drops(int fd):
     return st.tp_packets, st.tp_drops
 
 
-# -- addresses for the neighbour table ----------------------------------------------------------
-
-cdef int _ip_key(ip, uint32_t* k) except -1:
-    a = ipaddress.ip_address(ip)
-    cdef bytes b = a.packed
-    if a.version == 4:
-        key_v4(k, <const uint8_t*><const char*>b)
-    else:
-        memcpy(k, <const char*>b, 16)
-    return 0
-
-
-cdef str _key_str(const uint32_t* k):
-    cdef const uint8_t* b = <const uint8_t*>k
-    if key_is_v4(k):
-        return str(ipaddress.IPv4Address(b[12:16]))
-    return str(ipaddress.IPv6Address(b[:16]))
-
-
-cdef bytes _mac_bytes(mac):
-    if isinstance(mac, str):
-        mac = bytes.fromhex(mac.replace(":", "").replace("-", ""))
-    mac = bytes(mac)
-    if len(mac) != 6:
-        raise ValueError(f"a MAC address has 6 bytes, not {len(mac)}")
-    return mac
-
-
 # -- the pump ----------------------------------------------------------------------------------
 
 ctypedef struct RingC:
@@ -521,7 +351,6 @@ ctypedef struct RingC:
 
 ctypedef struct PumpC:
     int fd[2]              # per side (client, server); equal in one-arm mode
-    uint8_t mac[2][6]      # the interfaces' own MACs
     int nfds               # distinct data sockets (1 one-arm, 2 two-arm)
     int batch              # frames per socket per step
     bint ring              # io="ring-v3" or "ring-v2"
@@ -544,15 +373,9 @@ ctypedef struct PumpC:
     RingC rg[2]
     mmsghdr* txh[2]
     iovec* txiov[2]
+    uint32_t* txidx[2]     # batch indexes the L2 stage sorted per outgoing side
     int ntx[2]
-    # neighbours
-    NeighEnt* nb
-    int nb_bits
-    uint64_t nb_seed
-    uint32_t gw[2][4]      # client-side gateway per family (0: IPv4, 1: IPv6)
-    bint has_gw[2]
-    uint32_t want[MAX_WANT][4]
-    int nwant
+    L2State* l2            # the L2 stage (neighbours, MACs): PumpC belongs to a Pump
     # poll
     pollfd pfd[8]
     int npfd               # data fds first, then aux fds
@@ -561,16 +384,6 @@ ctypedef struct PumpC:
     int64_t aux_polled     # when the aux fds were last polled while data kept us busy
     int64_t spin_ns        # rings: watch them this long before sleeping in poll
     uint64_t c[C_N]
-
-
-cdef inline void want_ip(PumpC* s, const uint32_t* k) noexcept nogil:
-    cdef int i
-    for i in range(s.nwant):
-        if key_eq(s.want[i], k):
-            return
-    if s.nwant < MAX_WANT:
-        memcpy(s.want[s.nwant], k, 16)
-        s.nwant += 1
 
 
 cdef inline bint take_frame(PumpC* s, Py_ssize_t n, uint8_t* p, uint32_t length,
@@ -582,13 +395,13 @@ cdef inline bint take_frame(PumpC* s, Py_ssize_t n, uint8_t* p, uint32_t length,
     if status & TP_STATUS_VLAN_VALID:
         s.c[C_RX_VLAN_STRIPPED] += 1
     if status & TP_STATUS_CSUMNOTREADY:
-        if l4_csum_complete(p, length):
-            s.c[C_CSUM_COMPLETED] += 1
+        if l2_csum_complete(p, length):
+            s.l2.c[L2_CSUM_COMPLETED] += 1
     s.off[n] = <uint32_t>(p - s.buf)
     s.caplen[n] = length
     s.wirelen[n] = length
     s.ts[n] = now
-    s.linktype[n] = 1
+    s.linktype[n] = LT_EN10MB
     s.verdict[n] = 0
     s.side[n] = <uint8_t>(fi if s.nfds == 2 else SIDE_CLIENT)
     return True
@@ -844,62 +657,17 @@ cdef Py_ssize_t pump_rx(PumpC* s, int timeout_ms) noexcept nogil:
 
 
 cdef void pump_tx(PumpC* s, Py_ssize_t n) noexcept nogil:
-    """L2 rewrite of every forwarded frame, then one sendmmsg per side."""
-    cdef Py_ssize_t i
-    cdef int out, l3, r, sent, j, fam
-    cdef uint8_t v
-    cdef uint8_t* p
-    cdef uint16_t et = 0
-    cdef uint32_t dk[4]
-    cdef uint32_t sk[4]
-    cdef NeighEnt* e
-    cdef int64_t now = 0
-    s.ntx[0] = 0
-    s.ntx[1] = 0
-    for i in range(n):
-        v = s.verdict[i]
-        if v == VD_FWD_IN:
-            out = SIDE_SERVER
-        elif v == VD_FWD_OUT:
-            out = SIDE_CLIENT
-        else:
-            s.c[C_NOT_FORWARDED] += 1
-            continue
-        p = s.buf + s.off[i]
-        l3 = eth_l3(p, s.caplen[i], &et)
-        if l3 < 0:
-            s.c[C_NOT_FORWARDED] += 1
-            continue
-        if et == ET_IP:
-            fam = 0
-            key_v4(dk, p + l3 + 16)
-            key_v4(sk, p + l3 + 12)
-        else:
-            fam = 1
-            memcpy(dk, p + l3 + 24, 16)
-            memcpy(sk, p + l3 + 8, 16)
-        if v == VD_FWD_IN and s.side[i] == SIDE_CLIENT:
-            # the client (or the router in front of it) is where replies go back to
-            if now == 0:
-                now = s.ts[i]
-            if nb_put(s.nb, s.nb_seed, s.nb_bits, sk, p + ETH_ALEN, now, False) == 1:
-                s.c[C_NEIGH_LEARNED] += 1
-        e = nb_find(s.nb, s.nb_seed, s.nb_bits, dk)
-        if e == NULL and out == SIDE_CLIENT and s.has_gw[fam]:
-            e = nb_find(s.nb, s.nb_seed, s.nb_bits, s.gw[fam])
-            if e == NULL:
-                memcpy(dk, s.gw[fam], 16)
-        if e == NULL:
-            want_ip(s, dk)
-            s.c[C_DROP_NEIGH_MISS] += 1
-            continue
-        memcpy(p, e.mac, ETH_ALEN)
-        memcpy(p + ETH_ALEN, s.mac[out], ETH_ALEN)
-        j = s.ntx[out]
-        s.txiov[out][j].iov_base = p
-        s.txiov[out][j].iov_len = s.caplen[i]
-        s.ntx[out] = j + 1
+    """The L2 output stage over the batch, then one sendmmsg per side (straight from
+    the ring's memory with a ring)."""
+    cdef int out, r, sent, j
+    cdef uint32_t i
+    l2_out(s.l2, s.buf, s.off, s.caplen, s.ts, s.verdict, s.side, n,
+           s.txidx[0], s.txidx[1], s.ntx)
     for out in range(2):
+        for j in range(s.ntx[out]):
+            i = s.txidx[out][j]
+            s.txiov[out][j].iov_base = s.buf + s.off[i]
+            s.txiov[out][j].iov_len = s.caplen[i]
         sent = 0
         while sent < s.ntx[out]:
             r = sendmmsg(s.fd[out], &s.txh[out][sent], s.ntx[out] - sent, 0)
@@ -917,37 +685,38 @@ cdef void pump_tx(PumpC* s, Py_ssize_t n) noexcept nogil:
 
 
 cdef class Pump:
-    """Receive, process and send batches on one or two AF_PACKET sockets.
+    """Receive and send batches on one or two AF_PACKET sockets (a FrameIO backend:
+    fastvs/live/io.py; wrapped with its sockets by fastvs/live/afpacket.py).
 
     ``client_fd``/``server_fd`` are bound AF_PACKET SOCK_RAW sockets (the same fd for a
-    one-arm director); ``client_mac``/``server_mac`` the interfaces' addresses. With
+    one-arm director); ``l2`` the L2 stage (the interfaces' MACs, neighbours). With
     ``io="mmsg"`` the sockets need PACKET_AUXDATA on, and ``batch`` frames are read per
-    socket per step into slots of ``slot`` bytes. With ``io="ring-v3"`` each socket must
+    socket per round into slots of ``slot`` bytes. With ``io="ring-v3"`` each socket must
     already have a TPACKET_V3 RX ring of ``ring_blocks`` blocks of ``ring_block_size``
     bytes (:func:`setup_rx_ring`), with ``io="ring-v2"`` a TPACKET_V2 ring of that size
     in frames of ``ring_frame_size`` bytes; up to ``batch`` frames per socket are taken
-    per step, and an empty ring is watched for ``spin_us`` microseconds before the
+    per round, and an empty ring is watched for ``spin_us`` microseconds before the
     pump sleeps in poll.
     Frames longer than ``max_frame`` (MTU + Ethernet header) are dropped as oversize.
-    ``aux_fds`` are polled with the data sockets and reported in :attr:`aux_ready` (bit
-    i for aux_fds[i]). A fd of -1 makes a pump that only holds a neighbour table.
-    With a ring, :attr:`buf` is a view of the mapped rings, valid while the pump lives.
+    Descriptors given to :meth:`watch` are polled with the data sockets and reported in
+    :attr:`aux_ready`. With a ring, :attr:`buf` is a view of the mapped rings, valid
+    until :meth:`close`.
     """
     cdef PumpC s
     cdef readonly object buf, off, caplen, wirelen, ts, linktype, verdict
     cdef readonly str io
+    cdef readonly L2Stage l2
     cdef object _side
     cdef void* _map
     cdef size_t _maplen
+    cdef bint _closed
 
-    def __cinit__(self, int client_fd, int server_fd, client_mac, server_mac, *,
+    def __cinit__(self, int client_fd, int server_fd, L2Stage l2 not None, *,
                   int batch=64, unsigned int slot=2048, unsigned int max_frame=1518,
-                  unsigned int neigh_capacity=65536, seed=None, aux_fds=(), str io="mmsg",
-                  unsigned int ring_block_size=1 << 16, unsigned int ring_blocks=64,
-                  unsigned int ring_frame_size=2048, unsigned int spin_us=0):
+                  str io="mmsg", unsigned int ring_block_size=1 << 16,
+                  unsigned int ring_blocks=64, unsigned int ring_frame_size=2048,
+                  unsigned int spin_us=0):
         cdef int i, side
-        cdef bytes cm = _mac_bytes(client_mac)
-        cdef bytes sm = _mac_bytes(server_mac)
         cdef uint8_t[::1] bv
         cdef size_t ringlen = 0
         cdef void* m
@@ -959,16 +728,14 @@ cdef class Pump:
             raise ValueError(f"io must be one of {', '.join(IO_MODES)}")
         if io == "mmsg" and (slot < 64 or max_frame > slot):
             raise ValueError("slot must hold max_frame bytes")
-        if len(aux_fds) > 6:
-            raise ValueError("at most 6 aux fds")
         self.io = io
+        self.l2 = l2
+        self.s.l2 = &l2.s
         self.s.ring = io != "mmsg"
         self.s.spin_ns = <int64_t>spin_us * 1000
         self.s.fd[0] = client_fd
         self.s.fd[1] = server_fd
         self.s.nfds = 1 if client_fd == server_fd else 2
-        memcpy(self.s.mac[0], <const char*>cm, 6)
-        memcpy(self.s.mac[1], <const char*>sm, 6)
         self.s.batch = batch
         self.s.slot = slot
         self.s.max_frame = max_frame
@@ -1032,17 +799,10 @@ cdef class Pump:
         for side in range(2):
             self.s.txh[side] = <mmsghdr*>calloc(n, sizeof(mmsghdr))
             self.s.txiov[side] = <iovec*>calloc(n, sizeof(iovec))
-        bits = 4
-        while (1 << bits) * NB_WAYS < neigh_capacity and bits < 24:
-            bits += 1
-        self.s.nb_bits = bits
-        self.s.nb = <NeighEnt*>calloc((<size_t>1 << bits) * NB_WAYS, sizeof(NeighEnt))
-        if (self.s.txh[0] == NULL or self.s.txh[1] == NULL
-                or self.s.txiov[0] == NULL or self.s.txiov[1] == NULL or self.s.nb == NULL):
+            self.s.txidx[side] = <uint32_t*>calloc(n, sizeof(uint32_t))
+        if (self.s.txh[0] == NULL or self.s.txh[1] == NULL or self.s.txiov[0] == NULL
+                or self.s.txiov[1] == NULL or self.s.txidx[0] == NULL or self.s.txidx[1] == NULL):
             raise MemoryError()
-        if seed is None:
-            seed = int.from_bytes(os.urandom(8), "little")
-        self.s.nb_seed = <uint64_t>(seed & 0xFFFFFFFFFFFFFFFF)
         for i in range(n):
             if not self.s.ring:
                 self.s.rxiov[i].iov_base = self.s.buf + <size_t>i * slot
@@ -1057,12 +817,12 @@ cdef class Pump:
         for i in range(self.s.nfds):
             self.s.pfd[i].fd = self.s.fd[i]
             self.s.pfd[i].events = POLLIN
-        for i, fd in enumerate(aux_fds):
-            self.s.pfd[self.s.nfds + i].fd = fd
-            self.s.pfd[self.s.nfds + i].events = POLLIN
-        self.s.npfd = self.s.nfds + len(aux_fds)
+        self.s.npfd = self.s.nfds
 
     def __dealloc__(self):
+        self._free()
+
+    cdef void _free(self) noexcept:
         free(self.s.rxh)
         free(self.s.rxiov)
         free(self.s.rxaddr)
@@ -1071,103 +831,85 @@ cdef class Pump:
         free(self.s.txh[1])
         free(self.s.txiov[0])
         free(self.s.txiov[1])
-        free(self.s.nb)
+        free(self.s.txidx[0])
+        free(self.s.txidx[1])
+        self.s.rxh = NULL
+        self.s.rxiov = NULL
+        self.s.rxaddr = NULL
+        self.s.rxctrl = NULL
+        self.s.txh[0] = self.s.txh[1] = NULL
+        self.s.txiov[0] = self.s.txiov[1] = NULL
+        self.s.txidx[0] = self.s.txidx[1] = NULL
         if self._map != NULL:
             munmap(self._map, self._maplen)
+            self._map = NULL
+
+    def close(self):
+        """Unmap the rings and free the batch's C memory (the sockets are the
+        caller's). The pump cannot be used afterwards; closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        self.buf = None
+        self._free()
+
+    def watch(self, fds):
+        """Poll these descriptors with the data sockets (at most 6; e.g. the ARP/ND
+        sockets); bit i of :attr:`aux_ready` says fds[i] was readable."""
+        cdef int i
+        fds = list(fds)
+        if len(fds) > MAX_AUX:
+            raise ValueError(f"at most {MAX_AUX} watched descriptors")
+        for i, fd in enumerate(fds):
+            self.s.pfd[self.s.nfds + i].fd = fd
+            self.s.pfd[self.s.nfds + i].events = POLLIN
+        self.s.npfd = self.s.nfds + len(fds)
+
+    def fds(self):
+        """The data sockets' descriptors (one for a one-arm director)."""
+        return [self.s.fd[i] for i in range(self.s.nfds)]
 
     # -- the data path -----------------------------------------------------------------------
-    def step(self, engine, int timeout_ms=100):
-        """One round: poll (up to ``timeout_ms``), receive, ``engine.process``, rewrite,
-        send. Returns the number of frames handed to the engine (0 on timeout)."""
+    def receive(self, int timeout_ms=100):
+        """Poll (up to ``timeout_ms`` when nothing is waiting) and take a batch: returns
+        the number of frames in ``off[:n]`` etc., 0 on timeout. The frames stay the
+        pump's (in the rings) until :meth:`transmit` or :meth:`release`."""
         cdef Py_ssize_t n
+        if self._closed:
+            raise ValueError("receive on a closed Pump")
         with nogil:
             n = pump_rx(&self.s, timeout_ms)
-        if n == 0:
-            if self.s.ring:
-                ring_release(&self.s)      # blocks with nothing to forward
-            return 0
-        try:
-            engine.process(self.buf, self.off[:n], self.caplen[:n], self.wirelen[:n],
-                           self.ts[:n], self.linktype[:n], self.verdict)
-            with nogil:
-                pump_tx(&self.s, n)
-        finally:
+            if n == 0 and self.s.ring:
+                ring_release(&self.s)      # frames taken but none for the engine
+        return n
+
+    def transmit(self, Py_ssize_t n):
+        """After ``Engine.process`` over the first ``n`` frames: the L2 output stage,
+        one sendmmsg per side, and the ring frames (blocks) go back to the kernel."""
+        if self._closed:
+            raise ValueError("transmit on a closed Pump")
+        if n < 0 or n > self.s.nslots:
+            raise ValueError("transmit: n outside the batch")
+        with nogil:
+            pump_tx(&self.s, n)
             if self.s.ring:
                 ring_release(&self.s)
-        return n
+
+    def release(self):
+        """Give the frames of the last :meth:`receive` back without sending any (after
+        a failed ``Engine.process``)."""
+        if self.s.ring and not self._closed:
+            with nogil:
+                ring_release(&self.s)
 
     @property
     def aux_ready(self):
-        """Bit i set: aux_fds[i] was readable at the last poll."""
+        """Bit i set: watched descriptor i was readable at the last poll."""
         return self.s.aux_ready
 
     def counters(self):
         """I/O counters since creation: {name: count}."""
         return {COUNTER_NAMES[i]: self.s.c[i] for i in range(C_N)}
-
-    def take_wanted(self):
-        """Addresses (IPv4 and IPv6) that had no neighbour entry since the last call."""
-        out = [_key_str(self.s.want[i]) for i in range(self.s.nwant)]
-        self.s.nwant = 0
-        return out
-
-    # -- neighbours ---------------------------------------------------------------------------
-    def set_gateway(self, ip):
-        """Replies to clients without a neighbour entry go to this router's MAC (one
-        gateway per address family; None forgets both)."""
-        cdef uint32_t k[4]
-        if ip is None:
-            self.s.has_gw[0] = False
-            self.s.has_gw[1] = False
-            return
-        _ip_key(ip, k)
-        fam = 0 if key_is_v4(k) else 1
-        memcpy(self.s.gw[fam], k, 16)
-        self.s.has_gw[fam] = True
-
-    def neigh_set(self, ip, mac, bint static=False):
-        """Insert/refresh ``ip -> mac`` (IPv4 or IPv6). Learnt entries never replace
-        static ones, nor does a multicast MAC go in; returns False when refused."""
-        cdef bytes m = _mac_bytes(mac)
-        cdef uint32_t k[4]
-        _ip_key(ip, k)
-        return nb_put(self.s.nb, self.s.nb_seed, self.s.nb_bits, k,
-                      <const uint8_t*><const char*>m, mono_ns(), static) >= 0
-
-    def neigh_get(self, ip):
-        """The MAC for ``ip`` (6 bytes) or None."""
-        cdef uint32_t k[4]
-        _ip_key(ip, k)
-        cdef NeighEnt* e = nb_find(self.s.nb, self.s.nb_seed, self.s.nb_bits, k)
-        if e == NULL:
-            return None
-        return (<const char*>e.mac)[:6]
-
-    def neigh_del(self, ip):
-        cdef uint32_t k[4]
-        _ip_key(ip, k)
-        cdef NeighEnt* e = nb_find(self.s.nb, self.s.nb_seed, self.s.nb_bits, k)
-        if e != NULL:
-            e.flags = 0
-            return True
-        return False
-
-    def neigh_entries(self):
-        """[(ip, mac hex, static, age_ns)] for every entry."""
-        cdef size_t i
-        cdef int64_t now = mono_ns()
-        cdef NeighEnt* e
-        out = []
-        for i in range((<size_t>1 << self.s.nb_bits) * NB_WAYS):
-            e = &self.s.nb[i]
-            if e.flags & NB_USED:
-                out.append((_key_str(e.ip), (<const char*>e.mac)[:6].hex(":"),
-                            bool(e.flags & NB_STATIC), now - e.seen))
-        return out
-
-    @property
-    def neigh_capacity(self):
-        return (1 << self.s.nb_bits) * NB_WAYS
 
 
 cdef uint32_t* _ptr32(arr):

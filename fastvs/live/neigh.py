@@ -20,8 +20,9 @@ the forwarding interfaces (see docs/forwarder.md), so fastvs does the L2 work it
 
 ARP and ND volume is small, so this module is plain Python over one AF_PACKET socket
 per interface whose BPF filter passes only ARP and ICMPv6 neighbour solicitations and
-advertisements (:func:`open_arp_socket`); the table itself lives in C memory inside
-:class:`fastvs.live._afpacket.Pump`.
+advertisements (:func:`open_arp_socket`, filter from fastvs/live/bpf.py); the table
+itself lives in C memory inside :class:`fastvs.live._l2.L2Stage`, where the output
+stage reads it.
 """
 
 from __future__ import annotations
@@ -38,13 +39,10 @@ from typing import Any, Protocol
 
 from fastvs.datapath._csum import checksum
 from fastvs.errors import RulesError
+from fastvs.live import _afpacket as A
+from fastvs.live.bpf import ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, ND_NA, ND_NS, l2_filter
 
 ETH_P_ALL = 0x0003
-ETH_P_ARP = 0x0806
-ETH_P_IP = 0x0800
-ETH_P_IPV6 = 0x86DD
-ND_NS = 135
-ND_NA = 136
 NA_ROUTER, NA_SOLICITED, NA_OVERRIDE = 0x80, 0x40, 0x20
 OPT_SLLA, OPT_TLLA = 1, 2
 ALL_NODES = "ff02::1"
@@ -60,7 +58,7 @@ _ARP = struct.Struct("!HHBBH6s4s6s4s")
 
 
 class NeighTable(Protocol):
-    """What :class:`Neighbours` needs from the C table (``fastvs.live._afpacket.Pump``)."""
+    """What :class:`Neighbours` needs from the C table (``fastvs.live._l2.L2Stage``)."""
 
     def neigh_set(self, ip: str, mac: bytes | str, static: bool = False) -> bool: ...
     def neigh_get(self, ip: str) -> bytes | None: ...
@@ -137,50 +135,10 @@ def parse_arp(frame: bytes) -> Arp | None:
     return Arp(op, sha, socket.inet_ntoa(spa), tha, socket.inet_ntoa(tpa), frame[6:12])
 
 
-def l2_filter() -> bytes:
-    """Classic BPF: ARP, and ICMPv6 Neighbour Solicitations/Advertisements right behind
-    the IPv6 header (hop limit 255, as RFC 4861 requires), not sent by this host."""
-    from fastvs.live.forwarder import (
-        BPF_ABS,
-        BPF_B,
-        BPF_H,
-        BPF_JEQ,
-        BPF_JMP,
-        BPF_K,
-        BPF_LD,
-        BPF_RET,
-        BPF_W,
-        SKF_AD_OFF,
-        SKF_AD_PKTTYPE,
-        assemble,
-    )
-
-    return assemble([
-        (BPF_LD | BPF_W | BPF_ABS, 0, 0, SKF_AD_OFF + SKF_AD_PKTTYPE),
-        (BPF_JMP | BPF_JEQ | BPF_K, "drop", 0, 4),  # PACKET_OUTGOING
-        (BPF_LD | BPF_H | BPF_ABS, 0, 0, 12),
-        (BPF_JMP | BPF_JEQ | BPF_K, "accept", 0, ETH_P_ARP),
-        (BPF_JMP | BPF_JEQ | BPF_K, 0, "drop", ETH_P_IPV6),
-        (BPF_LD | BPF_B | BPF_ABS, 0, 0, 14 + 6),  # next header
-        (BPF_JMP | BPF_JEQ | BPF_K, 0, "drop", 58),
-        (BPF_LD | BPF_B | BPF_ABS, 0, 0, 14 + 7),  # hop limit
-        (BPF_JMP | BPF_JEQ | BPF_K, 0, "drop", 255),
-        (BPF_LD | BPF_B | BPF_ABS, 0, 0, 14 + 40),  # ICMPv6 type
-        (BPF_JMP | BPF_JEQ | BPF_K, "accept", 0, ND_NS),
-        (BPF_JMP | BPF_JEQ | BPF_K, "accept", "drop", ND_NA),
-        "accept",
-        (BPF_RET | BPF_K, 0, 0, 0x40000),
-        "drop",
-        (BPF_RET | BPF_K, 0, 0, 0),
-    ])  # fmt: skip
-
-
 def open_arp_socket(ifname: str) -> socket.socket:
     """A non-blocking AF_PACKET socket receiving and sending ARP and IPv6 neighbour
     discovery on one interface (filter attached before the bind: nothing else is ever
     queued)."""
-    from fastvs.live import _afpacket as A
-
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         A.attach_filter(s.fileno(), l2_filter())
@@ -202,8 +160,6 @@ def solicited_node(ip: str) -> tuple[str, bytes]:
 def join_multicast(sock: Any, ifname: str, mac: bytes) -> bool:
     """PACKET_ADD_MEMBERSHIP of one multicast MAC on the socket's interface (so that a
     NIC with a multicast filter passes, e.g., a solicited-node group's frames)."""
-    from fastvs.live import _afpacket as A
-
     try:
         idx = socket.if_nametoindex(ifname)
         sock.setsockopt(A.SOL_PACKET, A.OPT_ADD_MEMBERSHIP,
@@ -393,7 +349,7 @@ class Neighbours:
         return sorted(ip for ip in self.resolve_set if self.table.neigh_get(ip) is None)
 
     def handle(self, ready_mask: int) -> None:
-        """Read the ARP/ND sockets whose bit is set in ``ready_mask`` (Pump.aux_ready)."""
+        """Read the ARP/ND sockets whose bit is set in ``ready_mask`` (FrameIO.aux_ready)."""
         for i, side in enumerate(self.sides):
             if ready_mask & (1 << i):
                 self._drain(side)
@@ -495,7 +451,6 @@ __all__ = [
     "format_mac",
     "icmp6_checksum",
     "join_multicast",
-    "l2_filter",
     "load_neigh_file",
     "na_frame",
     "ns_frame",

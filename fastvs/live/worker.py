@@ -1,0 +1,160 @@
+"""One worker: one engine, its frame I/O (fastvs/live/io.py), its L2 stage and the
+ARP/ND sockets of each interface, in one receive -> process -> transmit loop.
+
+A worker is the whole forwarder with ``--workers 1`` and one forked process of
+several otherwise (fastvs/live/supervisor.py). It reports a JSON-able snapshot of its
+counters through a callback once a second, and reloads the rules when its ``hup`` flag
+is set (by the SIGHUP handler).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fastvs.errors import FastvsError
+from fastvs.live._l2 import L2Stage, monotonic_ns
+from fastvs.live.config import ForwardConfig, apply_rules, load_rules, rules_addresses
+from fastvs.live.iface import Iface
+from fastvs.live.io import FrameIO, Handle, get_backend
+from fastvs.live.neigh import Neighbours, Side, load_neigh_file
+
+REPORT_EVERY = 1.0  # seconds between worker snapshots
+READY_WAIT = 2.0  # seconds to wait for real servers' MACs before saying "ready"
+
+
+class Worker:
+    """One engine, one FrameIO, the ARP sockets of each interface."""
+
+    def __init__(self, cfg: ForwardConfig, wid: int, ifaces: Sequence[Iface], handle: Handle,
+                 arp: Sequence[socket.socket]) -> None:
+        from fastvs.control.director import Director
+
+        self.cfg = cfg
+        self.wid = wid
+        self.log_prefix = f"fastvs forward[{wid}]: " if cfg.workers > 1 else "fastvs forward: "
+        rules = load_rules(cfg)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.director = Director(rules, capacity=cfg.capacity, seed=cfg.seed,
+                                     keep_ttl=cfg.keep_ttl,
+                                     expire_nodest_conn=cfg.expire_nodest_conn)
+        if wid == 0:
+            for w in caught:
+                self.log(f"warning: {w.message}")
+        self.ifaces = list(ifaces)
+        self.l2 = L2Stage(ifaces[0].mac, ifaces[-1].mac)
+        self.io: FrameIO = get_backend(cfg.io).open(handle, cfg, ifaces, self.l2)
+        self.io.watch([s.fileno() for s in arp])
+        for gw in cfg.client_gw:
+            self.l2.set_gateway(gw)
+        vips, rips = rules_addresses(rules)
+        sides = [Side(name, i.name, i.mac, s)
+                 for (name, _), i, s in zip(cfg.sides(), ifaces, arp, strict=True)]
+        self.neigh = Neighbours(
+            table=self.l2, sides=sides, answer_for=vips | set(cfg.addrs),
+            own_addrs=list(cfg.addrs), resolve_set=rips | set(cfg.client_gw),
+            answer=cfg.arp_reply and wid == 0, log=self.log)
+        self.neigh.join_groups()
+        if cfg.neigh_file:
+            self.neigh.load_static(load_neigh_file(cfg.neigh_file))
+        self.stop = False
+        self.hup = False
+        self.ready = False
+        self.reloads = 0
+
+    def log(self, msg: str) -> None:
+        print(self.log_prefix + msg, file=sys.stderr, flush=True)
+
+    def snapshot(self, final: bool = False) -> dict[str, Any]:
+        io = self.io.counters()
+        io.update(self.l2.counters())
+        io.update(self.neigh.counts)
+        io["neighbours"] = len(self.l2.neigh_entries())
+        return {
+            "wid": self.wid,
+            "final": final,
+            "ready": self.ready,
+            "reloads": self.reloads,
+            "services": self.director.services(),
+            "counters": self.director.counters(),
+            "summary": self.director.summary(),
+            "io": io,
+        }
+
+    def reload(self) -> None:
+        """SIGHUP: apply the difference to the rules file; say what changed."""
+        try:
+            new = load_rules(self.cfg)
+        except FastvsError as e:
+            self.log(f"SIGHUP: rules not reloaded: {e}")
+            return
+        try:
+            msgs = apply_rules(self.director, new)
+        except (FastvsError, ValueError, IndexError) as e:
+            self.log(f"SIGHUP: reload failed part-way: {e}")
+            return
+        vips, rips = rules_addresses(new)
+        self.neigh.answer_for = vips | set(self.cfg.addrs)
+        self.neigh.resolve_set = rips | set(self.cfg.client_gw)
+        self.neigh.join_groups()
+        self.neigh.request(self.neigh.missing(), force=True)
+        self.io.update_vips(vips)
+        self.reloads += 1
+        if self.wid == 0 or self.cfg.workers == 1:
+            for m in msgs or ["no change"]:
+                self.log(f"SIGHUP: {m}")
+
+    def run(self, report: Callable[[dict[str, Any]], None], report_every: float = REPORT_EVERY) -> None:
+        io, engine, director, neigh, l2 = self.io, self.director.engine, self.director, self.neigh, self.l2
+        receive, transmit, process = io.receive, io.transmit, engine.process
+        buf, off, caplen, wirelen, ts, linktype, verdict = (  # fixed for the FrameIO's life
+            io.buf, io.off, io.caplen, io.wirelen, io.ts, io.linktype, io.verdict)
+        neigh.announce()
+        neigh.refresh()
+        t_start = time.monotonic()
+        next_report = t_start + report_every
+        try:
+            while not self.stop:
+                n = receive(100)
+                if n:
+                    try:
+                        process(buf, off[:n], caplen[:n], wirelen[:n], ts[:n], linktype[:n], verdict)
+                    except BaseException:
+                        io.release()
+                        raise
+                    transmit(n)
+                    if director.first_ts is None:
+                        director.first_ts = monotonic_ns()
+                    director.packets += n
+                if io.aux_ready:
+                    neigh.handle(io.aux_ready)
+                wanted = l2.take_wanted()
+                if wanted:
+                    neigh.request(wanted)
+                now = time.monotonic()
+                if not self.ready and (not neigh.missing() or now - t_start > READY_WAIT):
+                    self.ready = True
+                    missing = neigh.missing()
+                    if missing:
+                        self.log(f"warning: no MAC yet for {', '.join(missing)}")
+                    report(self.snapshot())
+                if now >= next_report:
+                    next_report = now + report_every
+                    engine.advance(monotonic_ns())
+                    neigh.refresh()
+                    report(self.snapshot())
+                if self.hup:
+                    self.hup = False
+                    self.reload()
+            engine.advance(monotonic_ns())
+            report(self.snapshot(final=True))
+        finally:
+            io.close()
+
+
+__all__ = ["READY_WAIT", "REPORT_EVERY", "Worker"]

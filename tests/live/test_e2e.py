@@ -1,0 +1,267 @@
+"""``fastvs forward`` end to end: client / director / switch / two real-server network
+namespaces (tests/netns.py), ``python -m fastvs.live`` in the director namespace, real
+clients (curl, wrk, a UDP client) talking to the VIP over every I/O backend.
+
+Every wait is :func:`netns.wait_for` on a condition (a log line, the statistics file, a
+capture) with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import dpkt
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from netns import CLIENT_IP, UDP_PORT, VIP, Forwarder, Topology, have_netns, wait_for  # noqa: E402
+
+_ok, _why = have_netns() if sys.platform.startswith("linux") else (False, "Linux only")
+pytestmark = [pytest.mark.netns, pytest.mark.skipif(not _ok, reason=_why)]
+
+
+def csum16(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def l4_checksum_ok(ip: dpkt.ip.IP) -> bool:
+    seg = bytes(ip.data)
+    ph = ip.src + ip.dst + struct.pack("!BBH", 0, ip.p, len(seg))
+    return csum16(ph + seg) == 0xFFFF
+
+
+def ip_checksum_ok(ip: dpkt.ip.IP) -> bool:
+    return csum16(bytes(ip)[: ip.hl * 4]) == 0xFFFF
+
+
+def pcap_frames(path: Path, family: type) -> list:
+    """The IP (``dpkt.ip.IP``) or IPv6 datagrams of a capture being written (a record
+    cut short at the end is left for the next look)."""
+    out = []
+    with open(path, "rb") as f:
+        try:
+            for _, buf in dpkt.pcap.Reader(f):
+                ip = dpkt.ethernet.Ethernet(buf).data
+                if isinstance(ip, family):
+                    out.append(ip)
+        except (dpkt.NeedData, dpkt.UnpackError, ValueError):
+            pass
+    return out
+
+
+def start_tcpdump(topo: Topology, pcap: Path, expr: str) -> subprocess.Popen[bytes]:
+    dump = topo.spawn(topo.client, "tcpdump", "-Z", "root", "--immediate-mode", "-i", "eth0", "-n", "-U",
+                      "-w", str(pcap), expr, stderr=subprocess.PIPE)
+    assert dump.stderr is not None
+    line = dump.stderr.readline().decode()  # "listening on eth0 ..."
+    assert "listening" in line, line
+    return dump
+
+
+def stop_tcpdump(dump: subprocess.Popen[bytes]) -> None:
+    dump.send_signal(signal.SIGTERM)
+    dump.wait(10)
+
+
+@pytest.fixture(params=["ring-v3", "ring-v2", "mmsg"])
+def io(request: pytest.FixtureRequest) -> str:
+    """Every receive path: the TPACKET_V3 ring, the TPACKET_V2 ring, recvmmsg."""
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def topo():
+    if not _ok:
+        pytest.skip(_why)
+    t = Topology()
+    yield t
+    t.close()
+
+
+def curl(topo: Topology, n: int = 1, *, timeout: float = 10) -> list[str]:
+    out = []
+    for _ in range(n):
+        r = topo.nsx(topo.client, "curl", "-s", "--max-time", str(timeout), f"http://{VIP}/", check=False)
+        out.append(r.stdout.strip() if r.returncode == 0 else f"error {r.returncode}")
+    return out
+
+
+UDP_CLIENT = r"""
+import socket, sys, json
+n = int(sys.argv[1]); out = []
+family = socket.AF_INET6 if ":" in sys.argv[2] else socket.AF_INET
+for i in range(n):
+    s = socket.socket(family, socket.SOCK_DGRAM); s.settimeout(2)
+    s.sendto(b"ping%d" % i, (sys.argv[2], int(sys.argv[3])))
+    try:
+        data, peer = s.recvfrom(2048); out.append([data.decode(), peer[0], peer[1]])
+    except socket.timeout:
+        out.append(None)
+    s.close()
+print(json.dumps(out))
+"""
+
+
+def udp(topo: Topology, n: int, vip: str = VIP, timeout: float = 60) -> list:
+    r = topo.nsx(topo.client, sys.executable, "-c", UDP_CLIENT, str(n), vip, str(UDP_PORT), timeout=timeout)
+    return json.loads(r.stdout)
+
+
+def write_rules(topo: Topology, weights=(1, 1), name: str = "rules.txt") -> Path:
+    p = topo.tmp / name
+    p.write_text(topo.rules_text(weights))
+    return p
+
+
+def tcp_conns(doc: dict) -> int:
+    """Connections the TCP service scheduled, from the statistics file."""
+    return sum(s["stats"]["conns"] for s in doc["services"] if s["proto"] == "tcp")
+
+
+def rs_weights(doc: dict) -> dict[str, int]:
+    """The TCP service's real servers and their weights, from the statistics file."""
+    return {r["addr"]: r["weight"] for s in doc["services"] if s["proto"] == "tcp" for r in s["reals"]}
+
+
+def test_e2e_http_rr_alternates_and_client_sees_only_the_vip(topo: Topology, io: str) -> None:
+    fwd = Forwarder(topo, write_rules(topo), "--io", io)
+    pcap = topo.tmp / "client.pcap"
+    dump = start_tcpdump(topo, pcap, "ip") if shutil.which("tcpdump") else None
+    try:
+        got = curl(topo, 20)
+        replies = udp(topo, 4)
+    finally:
+        rc, out, err = fwd.stop()
+        if dump is not None:
+            try:  # every reply the forwarder sent, in the client's capture
+                sent = fwd.json()["summary"]["forwarded_out"]
+                wait_for(lambda: len([ip for ip in pcap_frames(pcap, dpkt.ip.IP) if ip.dst == socket.inet_aton(CLIENT_IP)]),
+                         10, f"the {sent} replies the forwarder sent in the client's capture", until=lambda k: k >= sent)
+            finally:
+                stop_tcpdump(dump)
+    # (a) 20 sequential requests, all answered, alternating between the servers (rr)
+    assert all(g in ("rs1", "rs2") for g in got), (got, err)
+    assert all(a != b for a, b in zip(got, got[1:], strict=False)), got
+    assert Counter(got) == {"rs1": 10, "rs2": 10}
+    # (c) UDP request/response through the VIP
+    assert all(r is not None and r[1] == VIP and r[2] == UDP_PORT for r in replies), replies
+    assert {r[0].split(":")[0] for r in replies} == {"rs1", "rs2"}
+    # the final listing on SIGTERM
+    assert rc == 0, err
+    assert "TCP  10.0.0.100:80 rr" in out and "-> 10.1.0.11:80" in out and "Conns" in out
+    m = re.search(r"TCP  10\.0\.0\.100:80\s+(\d+)", out)
+    assert m and int(m.group(1)) == 20, out
+    stats = fwd.json()
+    assert stats["drops"] == {} or set(stats["drops"]) <= {"drop_tcp_no_conn"}, stats["drops"]
+    assert stats["io"]["csum_completed"] > 0  # the peers' frames arrived CHECKSUM_PARTIAL
+    assert stats["io"]["drop_oversize"] == 0 and stats["io"]["drop_tx_error"] == 0
+    # (d) the client only ever talks to the VIP, and what it receives has valid checksums
+    if dump is None:
+        pytest.skip("tcpdump not installed: capture check skipped")
+    peers, checked = set(), 0
+    for ip in pcap_frames(pcap, dpkt.ip.IP):
+        src, dst = socket.inet_ntoa(ip.src), socket.inet_ntoa(ip.dst)
+        peers.add(dst if src == CLIENT_IP else src)
+        if dst == CLIENT_IP:
+            assert ip_checksum_ok(ip) and l4_checksum_ok(ip), (src, dst, ip.p)
+            checked += 1
+    assert peers == {VIP}, peers
+    assert checked >= 20 * 3
+
+
+def test_e2e_wrk_without_errors(topo: Topology, io: str) -> None:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk not installed")
+    fwd = Forwarder(topo, write_rules(topo), "--io", io)
+    try:
+        r = topo.nsx(topo.client, "wrk", "-t2", "-c10", "-d3s", f"http://{VIP}/", timeout=60, check=False)
+    finally:
+        rc, out, err = fwd.stop()
+    assert r.returncode == 0, r.stderr
+    assert "Socket errors" not in r.stdout and "Non-2xx" not in r.stdout, r.stdout
+    m = re.search(r"(\d+) requests in", r.stdout)
+    assert m and int(m.group(1)) > 100, r.stdout
+    assert rc == 0, err
+
+
+def test_e2e_sighup_weight_zero_drains(topo: Topology, io: str) -> None:
+    rules = write_rules(topo, name="hup.txt")
+    fwd = Forwarder(topo, rules, "--io", io)
+    try:
+        before = curl(topo, 4)
+        # the forwarder scheduled exactly the four connections (no extra rr pick)
+        stats0 = fwd.wait_stats(lambda d: tcp_conns(d) >= 4, 10, "4 TCP connections in the statistics")
+        rules.write_text(topo.rules_text((1, 0)))
+        mark = fwd.hup()
+        # the reload happened: its log line, and the listing shows the new weight
+        line = fwd.wait_log("SIGHUP: ", after=mark)
+        drained = fwd.wait_stats(lambda d: d["reloads"] == 1 and rs_weights(d) == {"10.1.0.11": 1, "10.1.0.12": 0},
+                                 10, "reload 1 with 10.1.0.12 at weight 0 in the listing")
+        after = curl(topo, 10)
+        udp_after = udp(topo, 4)
+        rules.write_text(topo.rules_text((1, 1)))
+        mark = fwd.hup()
+        fwd.wait_log("weight 0->1", after=mark)
+        fwd.wait_stats(lambda d: d["reloads"] == 2 and rs_weights(d) == {"10.1.0.11": 1, "10.1.0.12": 1},
+                       10, "reload 2 with both real servers at weight 1 in the listing")
+        again = curl(topo, 4)
+    finally:
+        rc, out, err = fwd.stop()
+    assert tcp_conns(stats0) == 4, (before, stats0["services"], err[-3000:])
+    assert Counter(before) == {"rs1": 2, "rs2": 2}, (before, err[-3000:])
+    assert "10.1.0.12:80 weight 1->0" in line and drained["reloads"] == 1, line
+    assert after == ["rs1"] * 10, (after, err)
+    assert [r[0].split(":")[0] for r in udp_after] == ["rs1"] * 4
+    assert Counter(again) == {"rs1": 2, "rs2": 2}, again
+    assert rc == 0 and "TCP  10.0.0.100:80" in out
+
+
+def test_e2e_two_workers_keep_flows_together(topo: Topology, io: str) -> None:
+    fwd = Forwarder(topo, write_rules(topo), "--workers", "2", "--io", io)
+    try:
+        got = curl(topo, 20)
+        replies = udp(topo, 40)
+        # both workers' snapshots after the traffic (each reports once a second)
+        stats = fwd.wait_stats(lambda d: d["workers"] == 2 and d["summary"]["packets_in"] >= 20 * 3 + 40,
+                               10, "2 workers' snapshots covering the traffic")
+    finally:
+        rc, out, err = fwd.stop()
+    assert all(g in ("rs1", "rs2") for g in got) and set(got) == {"rs1", "rs2"}, (got, err)
+    assert all(r is not None and r[1] == VIP for r in replies), replies
+    assert stats["workers"] == 2
+    # both workers carried traffic, each flow on one worker (else replies would be lost)
+    assert all(w["rx"] > 0 for w in stats["per_worker"]), stats["per_worker"]
+    assert rc == 0, err
+    m = re.search(r"UDP  10\.0\.0\.100:5353\s+(\d+)", out)
+    # 40 requests from fresh sockets: the client's kernel may hand out an ephemeral
+    # port twice, and then two requests are one UDP connection
+    assert m and 30 <= int(m.group(1)) <= 40, out
+
+
+def test_e2e_one_arm(io: str) -> None:
+    with Topology(one_arm=True, prefix=f"fvt-{os.getpid()}-o") as t:
+        spin = ["--spin-us", "50"] if io != "mmsg" else []  # rings watched before sleeping
+        fwd = Forwarder(t, write_rules(t), "--io", io, *spin)
+        try:
+            got = curl(t, 6)
+            replies = udp(t, 2)
+        finally:
+            rc, out, err = fwd.stop()
+        assert Counter(got) == {"rs1": 3, "rs2": 3}, (got, err)
+        assert all(r is not None and r[1] == VIP for r in replies)
+        assert rc == 0
