@@ -5,6 +5,10 @@
   file copy.
 * dpkt: the idiomatic pure-Python pipeline, file-to-file.
 
+The references themselves are :mod:`fastvs.bench.refs` (shipped with the package, so that
+an installed ``fastvs bench`` has them too); natloop is compiled on first use into the
+user's cache.
+
 Each at 1k, 100k and 1M established flows, on 64-byte TCP ACKs to 10.10.0.1:80. Every case
 runs ``rounds=3``; the figures that matter are natloop's own timings (process start, flow
 table and capture loading excluded), recorded in ``extra_info`` as medians of the rounds.
@@ -39,11 +43,7 @@ import pytest
 if TYPE_CHECKING:
     from pytest_benchmark.fixture import BenchmarkFixture
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.refs import (  # noqa: E402
+from fastvs.bench.refs import (
     Backend,
     ClientKey,
     build_natloop,

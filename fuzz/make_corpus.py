@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the fuzz harnesses' seed corpora (not committed; ``make corpus`` runs this).
 
-    fuzz/corpus/engine/  frames of tests/golden/*.pcap and ../shared/pcaps/real/*,
+    fuzz/corpus/engine/  frames of tests/golden/*.pcap, pcaps/real/* and pcaps/demo/,
                          in runs of up to 16, plus hand-built conversations with the
                          harness' services, in the engine harness' encoding
     fuzz/corpus/pcap/    the capture files themselves (small ones whole, every one also
@@ -30,21 +30,23 @@ HEAD_RECORDS = 24  # records kept in the cut-down copies
 RUN = 16  # frames per engine input
 
 
-def real_dir() -> Path | None:
-    for cand in (REPO.parent / "shared" / "pcaps" / "real", Path("/work/shared/pcaps/real")):
-        if cand.is_dir():
-            return cand
-    return None
+PCAPS = REPO / "pcaps"
 
 
 def capture_files() -> list[Path]:
-    files = sorted((REPO / "tests" / "golden").glob("*.pcap"))
-    real = real_dir()
-    if real is not None:
-        files += sorted(p for p in real.iterdir() if p.suffix in (".pcap", ".pcapng", ".cap"))
-    demo = REPO / "fastvs" / "demo" / "demo.pcap"
-    if demo.exists():
-        files.append(demo)
+    """The repository's captures: the golden inputs and outputs, the real-world ones and
+    the demo. A missing folder is an error (the corpus would silently shrink)."""
+    groups = {
+        REPO / "tests" / "golden": "*.pcap",
+        PCAPS / "real": "*.pcap*",
+        PCAPS / "demo": "*.pcap",
+    }
+    files: list[Path] = []
+    for folder, pattern in groups.items():
+        found = sorted(folder.glob(pattern))
+        if not found:
+            raise FileNotFoundError(f"no {pattern} in {folder}: the repository's captures are missing")
+        files += found
     return files
 
 
@@ -126,13 +128,11 @@ def pcap_corpus(out: Path) -> int:
 
 
 def rules_corpus(out: Path) -> int:
-    files = sorted((REPO / "tests" / "golden").glob("*.rules"))
-    files.append(REPO / "fastvs" / "demo" / "demo.rules")
+    files = sorted((REPO / "tests" / "golden").glob("*.rules")) + [PCAPS / "demo" / "demo.rules"]
     count = 0
     for f in files:
-        if f.exists():
-            _save(out, f.read_bytes())
-            count += 1
+        _save(out, f.read_bytes())  # a missing file is an error, not a smaller corpus
+        count += 1
     extra = [
         RULES_TEXT,
         "-A -t [2001:db8::1]:80 -s wlc -p 300 -M 64\n-a -t [2001:db8::1]:80 -r [2001:db8::10]:80 -m -w 1\n",

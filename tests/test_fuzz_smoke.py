@@ -40,6 +40,21 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def test_corpus_is_built_from_the_repository_captures() -> None:
+    """The seeds come from the repository's own captures: every golden capture, every
+    real-world one in pcaps/real and the demo (nothing from outside the repository)."""
+    import make_corpus
+
+    files = make_corpus.capture_files()
+    assert all(REPO in p.parents for p in files)
+    names = {p.relative_to(REPO).as_posix() for p in files}
+    real = sorted((REPO / "pcaps" / "real").glob("*.pcap*"))
+    assert len(real) == 39
+    assert {p.relative_to(REPO).as_posix() for p in real} <= names
+    assert "pcaps/demo/demo.pcap" in names
+    assert {f"tests/golden/{c}.pcap" for c in ("g1-rr", "g5-mix", "x6-malformed")} <= names
+
+
 def _seeds(corpus: Path, name: str) -> list[bytes]:
     return [p.read_bytes() for p in sorted((corpus / name).iterdir())]
 

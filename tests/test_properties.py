@@ -1,4 +1,4 @@
-"""Property tests (hypothesis) for the invariants of /work/shared/DESIGN.md:
+"""Property tests (hypothesis) for the invariants the design holds (the README's semantics):
 incremental checksums equal full ones, the parser stays inside the captured bytes,
 every packet is accounted for, output is deterministic, untouched packets stay
 byte-identical, and rewritten packets verify with an independent checker (dpkt).

@@ -1,16 +1,18 @@
-"""Every real-world capture in ../shared/pcaps/real goes through fastvs.
+"""Every real-world capture in pcaps/real goes through fastvs.
 
 For each file, twice: with rules that match a service seen in it (the busiest TCP
 destination that receives a SYN, and the busiest UDP destination) and with rules that
 match nothing. What must hold: no error; packets in = written + dropped; packets fastvs
 did not rewrite leave byte-identical; rewritten packets carry checksums that dpkt
 verifies when the input's verified (a capture with offloaded, invalid checksums stays
-exactly as invalid); the CLI runs on each file and exits 0.
+exactly as invalid); the CLI runs on each file and exits 0. And the folder itself is
+whole: every file its manifest lists, with the manifest's sha256, and nothing else.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import io
 import json
 import struct
@@ -28,10 +30,24 @@ from fastvs.control.director import Director
 from fastvs.control.rules import parse_rules
 from fastvs.datapath._packet import parse
 
-from conftest import REAL
+from conftest import REAL, REAL_FILES
 
-FILES = sorted(p.name for p in REAL.iterdir() if p.suffix in (".pcap", ".pcapng")) if REAL else []
-pytestmark = pytest.mark.skipif(REAL is None, reason="../shared/pcaps/real is not present")
+FILES = [p.name for p in REAL_FILES]
+
+
+def test_real_captures_are_all_there_and_intact() -> None:
+    """pcaps/real holds exactly the captures manifest.json lists, byte for byte (the
+    parametrized tests here and in tests/capture/test_pcap.py run over the folder, so a
+    missing or partial copy must fail here rather than quietly thin them out)."""
+    manifest = json.loads((REAL / "manifest.json").read_text())["files"]
+    assert len(manifest) == 39
+    assert FILES == sorted(f["name"] for f in manifest)
+    for f in manifest:
+        data = (REAL / f["name"]).read_bytes()
+        assert len(data) == f["size"], f["name"]
+        assert hashlib.sha256(data).hexdigest() == f["sha256"], f["name"]
+    assert (REAL / "PROVENANCE.md").is_file()
+    assert (REAL.parent / "PROVENANCE.md").is_file()
 
 
 def pick_rules(path: Path) -> str:

@@ -2,9 +2,10 @@
 # tools/kernlab_compare.sh - the real kernel as referee: run one capture through a Linux 6.1
 # IPVS director (kernlab, a qemu VM) and through fastvs, and compare what both sent.
 #
-# usage: tools/kernlab_compare.sh RULES IN.pcap [--pps N] [--sysctl FILE] [--out DIR]
-#                                 [--ignore-ttl] [-- FASTVS-PROCESS-OPTIONS...]
+# usage: tools/kernlab_compare.sh [--kernlab DIR] RULES IN.pcap [--pps N] [--sysctl FILE]
+#                                 [--out DIR] [--ignore-ttl] [-- FASTVS-PROCESS-OPTIONS...]
 #
+#   --kernlab DIR  the kernel lab (holding run.sh and kl.py); default: $KERNLAB
 #   RULES        ipvsadm -S -n format, NAT (-m) real servers only (kernlab's limit)
 #   IN.pcap      Ethernet, classic pcap: client packets and real-server replies
 #   --pps N      injection rate into the VM (default 100; 100-200 runs without loss).
@@ -23,17 +24,24 @@
 # (VM, fastvs) exit 2. DIR also holds kern.ipvsadm.txt (the kernel's -L -n --stats, -c,
 # -S -n at the end) and mine.txt (fastvs's listing with connections).
 #
-# kernlab is found in $KERNLAB, else /tmp/kernlab-src, else /work/shared/kernlab (copy it
-# somewhere writable if needed); its VM artefacts in $KL_OUT (default /tmp/kernlab, built
-# by kernlab's build.sh on first use: it apt-installs qemu, a Debian kernel, ipvsadm, ...).
+# kernlab is not part of this repository: give its location with --kernlab DIR or the
+# KERNLAB environment variable (copy it somewhere writable if needed). Its VM artefacts go
+# to $KL_OUT (kernlab's default; built by its build.sh on first use: it apt-installs qemu,
+# a Debian kernel, ipvsadm, ...).
 set -euo pipefail
 
-usage() { sed -n '4,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '4,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+KL_DIR=${KERNLAB:-}
+if [ "${1:-}" = --kernlab ]; then
+    [ $# -ge 2 ] || usage
+    KL_DIR=$2; shift 2
+fi
 [ $# -ge 2 ] || usage
 RULES=$(realpath "$1"); IN=$(realpath "$2"); shift 2
 PPS=100; SYSCTL=(); OUTDIR=""; DIFFOPT=(); FVOPT=()
 while [ $# -gt 0 ]; do
     case "$1" in
+        --kernlab) KL_DIR=$2; shift 2;;
         --pps) PPS=$2; shift 2;;
         --sysctl) SYSCTL=(--sysctl "$(realpath "$2")"); shift 2;;
         --out) OUTDIR=$2; shift 2;;
@@ -44,14 +52,15 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if [ -z "${KERNLAB:-}" ]; then
-    for d in /tmp/kernlab-src /work/shared/kernlab "$(dirname "$0")/../../shared/kernlab"; do
-        if [ -f "$d/run.sh" ]; then KERNLAB=$d; break; fi
-    done
+if [ -z "$KL_DIR" ]; then
+    echo "kernlab_compare: where is kernlab? give --kernlab DIR or set KERNLAB=DIR (the kernel lab, holding run.sh and kl.py; not part of this repository)" >&2
+    exit 2
 fi
-if [ -z "${KERNLAB:-}" ] || [ ! -f "$KERNLAB/run.sh" ]; then
-    echo "kernlab_compare: kernlab not found (set KERNLAB)" >&2; exit 2
+if [ ! -f "$KL_DIR/run.sh" ] || [ ! -f "$KL_DIR/kl.py" ]; then
+    echo "kernlab_compare: $KL_DIR is not kernlab (no run.sh and kl.py in it); give --kernlab DIR or set KERNLAB=DIR" >&2
+    exit 2
 fi
+KERNLAB=$(realpath "$KL_DIR")
 [ "$(id -u)" = 0 ] || { echo "kernlab_compare: kernlab needs root (netns, taps, qemu)" >&2; exit 2; }
 
 if [ -z "$OUTDIR" ]; then OUTDIR=$(mktemp -d /tmp/kernlab_compare.XXXXXX); fi

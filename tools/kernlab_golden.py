@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
 """Record what a real Linux IPVS director does, as golden files for fastvs's tests.
 
-The referee is kernlab (a Linux 6.1 IPVS director in a qemu VM; /work/shared/kernlab,
-see its README). This script makes the inputs, runs them through kernlab and stores the
-kernel's answers under tests/golden/ so that CI can compare fastvs without the VM.
+The referee is kernlab (a Linux 6.1 IPVS director in a qemu VM, kept outside this
+repository; see its README). This script makes the inputs, runs them through kernlab and
+stores the kernel's answers under tests/golden/ so that CI can compare fastvs without the
+VM.
 
   tools/kernlab_golden.py gen NAME|all [--out DIR]      write NAME.pcap, NAME.rules
                                                           (+ NAME.sysctl) only
-  tools/kernlab_golden.py record NAME|all [--pps 100]   gen + run through the kernel +
+  tools/kernlab_golden.py record NAME|all [--pps 100] [--kernlab DIR]
+                                                        gen + run through the kernel +
                                                           store tests/golden/NAME.*
-  tools/kernlab_golden.py step [--from PREFIX]          lab.sh step --matrix + the
+  tools/kernlab_golden.py step [--from PREFIX] [--kernlab DIR]
+                                                        lab.sh step --matrix + the
                                                           scenarios below, stored in
                                                           tests/golden/step/
   tools/kernlab_golden.py list                          the cases and what they test
 
 ``record`` and ``step`` need root (kernlab makes a network namespace and taps and boots
-qemu). kernlab is taken from $KERNLAB, else /tmp/kernlab-src, else /work/shared/kernlab;
+qemu) and kernlab's location: ``--kernlab DIR`` or the KERNLAB environment variable;
 it is copied to a private directory first, where its end-of-run dump waits 2.5 s (one
 tick of the rate estimator, so that ``--stats`` counts every packet) and also lists
 ``ipvsadm -L -n`` (ActiveConn/InActConn), which the stock dump lacks.
@@ -566,16 +569,25 @@ def gen(name: str, out: Path) -> tuple[Path, Path, Path | None, str]:
 
 
 # ------------------------------------------------------------------------------ kernlab
-def kernlab_copy() -> Path:
+KERNLAB_FILES = ("kl.py", "run.sh", "lab.sh")
+
+
+def kernlab_dir(option: str | None) -> Path:
+    """kernlab's location: --kernlab DIR, else $KERNLAB; one clear message when neither
+    names a kernlab (there is no default: kernlab is not part of this repository)."""
+    src = option or os.environ.get("KERNLAB")
+    if not src:
+        raise SystemExit("kernlab_golden: where is kernlab? give --kernlab DIR or set KERNLAB=DIR "
+                         "(the kernel lab, holding kl.py, run.sh and lab.sh; not part of this repository)")
+    missing = [f for f in KERNLAB_FILES if not Path(src, f).is_file()]
+    if missing:
+        raise SystemExit(f"kernlab_golden: {src} is not kernlab (no {', '.join(missing)} in it); "
+                         "give --kernlab DIR or set KERNLAB=DIR")
+    return Path(src).resolve()
+
+
+def kernlab_copy(src: Path) -> Path:
     """A private copy of kernlab whose end-of-run dump also has ipvsadm -L -n."""
-    src = os.environ.get("KERNLAB")
-    if not src:
-        for cand in ("/tmp/kernlab-src", "/work/shared/kernlab", str(REPO.parent / "shared" / "kernlab")):
-            if Path(cand, "kl.py").is_file():
-                src = cand
-                break
-    if not src:
-        raise SystemExit("kernlab not found: set KERNLAB")
     dst = Path(tempfile.mkdtemp(prefix="kernlab-golden."))
     shutil.copytree(src, dst, dirs_exist_ok=True)
     kl = dst / "kl.py"
@@ -591,8 +603,8 @@ def kernlab_copy() -> Path:
     return dst
 
 
-def record(names: list[str], pps: float) -> None:
-    kl = kernlab_copy()
+def record(names: list[str], pps: float, kernlab: Path) -> None:
+    kl = kernlab_copy(kernlab)
     cases_md = GOLDEN / "CASES.md"
     for name in names:
         work = Path(tempfile.mkdtemp(prefix=f"golden-{name}."))
@@ -632,9 +644,9 @@ def _cases_md_line(path: Path, name: str, what: str, summ: dict) -> None:
     path.write_text("".join(rest[:at] + sorted(rows) + rest[at:]))
 
 
-def step(from_prefix: str | None) -> None:
+def step(from_prefix: str | None, kernlab: str | None) -> None:
     if from_prefix is None:
-        kl = kernlab_copy()
+        kl = kernlab_copy(kernlab_dir(kernlab))
         work = Path(tempfile.mkdtemp(prefix="golden-step."))
         from_prefix = str(work / "kstep")
         cmd = ["bash", str(kl / "lab.sh"), "step", from_prefix, *STEP_SCENARIOS, "--matrix"]
@@ -657,8 +669,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("record")
     p.add_argument("name", nargs="+", choices=[*CASES, "all"])
     p.add_argument("--pps", type=float, default=100.0)
+    p.add_argument("--kernlab", metavar="DIR", help="the kernel lab (default: $KERNLAB)")
     p = sub.add_parser("step")
     p.add_argument("--from", dest="from_prefix", help="store an existing lab.sh step run (PREFIX.step.json)")
+    p.add_argument("--kernlab", metavar="DIR", help="the kernel lab (default: $KERNLAB)")
     sub.add_parser("list")
     a = ap.parse_args(argv)
     if a.cmd == "list":
@@ -670,9 +684,9 @@ def main(argv: list[str] | None = None) -> int:
             gen(n, Path(a.out))
         return 0
     if a.cmd == "record":
-        record(list(CASES) if "all" in a.name else a.name, a.pps)
+        record(list(CASES) if "all" in a.name else a.name, a.pps, kernlab_dir(a.kernlab))
         return 0
-    step(a.from_prefix)
+    step(a.from_prefix, a.kernlab)
     return 0
 
 

@@ -4,16 +4,18 @@
     python tools/kernlab_sync.py gen tests/golden/sync
         write the input captures and rules of every scenario (deterministic)
     python tools/kernlab_sync.py master NAME [--v0] [--sysctl K=V --tag T] [--outdir DIR]
+                                             [--kernlab DIR]
         replay NAME.pcap through the lab with a master sync daemon on eth1 (syncid 7)
         and keep NAME[-v0].kernel.sync.pcap (the sync datagrams the guest sent) and
         NAME[-v0].kernel.ipvsadm.txt (the master's listings)
     python tools/kernlab_sync.py own
         write s3-own.sync.pcap: messages made by fastvs's encoder (see own_messages)
-    python tools/kernlab_sync.py backup SYNC.pcap RULES OUTNAME [--outdir DIR]
+    python tools/kernlab_sync.py backup SYNC.pcap RULES OUTNAME [--outdir DIR] [--kernlab DIR]
         inject the sync datagrams of SYNC.pcap from the client side into a backup
         daemon on eth0 (syncid 7) and keep OUTNAME.ipvsadm.txt (the backup's listing)
 
-Needs root, /work/shared/kernlab (or $KERNLAB) and its artefacts (build.sh). The lab
+master and backup need root and the kernel lab (outside this repository): --kernlab DIR
+or the KERNLAB environment variable, and its artefacts (build.sh). The lab
 runs qemu's TCG by default (set KL_ACCEL/KL_CPU to try KVM).
 """
 
@@ -34,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from fastvs.sync.frames import build_frame, iter_datagrams  # noqa: E402
 
-KERNLAB = Path(os.environ.get("KERNLAB", "/work/shared/kernlab"))
+KERNLAB = Path()  # set by main() from --kernlab DIR or $KERNLAB (master, backup)
 GUEST_MAC0 = bytes.fromhex("525400770001")
 CLIENT_MAC = bytes.fromhex("027700000002")
 SYNCID = 7
@@ -443,6 +445,18 @@ def cmd_gen(a: argparse.Namespace) -> int:
     return 0
 
 
+def kernlab_dir(option: str | None) -> Path:
+    """kernlab's location: --kernlab DIR, else $KERNLAB; one clear message otherwise."""
+    src = option or os.environ.get("KERNLAB")
+    if not src:
+        raise SystemExit("kernlab_sync: where is kernlab? give --kernlab DIR or set KERNLAB=DIR "
+                         "(the kernel lab, holding lab.sh; not part of this repository)")
+    if not Path(src, "lab.sh").is_file():
+        raise SystemExit(f"kernlab_sync: {src} is not kernlab (no lab.sh in it); "
+                         "give --kernlab DIR or set KERNLAB=DIR")
+    return Path(src).resolve()
+
+
 def run_lab(rules: Path, inp: Path, prefix: Path, cmds: list[str], pps: int = PPS) -> None:
     env = dict(os.environ)  # TCG unless KL_ACCEL=kvm (here "-cpu host" fails on MSR 0x10a)
     argv = [
@@ -530,6 +544,7 @@ def cmd_backup(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global KERNLAB
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -542,14 +557,18 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--sysctl", action="append", help="KEY=VALUE set in the guest first (repeatable)")
     m.add_argument("--tag", help="suffix of the output names")
     m.add_argument("--outdir", default=str(REPO / "tests/golden/sync"))
+    m.add_argument("--kernlab", metavar="DIR", help="the kernel lab (default: $KERNLAB)")
     b = sub.add_parser("backup")
     b.add_argument("sync")
     b.add_argument("rules")
     b.add_argument("outname")
     b.add_argument("--outdir", default=str(REPO / "tests/golden/sync"))
+    b.add_argument("--kernlab", metavar="DIR", help="the kernel lab (default: $KERNLAB)")
     o = sub.add_parser("own")
     o.add_argument("--outdir", default=str(REPO / "tests/golden/sync"))
     a = p.parse_args(argv)
+    if a.cmd in ("master", "backup"):
+        KERNLAB = kernlab_dir(a.kernlab)
     return {"gen": cmd_gen, "master": cmd_master, "backup": cmd_backup, "own": cmd_own}[a.cmd](a)
 
 

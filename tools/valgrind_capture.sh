@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run `fastvs process` under valgrind memcheck on a few short captures (a golden one,
-# real ones from ../shared/pcaps/real, and a hostile one made by mangling a golden
+# real ones from pcaps/real, and a hostile one made by mangling a golden
 # capture's bytes) and fail on any memcheck error in fastvs' extension code.
 #
 #   tools/valgrind_capture.sh [capture ...]
@@ -18,13 +18,9 @@ G=$REPO/tests/golden
 
 caps=("$@")
 if [ ${#caps[@]} -eq 0 ]; then
-  caps=("$G/g5-mix.pcap")
-  for real in "$REPO/../shared/pcaps/real" /work/shared/pcaps/real; do
-    if [ -d "$real" ]; then
-      caps+=("$real/ppp_pcapng-example.pcapng" "$real/ppp_VlanPackets.pcap" "$real/dpkt_http.pcap")
-      break
-    fi
-  done
+  real=$REPO/pcaps/real
+  caps=("$G/g5-mix.pcap" "$real/ppp_pcapng-example.pcapng" "$real/ppp_VlanPackets.pcap"
+        "$real/dpkt_http.pcap")
   # hostile: every 7th byte of the records of g1-rr flipped (headers kept)
   "$PY" - "$G/g1-rr.pcap" "$TMP/mangled.pcap" <<'PYEOF'
 import sys
@@ -42,7 +38,7 @@ fi
 
 status=0
 for cap in "${caps[@]}"; do
-  [ -e "$cap" ] || { echo "skip $cap (missing)"; continue; }
+  [ -e "$cap" ] || { echo "valgrind: $cap is missing"; status=1; continue; }
   echo "== valgrind: fastvs process $(basename "$cap")"
   PYTHONMALLOC=malloc valgrind --tool=memcheck --error-exitcode=1 --errors-for-leak-kinds=none \
       --leak-check=no --suppressions="$REPO/tools/valgrind-python.supp" --num-callers=30 \

@@ -8,17 +8,12 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import refs  # noqa: E402
+from fastvs.bench import refs
 
 dpkt = pytest.importorskip("dpkt")
 
@@ -307,4 +302,4 @@ def test_natloop_refuses_bad_flows_file(
 
 def test_build_natloop_is_cached(natloop: Path) -> None:
     assert refs.build_natloop() == natloop
-    assert natloop.parent == refs.BUILD_DIR and natloop.exists()
+    assert natloop.parent == refs.cache_dir() and natloop.exists()

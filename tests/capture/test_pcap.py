@@ -1,6 +1,6 @@
 """fastvs.capture.pcap: reading, writing and rejecting classic pcap and pcapng captures.
 
-Real captures (../shared/pcaps/real beside the repo) are checked against dpkt and
+Real captures (the repository's pcaps/real/) are checked against dpkt and
 against a small struct-based reference parser written here; synthetic files cover
 byte orders, resolutions, chunk boundaries and every kind of damage.
 """
@@ -20,18 +20,9 @@ from fastvs.capture.batch import PacketBatch
 from fastvs.capture.pcap import Reader, Writer, open_capture
 from fastvs.errors import CaptureError
 
-from conftest import REAL as _CONF_REAL
+from conftest import REAL, REAL_FILES
 
-# conftest's lookup: beside the repo, else /work/shared (a copy of the tree in /tmp, as
-# tools/asan_test.sh makes, finds them too)
-REAL = _CONF_REAL or Path(__file__).resolve().parents[3] / "shared/pcaps/real"
-REAL_FILES = sorted(p for p in REAL.glob("*.pcap*")) if REAL.is_dir() else []
-needs_real = pytest.mark.skipif(not REAL_FILES, reason=f"{REAL} is absent")
-MANIFEST = (
-    {f["name"]: f for f in json.loads((REAL / "manifest.json").read_text())["files"]}
-    if (REAL / "manifest.json").is_file()
-    else {}
-)
+MANIFEST = {f["name"]: f for f in json.loads((REAL / "manifest.json").read_text())["files"]}
 real_param = pytest.mark.parametrize("path", REAL_FILES, ids=[p.name for p in REAL_FILES])
 
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
@@ -200,7 +191,6 @@ def assert_same_batches(a: PacketBatch, b: PacketBatch) -> None:
 # -- real captures -----------------------------------------------------------------------
 
 
-@needs_real
 @real_param
 def test_real_matches_dpkt(path: Path) -> None:
     with open_capture(path) as r:
@@ -230,7 +220,6 @@ def test_real_matches_dpkt(path: Path) -> None:
         assert abs(ours - exp) <= max(1000, 2e9 * math.ulp(float(t)))
 
 
-@needs_real
 @real_param
 def test_real_matches_reference_parser(path: Path) -> None:
     data = path.read_bytes()
@@ -240,13 +229,11 @@ def test_real_matches_reference_parser(path: Path) -> None:
         assert r.packets == len(batch)
     assert_batch_equals_ref(batch, ref_parse(data))
     assert r.format == ("pcapng" if data[:4] == PCAPNG_MAGIC else "pcap")
-    meta = MANIFEST.get(path.name)
-    if meta:
-        assert len(batch) == meta["packets"]
-        assert sorted(set(r.linktypes)) == sorted(set(meta["linktype"]))
+    meta = MANIFEST[path.name]
+    assert len(batch) == meta["packets"]
+    assert sorted(set(r.linktypes)) == sorted(set(meta["linktype"]))
 
 
-@needs_real
 @real_param
 def test_real_chunked_like_whole(path: Path) -> None:
     whole = open_capture(path).read_all()
@@ -259,7 +246,6 @@ def test_real_chunked_like_whole(path: Path) -> None:
     assert_same_batches(open_capture(path, chunk_bytes=chunk).read_all(), whole)
 
 
-@needs_real
 @real_param
 def test_real_roundtrip(path: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"

@@ -18,7 +18,7 @@ from fastvs.control.director import Director
 from fastvs.control.rules import Rules, load_rules, parse_rules
 from fastvs.gen.traffic import generate, generate_batch
 
-GOLDEN_WLC = Path("/work/shared/golden/g4-wlc.rules")
+from conftest import GOLDEN
 
 RR = """\
 -A -t 10.10.0.1:80 -s rr
@@ -50,18 +50,8 @@ LC = """\
 
 
 def wlc_rules() -> Rules:
-    if GOLDEN_WLC.is_file():
-        return load_rules(GOLDEN_WLC)
-    return parse_rules(
-        "-A -t 10.10.0.1:80 -s wlc\n"
-        "-a -t 10.10.0.1:80 -r 192.168.0.10:8080 -m -w 5\n"
-        "-a -t 10.10.0.1:80 -r 192.168.0.11:8080 -m -w 2\n"
-        "-a -t 10.10.0.1:80 -r 192.168.0.12:8080 -m -w 3\n"
-        "-A -u 10.10.0.1:53 -s wlc\n"
-        "-a -u 10.10.0.1:53 -r 192.168.0.10:5353 -m -w 5\n"
-        "-a -u 10.10.0.1:53 -r 192.168.0.11:5353 -m -w 2\n"
-        "-a -u 10.10.0.1:53 -r 192.168.0.12:5353 -m -w 3\n"
-    )
+    """The g4-wlc golden case's rules: a TCP and a UDP service, wlc, weights up to 5."""
+    return load_rules(GOLDEN / "g4-wlc.rules")
 
 
 RULES = {"wlc": wlc_rules, "rr": lambda: parse_rules(RR), "wrr": lambda: parse_rules(WRR),

@@ -4,13 +4,18 @@ Two references do the same NAT job as fastvs's established-connection fast path 
 the destination of client -> VIP packets to the connection's real server, fix the
 checksums), on the same bytes:
 
-* ``natloop`` (``benchmarks/ref_c/natloop.c``): a small C program doing the minimum per
-  packet (parse, open-addressing lookup, rewrite, RFC 1624 incremental checksums), built
-  here with the system compiler. ``mode="mem"`` times the loop over a capture already in
+* ``natloop`` (``natloop.c``, shipped beside this module): a small C program doing the
+  minimum per packet (parse, open-addressing lookup, rewrite, RFC 1624 incremental
+  checksums), compiled on first use with the system C compiler (``$CC``, else ``cc``)
+  into the user's cache (:func:`cache_dir`), under a name that hashes the source, the
+  compiler, the flags and the CPU, so later runs reuse it. ``mode="mem"`` times the loop over a capture already in
   memory (plus a memcpy of the same bytes as the floor); ``mode="file"`` times pcap file ->
   pcap file with fread/fwrite (plus a plain file copy as the floor).
 * :func:`dpkt_nat_pipeline`: the idiomatic pure-Python pipeline (dpkt Reader, parse, dict,
-  rewrite, Writer).
+  rewrite, Writer), when dpkt is installed.
+
+This module is part of the installed package, so ``fastvs bench`` from a wheel compares
+with the same references as a checkout; ``benchmarks/`` imports it from here.
 
 Neither decrements the TTL, keeps connection state or does anything else a director does:
 compare them with fastvs run with TTL kept, on captures of established flows made by
@@ -29,18 +34,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-NATLOOP_SRC = HERE / "ref_c" / "natloop.c"
-BUILD_DIR = HERE / ".build"
+NATLOOP_SRC = HERE / "natloop.c"
+# -march=native first, plain -O2 when the compiler refuses it
+NATLOOP_FLAGS: tuple[tuple[str, ...], ...] = (("-O2", "-march=native"), ("-O2",))
 
 VIP = bytes([10, 10, 0, 1])
 VPORT = 80
@@ -90,55 +98,105 @@ class NatloopError(RuntimeError):
         self.stderr = stderr
 
 
+class NatloopUnavailable(RuntimeError):
+    """natloop cannot be built here (no C compiler, or it fails); the message is one
+    line, fit to print as the reason the C reference is skipped."""
+
+
 # ------------------------------------------------------------------------- natloop
 
 
-def _try_compile(cc: str, flags: list[str], target: Path) -> bool:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", dir=target.parent)
+def cache_dir() -> Path:
+    """Where the compiled natloop lives: ``$XDG_CACHE_HOME/fastvs``, else
+    ``~/.cache/fastvs`` (an XDG_CACHE_HOME that is not absolute is ignored, as the XDG
+    spec says)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "fastvs"
+
+
+def _cpu_id() -> str:
+    """What -march=native depends on: the machine and its CPU's model and flags."""
+    ident = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "flags", "Features")):
+                    ident += line
+                if line.strip() == "":
+                    break  # the first CPU is enough
+    except OSError:
+        pass
+    return ident
+
+
+def natloop_key(src: bytes, cc: str, flags: tuple[str, ...]) -> str:
+    """The cache key of one build: source, compiler, flags and (for -march=native) CPU."""
+    h = hashlib.sha256(src)
+    h.update(b"\0" + cc.encode() + b"\0" + " ".join(flags).encode())
+    if any(f.startswith("-march=") for f in flags):
+        h.update(b"\0" + _cpu_id().encode())
+    return h.hexdigest()[:16]
+
+
+def _try_compile(cc: list[str], flags: tuple[str, ...], src: Path, target: Path) -> str | None:
+    """Compile to a temporary name and rename it into place (parallel builders never see
+    half a binary); None on success, else the compiler's first error line."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", dir=target.parent)
+    except OSError as e:  # a cache directory we may not write to
+        return f"cannot write to {target.parent}: {e.strerror}"
     os.close(fd)
     try:
-        proc = subprocess.run(
-            [cc, *flags, "-o", tmp, str(NATLOOP_SRC)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        try:
+            proc = subprocess.run([*cc, *flags, "-o", tmp, str(src)], capture_output=True,
+                                  text=True, check=False)
+        except OSError as e:
+            return f"{cc[0]}: {e.strerror}"
         if proc.returncode != 0:
-            return False
-        os.replace(tmp, target)  # atomic: parallel builders never see half a binary
-        return True
+            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+            errors = [ln for ln in lines if "error" in ln]
+            return (errors or lines or [f"{cc[0]} exited {proc.returncode}"])[0].strip()
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+        return None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def build_natloop(cc: str | None = None, build_dir: Path | None = None) -> Path:
-    """Compile natloop.c (``-O2 -march=native``, else ``-O2``) once; return the binary.
+def build_natloop(cc: str | None = None, build_dir: Path | None = None,
+                  log: Callable[[str], None] | None = None) -> Path:
+    """The natloop binary: from the cache when this source was already compiled with
+    this compiler (and CPU), else compiled now (``-O2 -march=native``, else ``-O2``).
 
-    The binary is cached in ``benchmarks/.build/`` under a name that hashes the source,
-    the compiler and the flags, so an edit or another compiler rebuilds it.
+    ``cc`` defaults to ``$CC``, else ``cc``; ``build_dir`` to :func:`cache_dir`. ``log``
+    is told when a compilation starts. Raises :class:`NatloopUnavailable` (one line)
+    when there is no compiler or it cannot build the source.
     """
     cc = cc or os.environ.get("CC") or "cc"
-    if shutil.which(cc) is None:
-        raise RuntimeError(f"no C compiler: {cc!r} not found")
-    build_dir = build_dir or BUILD_DIR
+    build_dir = build_dir or cache_dir()
     src = NATLOOP_SRC.read_bytes()
-    candidates = [["-O2", "-march=native"], ["-O2"]]
-    targets = []
-    for flags in candidates:
-        digest = hashlib.sha256(src + cc.encode() + " ".join(flags).encode()).hexdigest()[:12]
-        targets.append(build_dir / f"natloop-{digest}")
+    targets = [build_dir / f"natloop-{natloop_key(src, cc, flags)}" for flags in NATLOOP_FLAGS]
     for target in targets:
-        if target.exists():
+        if target.is_file() and os.access(target, os.X_OK):
             return target
-    for flags, target in zip(candidates, targets, strict=True):
-        if _try_compile(cc, flags, target):
+    cmd = shlex.split(cc)  # CC may carry a wrapper or options ("ccache gcc")
+    if not cmd or shutil.which(cmd[0]) is None:
+        raise NatloopUnavailable(f"no C compiler ({cc!r} not found; install one or set CC)")
+    try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NatloopUnavailable(f"cannot create the cache directory {build_dir}: {e.strerror}") from e
+    if log is not None:
+        log(f"compiling the C reference (first use): {cc} {NATLOOP_SRC.name} -> {build_dir}")
+    last = ""
+    for flags, target in zip(NATLOOP_FLAGS, targets, strict=True):
+        err = _try_compile(cmd, flags, NATLOOP_SRC, target)
+        if err is None:
             return target
-    proc = subprocess.run(
-        [cc, "-O2", "-o", os.devnull, str(NATLOOP_SRC)], capture_output=True, text=True
-    )
-    raise RuntimeError(f"cannot compile {NATLOOP_SRC}: {proc.stderr}")
+        last = err  # the last attempt's error: the one with the plainest flags
+    raise NatloopUnavailable(f"{cc} cannot compile {NATLOOP_SRC.name}: {last}")
 
 
 def flows_path_for(pcap: str | os.PathLike[str]) -> Path:
