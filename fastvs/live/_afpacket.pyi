@@ -2,6 +2,7 @@
 
 from collections.abc import Iterable
 from typing import Any
+from typing_extensions import disjoint_base
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +28,7 @@ def setup_rx_ring(
 ) -> None: ...
 def kernel_drops(fd: int) -> tuple[int, int]: ...
 
+@disjoint_base
 class Pump:
     buf: Any  # numpy array (mmsg) or a memoryview over the mapped rings (ring)
     io: str
@@ -37,8 +39,8 @@ class Pump:
     ts: npt.NDArray[np.int64]
     linktype: npt.NDArray[np.uint16]
     verdict: npt.NDArray[np.uint8]
-    def __init__(
-        self,
+    def __new__(
+        cls,
         client_fd: int,
         server_fd: int,
         l2: L2Stage,
@@ -51,7 +53,7 @@ class Pump:
         ring_blocks: int = 64,
         ring_frame_size: int = 2048,
         spin_us: int = 0,
-    ) -> None: ...
+    ) -> Pump: ...
     def close(self) -> None: ...
     def watch(self, fds: Iterable[int]) -> None: ...
     def fds(self) -> list[int]: ...

@@ -1,6 +1,7 @@
 """Stub for the compiled AF_XDP sockets (fastvs/live/xdp/_xsk.pyx)."""
 
 from typing import Any
+from typing_extensions import disjoint_base
 
 import numpy as np
 import numpy.typing as npt
@@ -12,16 +13,18 @@ def xdp_available() -> str | None: ...
 def complete_partial(buf: Any, off: npt.NDArray[np.uint32], length: npt.NDArray[np.uint32], n: int) -> int: ...
 def reflect(buf: Any, off: npt.NDArray[np.uint32], length: npt.NDArray[np.uint32], n: int) -> None: ...
 
+@disjoint_base
 class Umem:
     buf: memoryview
     mode: str
     need_wakeup: bool
     frame_size: int
     nframes: int
-    def __init__(self, nframes: int = 8192, frame_size: int = 2048, headroom: int = 0) -> None: ...
+    def __new__(cls, nframes: int = 8192, frame_size: int = 2048, headroom: int = 0) -> Umem: ...
     @property
     def free_frames(self) -> int: ...
 
+@disjoint_base
 class XskSocket:
     umem: Umem
     ifindex: int
@@ -34,8 +37,8 @@ class XskSocket:
     ts: npt.NDArray[np.int64]
     linktype: npt.NDArray[np.uint16]
     verdict: npt.NDArray[np.uint8]
-    def __init__(
-        self,
+    def __new__(
+        cls,
         umem: Umem,
         ifindex: int,
         queue: int = 0,
@@ -47,7 +50,7 @@ class XskSocket:
         batch: int = 64,
         mode: str = "copy",
         need_wakeup: bool = True,
-    ) -> None: ...
+    ) -> XskSocket: ...
     def close(self) -> None: ...
     def fileno(self) -> int: ...
     def poll(self, timeout_ms: int = 100) -> bool: ...

@@ -25,7 +25,6 @@ import os
 
 import numpy as np
 
-cimport cython
 from libc.errno cimport EAGAIN, EBUSY, ENOBUFS, EINTR, errno
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -379,8 +378,6 @@ cdef bint csum_complete_partial(uint8_t* p, uint32_t length) noexcept nogil:
     return True
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 def complete_partial(uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t[::1] length,
                      Py_ssize_t n):
     """csum_complete_partial over n frames of a batch; returns how many were completed."""
@@ -428,8 +425,6 @@ cdef inline void reflect_one(uint8_t* p, uint32_t length) noexcept nogil:
         swap(p, l4, l4 + 2, 2)
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 def reflect(uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t[::1] length, Py_ssize_t n):
     """Send-back rewrite of n frames of a batch (test and benchmark stand-in for the
     engine): each frame's source and destination swapped at L2, L3 and L4."""
@@ -746,8 +741,6 @@ cdef class XskSocket:
         return bool(o.flags & XDP_OPTIONS_ZEROCOPY)
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 def set_macs(uint8_t[::1] buf, const uint32_t[::1] off, Py_ssize_t n, bytes dst, bytes src):
     """Write destination and source MAC into n frames of a batch (an L2-only rewrite,
     the stand-in for the output stage in benchmarks)."""
