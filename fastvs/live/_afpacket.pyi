@@ -2,10 +2,10 @@
 
 from collections.abc import Iterable
 from typing import Any
-from typing_extensions import disjoint_base
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 from fastvs.live._l2 import L2Stage
 

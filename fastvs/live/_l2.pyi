@@ -1,6 +1,7 @@
 """Stub for the compiled L2 stage (fastvs/live/_l2.pyx)."""
 
 from typing import Any
+
 from typing_extensions import disjoint_base
 
 L2_COUNTER_NAMES: tuple[str, ...]

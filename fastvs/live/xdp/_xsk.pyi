@@ -1,10 +1,10 @@
 """Stub for the compiled AF_XDP sockets (fastvs/live/xdp/_xsk.pyx)."""
 
 from typing import Any
-from typing_extensions import disjoint_base
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 COUNTER_NAMES: tuple[str, ...]
 MODES: tuple[str, ...]
