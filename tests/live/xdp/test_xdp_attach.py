@@ -10,7 +10,13 @@ import sys
 import time
 
 import pytest
-from xdplab import Lab, inside, needs_lab, run
+from xdplab import (
+    Lab,
+    inside,
+    lab_fixture,  # noqa: F401  (the "lab" fixture)
+    needs_lab,
+    run,
+)
 
 from fastvs.live.xdp import asm, bpf, netlink
 from fastvs.live.xdp.attach import XdpError, attach, ifindex_of, lock_path

@@ -13,7 +13,13 @@ import sys
 import threading
 
 import numpy as np
-from xdplab import Lab, inside, needs_lab, run
+from xdplab import (
+    Lab,
+    inside,
+    lab_fixture,  # noqa: F401  (the "lab" fixture)
+    needs_lab,
+    run,
+)
 
 from fastvs.control.director import Director
 from fastvs.control.rules import parse_rules

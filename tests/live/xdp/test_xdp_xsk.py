@@ -13,7 +13,13 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from xdplab import Lab, inside, needs_lab, run
+from xdplab import (
+    Lab,
+    inside,
+    lab_fixture,  # noqa: F401  (the "lab" fixture)
+    needs_lab,
+    run,
+)
 
 from fastvs.live.xdp._xsk import Umem, XskSocket, complete_partial, reflect
 from fastvs.live.xdp.attach import attach

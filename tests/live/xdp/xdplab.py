@@ -65,8 +65,8 @@ WHY = _usable()
 needs_lab = pytest.mark.skipif(WHY is not None, reason=WHY or "")
 
 
-@pytest.fixture
-def lab() -> Iterator[Lab]:
+@pytest.fixture(name="lab")
+def lab_fixture() -> Iterator[Lab]:
     """client ns: c0 10.9.0.2 (tx checksum offload off) <-> director ns: d0 10.9.0.1;
     director ns: d1 10.8.0.1 <-> server ns: s0 10.8.0.2. The VIP 10.9.0.100 is
     configured nowhere; the client's neighbour entry for it points at d0."""
