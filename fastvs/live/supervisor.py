@@ -127,16 +127,38 @@ class Reporter:
     def __init__(self, cfg: ForwardConfig) -> None:
         self.cfg = cfg
         self.latest: dict[int, dict[str, Any]] = {}
+        self.conns: dict[int, tuple[int, list[dict[str, Any]]]] = {}  # wid -> (request, conns)
+        self.ask_conns: Callable[[int], None] | None = None  # ask every worker for request n
+        self._conns_req = 0
+        self._conns_lock = threading.Lock()
         self.next_print = time.monotonic() + cfg.stats_every if cfg.stats_every > 0 else None
         self.announced = False
 
     def update(self, snap: dict[str, Any]) -> None:
+        if "conns" in snap:
+            self.conns[int(snap["wid"])] = (int(snap.pop("conns_req")), snap.pop("conns"))
         self.latest[int(snap["wid"])] = snap
         if not self.announced and len(self.latest) == self.cfg.workers and all(
                 s.get("ready") for s in self.latest.values()):
             self.announced = True
             print("fastvs forward: ready", file=sys.stderr, flush=True)
         self.tick()
+
+    def connections(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Every worker's connection entries, taken between its batches on request."""
+        if self.ask_conns is None:
+            raise FastvsError("the connection listing is not available")
+        with self._conns_lock:
+            self._conns_req += 1
+            req = self._conns_req
+            self.ask_conns(req)
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                got = [self.conns.get(w) for w in range(self.cfg.workers)]
+                if all(g is not None and g[0] == req for g in got):
+                    return [c for g in got if g is not None for c in g[1]]
+                time.sleep(0.01)
+        raise FastvsError(f"the workers gave no connection listing within {timeout:g} s")
 
     def merged(self) -> dict[str, Any]:
         return merge_snapshots([self.latest[k] for k in sorted(self.latest)])
@@ -338,8 +360,7 @@ def control_handler(src: RulesSource, reporter: Reporter) -> Callable[[str, dict
             out = {k: merged.get(k) for k in ("services", "summary", "counters", "io", "workers",
                                                "per_worker", "reloads")}
             if args.get("conns"):
-                raise FastvsError("list -c: the connection listing of a running forwarder "
-                                  "is not available yet")
+                out["conns"] = reporter.connections()
             return out
         if cmd in ("weight", "drain", "add", "remove"):
             return src.edit(cmd, args)
@@ -482,6 +503,7 @@ def _run_single(cfg: ForwardConfig, ifaces: list[Iface], share: Share, reporter:
             src.reload("SIGHUP")
 
     w.poll, w.on_hup = poll, on_hup
+    reporter.ask_conns = lambda req: setattr(w, "conns_wanted", req)
 
     def on_stop(_sig: int, _frame: Any) -> None:
         w.stop = True
@@ -508,7 +530,10 @@ def _child(cfg: ForwardConfig, wid: int, ifaces: list[Iface], share: Share, wfd:
         try:
             while push.poll(0):
                 new, tag = push.recv()
-                worker.apply(new, tag)
+                if tag == "conns":
+                    worker.conns_wanted = new
+                else:
+                    worker.apply(new, tag)
         except (EOFError, OSError):
             worker.poll = None
 
@@ -587,6 +612,7 @@ def _run_forked(cfg: ForwardConfig, ifaces: list[Iface], shares: list[Share], re
                         ours.send((rules, tag))
 
         src.sinks.append(push)
+        reporter.ask_conns = lambda req: push(req, "conns")
         state = {"stopping": False, "hup": False}
 
         def on_stop(_sig: int, _frame: Any) -> None:

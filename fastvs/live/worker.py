@@ -75,6 +75,9 @@ class Worker:
         self.poll: Callable[[Worker], None] | None = None
         # SIGHUP handled by the caller (the supervisor's rules source) instead of the file
         self.on_hup: Callable[[], None] | None = None
+        # a connection listing asked for (fastvs ctl list -c): the request's number; the
+        # next snapshot carries ``conns`` and ``conns_req``
+        self.conns_wanted = 0
 
     def log(self, msg: str) -> None:
         print(self.log_prefix + msg, file=sys.stderr, flush=True)
@@ -175,6 +178,11 @@ class Worker:
                 if self.pending is not None:
                     pending, self.pending = self.pending, None
                     self.apply(*pending)
+                if self.conns_wanted:
+                    req, self.conns_wanted = self.conns_wanted, 0
+                    snap = self.snapshot()
+                    snap["conns"], snap["conns_req"] = director.connections(), req
+                    report(snap)
             engine.advance(monotonic_ns())
             report(self.snapshot(final=True))
         finally:

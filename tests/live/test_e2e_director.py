@@ -236,6 +236,10 @@ def test_inhibit_on_failure_and_metrics_and_weight(topo: Topology, workers: int)
         d.fwd.wait_log(f"{rs(1)} weight 0->1", after=mark)
         wait_for(lambda: d.listing()["reloads"] > r0, 10, "every worker applied the edit")
         assert set(d.curl() for _ in range(10)) == {"rs1", "rs2"}
+        # the connection listing, taken by every worker between batches
+        r = d.ctl("list", "-c")
+        assert r.returncode == 0 and "IPVS connection entries" in r.stdout, r.stderr
+        assert f"{VIP}:{HTTP_PORT}" in r.stdout, r.stdout
         # a malformed request is refused, forwarding goes on
         r = d.ctl("weight", "nonsense", rs(1), "1")
         assert r.returncode == 1 and r.stderr.startswith("fastvs: "), r.stderr
