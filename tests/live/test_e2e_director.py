@@ -82,6 +82,7 @@ class Director:
         self.port = 9100 + int(time.monotonic_ns() % 500)
         path = topo.tmp / f"keepalived-{time.monotonic_ns()}.conf"
         path.write_text(conf)
+        self.conf = path
         self.fwd = Forwarder(topo, path, "--control", str(self.sock),
                              "--metrics", f"127.0.0.1:{self.port}", *extra, ready_timeout=30)
 
@@ -157,7 +158,7 @@ def test_health_takes_out_and_back(topo: Topology, workers: int) -> None:
         got = [d.curl() for _ in range(10)]
         assert set(got) == {"rs1", "rs2"}, got
         if workers == 1:  # rr alternates (each worker has its own rr otherwise)
-            assert all(a != b for a, b in zip(got, got[1:])), got
+            assert all(a != b for a, b in zip(got, got[1:], strict=False)), got
         # stop rs2: out within keepalived's bound
         t0 = time.monotonic()
         d.stop_rs(1)
@@ -179,6 +180,13 @@ def test_health_takes_out_and_back(topo: Topology, workers: int) -> None:
         # ctl health as an operator types it
         r = d.ctl("health")
         assert r.returncode == 0 and rs(0) in r.stdout and " up " in r.stdout, (r.stdout, r.stderr)
+        # SIGHUP re-reads the keepalived.conf into the checkers: states kept, weight changed
+        changed = d.health()[rs(1)]["changed"]
+        d.conf.write_text(keepalived_conf().replace("weight 1", "weight 3", 2))
+        d.fwd.hup()
+        wait_for(lambda: d.weights() == {rs(0): 3, rs(1): 3}, 15, "weights 3 after SIGHUP")
+        h = d.health()
+        assert h[rs(1)]["up"] and h[rs(1)]["changed"] == changed, h
     finally:
         code, _, err = d.fwd.stop()
     assert code == 0, err
