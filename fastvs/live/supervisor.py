@@ -260,11 +260,16 @@ class RulesSource:
                 self.health.stop()
 
     def poll_health(self) -> None:
-        """HealthProcess: take what changed (never blocks for long), push it."""
+        """HealthProcess: take what changed, push it. Called between batches: never
+        waits for another thread's question to the child."""
         if self.health is None or not hasattr(self.health, "fileno"):
             return
-        with self.hlock:
+        if not self.hlock.acquire(blocking=False):
+            return  # a scrape or ctl health is asking the child: take at the next poll
+        try:
             change = self.health.take()
+        finally:
+            self.hlock.release()
         if change is not None:
             self._on_change(change)
 
