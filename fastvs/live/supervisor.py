@@ -9,6 +9,13 @@ that the AF_PACKET fanout groups hand both directions of a connection to one wor
 counters through a pipe once a second; the supervisor sums them for ``--stats-every``
 and ``--stats-json`` and prints the final listing on SIGINT/SIGTERM. A worker that
 dies stops the whole forwarder (exit status 1).
+
+The supervisor owns the rules (:class:`RulesSource`): the rules file, or a
+keepalived.conf whose health checks run beside it (HealthProcess with one worker, a
+HealthMonitor thread here with several), with ``fastvs ctl`` edits on top; every change
+(health, control, SIGHUP) is pushed to every worker as a whole table — in-process with
+one worker, through a pipe per worker otherwise. ``--control`` and ``--metrics`` serve
+from threads of their own (:class:`Services`) off the workers' latest snapshots.
 """
 
 from __future__ import annotations

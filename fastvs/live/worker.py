@@ -4,7 +4,10 @@ ARP/ND sockets of each interface, in one receive -> process -> transmit loop.
 A worker is the whole forwarder with ``--workers 1`` and one forked process of
 several otherwise (fastvs/live/supervisor.py). It reports a JSON-able snapshot of its
 counters through a callback once a second, and reloads the rules when its ``hup`` flag
-is set (by the SIGHUP handler).
+is set (by the SIGHUP handler). Under ``fastvs forward`` the rules come from the
+supervisor (fastvs/live/supervisor.py: RulesSource): ``poll`` (every POLL_EVERY s between
+batches) picks up what it pushed — health-check changes, ``fastvs ctl`` edits, SIGHUP
+reloads — and the worker applies it between batches, connections kept.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from fastvs.live.io import FrameIO, Handle, get_backend
 from fastvs.live.neigh import Neighbours, Side, load_neigh_file
 
 REPORT_EVERY = 1.0  # seconds between worker snapshots
-READY_WAIT = 2.0
-POLL_EVERY = 0.05  # seconds between polls of pushed rules (health changes, control edits)  # seconds to wait for real servers' MACs before saying "ready"
+READY_WAIT = 2.0  # seconds to wait for real servers' MACs before saying "ready"
+POLL_EVERY = 0.05  # seconds between polls of pushed rules (health changes, control edits)
 
 
 class Worker:
@@ -69,7 +72,7 @@ class Worker:
         self.ready = False
         self.reloads = 0
         # pushed rules (health checks, fastvs ctl, a SIGHUP handled by the supervisor):
-        # (Rules, what pushed them), applied between batches; set from any thread
+        # (Rules, what pushed them), applied between batches; set by ``poll``
         self.pending: tuple[Any, str] | None = None
         # called between batches every POLL_EVERY seconds (health.take(), the pipe)
         self.poll: Callable[[Worker], None] | None = None
