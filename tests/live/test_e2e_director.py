@@ -283,3 +283,46 @@ def test_sorry_server_when_both_down(topo: Topology) -> None:
     finally:
         code, _, err = d.fwd.stop()
     assert code == 0, err
+
+
+def _wrk_failures(out: str) -> tuple[int, int]:
+    """(requests, failed: socket errors + non-2xx/3xx responses) of a wrk report."""
+    import re
+
+    m = re.search(r"(\d+) requests in", out)
+    assert m, out
+    failed = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    m2 = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return int(m.group(1)), failed + (int(m2.group(1)) if m2 else 0)
+
+
+def test_server_stopped_under_wrk(topo: Topology) -> None:
+    import shutil
+
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk not installed")
+    d = Director(topo, keepalived_conf())
+    try:
+        _all_up(d)
+        url = f"http://{VIP}/index.html"
+        wrk = topo.spawn(topo.client, "wrk", "-t1", "-c4", "-d8s", "--timeout", "2s", url,
+                         stdout=subprocess.PIPE)
+        time.sleep(2)
+        t0 = time.monotonic()
+        d.stop_rs(1)
+        wait_for(lambda: rs(1) not in d.weights(), OUT_WITHIN + SLACK, "rs2 out under load")
+        took = time.monotonic() - t0
+        out, _ = wrk.communicate(timeout=60)
+        requests, failed = _wrk_failures(out.decode())
+        print(f"under wrk: rs2 out {took:.2f} s after its httpd stopped; {failed} of {requests} "
+              "requests failed before that")
+        assert requests > 0 and took <= OUT_WITHIN + SLACK
+        # every request after it is out succeeds
+        r = topo.nsx(topo.client, "wrk", "-t1", "-c4", "-d3s", "--timeout", "2s", url, timeout=60, check=False)
+        requests, failed = _wrk_failures(r.stdout)
+        assert requests > 0 and failed == 0, r.stdout
+        assert [d.curl() for _ in range(20)] == ["rs1"] * 20
+    finally:
+        d.start_rs(1)
+        code, _, err = d.fwd.stop()
+    assert code == 0, err
