@@ -425,7 +425,36 @@ def build_parser() -> argparse.ArgumentParser:
     from fastvs.live.cli import add_cli
 
     add_cli(sub)
+
+    c = sub.add_parser("ctl", help="control a running fastvs forward (list, weight, drain, "
+                       "add, remove, reload, health)", add_help=False)
+    c.add_argument("argv", nargs=argparse.REMAINDER, help="fastvs ctl --help")
+    c.set_defaults(func=cmd_ctl)
+
+    ch = sub.add_parser("check", help="run a keepalived.conf's health checks once",
+                        description="Run every health checker of a keepalived.conf once and "
+                        "print each real server's state and the table they imply. Exit 0: all "
+                        "up, 1: some down, 2: bad configuration.")
+    ch.add_argument("-r", "--rules", required=True, metavar="KEEPALIVED.CONF")
+    ch.add_argument("--json", action="store_true", help="states and table as JSON")
+    ch.set_defaults(func=cmd_check)
+
+    from fastvs.sync.decode import add_cli as add_sync
+
+    add_sync(sub)
     return p
+
+
+def cmd_ctl(a: argparse.Namespace) -> int:
+    from fastvs.control.ctl import main as ctl_main
+
+    return ctl_main(a.argv)
+
+
+def cmd_check(a: argparse.Namespace) -> int:
+    from fastvs.health.__main__ import main as health_main
+
+    return health_main([a.rules, *(["--json"] if a.json else [])])
 
 
 def _version() -> str:
@@ -435,8 +464,16 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["ctl"]:  # its own parser: options before and after the command
+        from fastvs.control.ctl import main as ctl_main
+
+        try:
+            return ctl_main(args[1:])
+        except BrokenPipeError:
+            return 0
     parser = build_parser()
-    a = parser.parse_args(argv)
+    a = parser.parse_args(args)
     try:
         return int(a.func(a) or 0)
     except OptionError as e:

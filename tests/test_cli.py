@@ -101,3 +101,79 @@ def test_output_keeps_or_changes_the_format(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     with open(back, "rb") as f:
         assert len(list(dpkt.pcap.Reader(f))) == 240
+
+
+# -- fastvs ctl, fastvs check, fastvs sync decode ------------------------------------------------
+def test_ctl_talks_to_a_control_server(tmp_path: Path) -> None:
+    from fastvs.control.ctl import ControlServer
+
+    seen: list[tuple[str, dict]] = []
+
+    def handle(cmd: str, args: dict) -> object:
+        seen.append((cmd, args))
+        if cmd == "list":
+            return {"services": [], "conns": []}
+        if cmd == "health":
+            return [{"service": "TCP 10.0.0.1:80", "server": "10.1.0.1:80", "up": False, "why": "refused"}]
+        return [f"-e -t {args['service']} -r {args['server']} -m -w {args['weight']}"]
+
+    sock = tmp_path / "c.sock"
+    with ControlServer(str(sock), handle):
+        r = run("ctl", "--control", str(sock), "weight", "10.0.0.1:80", "10.1.0.1:80", "3")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "-e -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 3\n"
+        r = run("ctl", "--control", str(sock), "health")
+        assert r.returncode == 0 and "10.1.0.1:80" in r.stdout and "down" in r.stdout and "refused" in r.stdout
+        r = run("ctl", "--control", str(sock), "list", "--json")
+        assert r.returncode == 0 and json.loads(r.stdout) == {"services": [], "conns": []}
+    assert [c for c, _ in seen] == ["weight", "health", "list"]
+    assert seen[0][1] == {"service": "10.0.0.1:80", "server": "10.1.0.1:80", "weight": 3}
+    r = run("ctl", "--control", str(tmp_path / "none.sock"), "list")
+    assert r.returncode == 1 and r.stderr.startswith("fastvs: cannot reach"), r.stderr
+    assert run("ctl", "--control", str(sock), "bogus").returncode == 2
+
+
+def test_check_runs_the_checks_once(tmp_path: Path) -> None:
+    import socket
+
+    up = socket.socket()
+    up.bind(("127.0.0.1", 0))
+    up.listen(8)
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    down_port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    conf = tmp_path / "keepalived.conf"
+
+    def write(*ports: int) -> None:
+        reals = "".join(f"    real_server 127.0.0.1 {p} {{\n        TCP_CHECK {{\n"
+                        "            connect_timeout 1\n        }\n    }\n" for p in ports)
+        conf.write_text(f"virtual_server 10.0.0.1 80 {{\n    lb_algo rr\n    lb_kind NAT\n"
+                        f"    protocol TCP\n{reals}}}\n")
+
+    try:
+        write(up.getsockname()[1])
+        r = run("check", "-r", str(conf))
+        assert r.returncode == 0, r.stderr
+        assert f"127.0.0.1:{up.getsockname()[1]}" in r.stdout and "-A -t 10.0.0.1:80" in r.stdout
+        write(up.getsockname()[1], down_port)
+        r = run("check", "-r", str(conf), "--json")
+        assert r.returncode == 1, r.stderr
+        doc = json.loads(r.stdout)
+        states = {s["server"]: s["state"] for s in doc["servers"]}
+        assert states == {f"127.0.0.1:{up.getsockname()[1]}": "up", f"127.0.0.1:{down_port}": "down"}
+        assert f"127.0.0.1:{down_port}" not in doc["rules"]
+    finally:
+        up.close()
+    conf.write_text("virtual_server 10.0.0.1 80 {\n    lb_algo nosuch\n")
+    r = run("check", "-r", str(conf))
+    assert r.returncode == 2 and r.stderr.startswith("fastvs: "), r.stderr
+
+
+def test_sync_decode_is_a_subcommand() -> None:
+    g = Path(__file__).resolve().parent / "golden" / "sync"
+    r = run("sync", "decode", str(g / "s3-own.sync.pcap"), "--json", "--syncid", "7", "-r", str(g / "s3-own.rules"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)
+    r = run("sync", "decode", "--syncid", "300", str(g / "s3-own.sync.pcap"))
+    assert r.returncode == 2

@@ -493,11 +493,8 @@ FORWARD_BAD = [
     (["--client-gw", "224.0.0.1"], "--client-gw"),
     (["--io", "xdp"], "--io"),
     (["--workers", "many"], "--workers"),
-    pytest.param(["--capacity", "0"], "--capacity", marks=pytest.mark.xfail(
-        reason="fastvs/live (another owner) checks --capacity only when the worker starts; "
-        "ForwardConfig.check should call fastvs.control.director.check_options")),
-    pytest.param(["--stats-every", "-1"], "--stats-every", marks=pytest.mark.xfail(
-        reason="fastvs/live (another owner) does not check --stats-every yet")),
+    (["--capacity", "0"], "--capacity"),
+    (["--stats-every", "-1"], "--stats-every"),
 ]  # fmt: skip
 
 

@@ -9,12 +9,14 @@ import argparse
 import sys
 from typing import Any
 
-from fastvs.errors import FastvsError
+from fastvs.errors import FastvsError, OptionError
 from fastvs.live.config import IO_KINDS, ForwardConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-r", "--rules", required=True, help="rules in ipvsadm -S -n format (masquerading, -m)")
+    p.add_argument("-r", "--rules", required=True,
+                   help="rules in ipvsadm -S -n format (masquerading, -m), or a keepalived.conf "
+                   "(its health checks then run and take failed real servers out)")
     p.add_argument("--client-if", metavar="IF", help="interface facing the clients")
     p.add_argument("--server-if", metavar="IF", help="interface facing the real servers")
     p.add_argument("--if", dest="one_arm_if", metavar="IF",
@@ -53,6 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not answer ARP or neighbour solicitations for the VIPs (another "
                    "box announces them)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the final listing")
+    p.add_argument("--control", nargs="?", const="/run/fastvs/control.sock", default=None,
+                   metavar="PATH", help="serve `fastvs ctl` on this Unix socket (mode 0600; "
+                   "without PATH: /run/fastvs/control.sock)")
+    p.add_argument("--metrics", metavar="ADDR:PORT",
+                   help="serve Prometheus metrics at http://ADDR:PORT/metrics")
 
 
 def config_from_args(a: argparse.Namespace) -> ForwardConfig:
@@ -64,7 +71,7 @@ def config_from_args(a: argparse.Namespace) -> ForwardConfig:
         ring_tov_ms=a.ring_tov_ms, spin_us=a.spin_us,
         capacity=a.capacity, seed=a.seed, rules_order=a.rules_order, keep_ttl=a.keep_ttl,
         expire_nodest_conn=a.expire_nodest_conn, fix_offloads=a.fix_offloads,
-        arp_reply=not a.no_arp_reply, quiet=a.quiet,
+        arp_reply=not a.no_arp_reply, quiet=a.quiet, control=a.control, metrics=a.metrics,
     )
 
 
@@ -96,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(args)
     try:
         return int(a.func(a) or 0)
+    except OptionError as e:
+        print(f"fastvs: {e.flag}: {e.message}", file=sys.stderr)
+        return e.exit_code
     except FastvsError as e:
         print(f"fastvs: {e}", file=sys.stderr)
         return e.exit_code

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastvs.errors import FastvsError, RulesError
+from fastvs.errors import FastvsError, OptionError, RulesError
 
 IO_KINDS = ("ring-v2", "ring-v3", "mmsg")  # the I/O backends (fastvs/live/io.py)
 
@@ -49,6 +49,14 @@ class ForwardConfig:
     fix_offloads: bool = False
     arp_reply: bool = True
     quiet: bool = False
+    control: str | None = None  # --control PATH: the ControlServer's Unix socket
+    metrics: str | None = None  # --metrics ADDR:PORT: Prometheus /metrics
+
+    def metrics_addr(self) -> tuple[str, int]:
+        """``--metrics`` as (address, port); checked by :meth:`check`."""
+        assert self.metrics
+        host, _, port = self.metrics.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
 
     def sides(self) -> list[tuple[str, str]]:
         """``[(side, ifname)]``: client then server, or the single one-arm interface."""
@@ -79,6 +87,22 @@ class ForwardConfig:
                 raise RulesError(f"--ring-block-size/--ring-blocks: {e}") from None
             if not 1 <= self.ring_tov_ms <= 1000:
                 raise RulesError("--ring-tov-ms must be 1..1000")
+        from fastvs.control.director import check_options
+
+        check_options(capacity=self.capacity, seed=self.seed)
+        if not self.stats_every >= 0 or self.stats_every != self.stats_every:
+            raise OptionError("stats_every", f"must be 0 or more seconds, not {self.stats_every:g}")
+        if self.metrics is not None:
+            host, _, port = self.metrics.rpartition(":")
+            try:
+                if not 1 <= int(port) <= 65535:
+                    raise ValueError
+                if host.strip("[]"):
+                    ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                raise OptionError("metrics", f"must be ADDR:PORT (e.g. 127.0.0.1:9100), not {self.metrics!r}") from None
+        if self.control is not None and not self.control:
+            raise OptionError("control", "needs a socket path")
         if not 0 <= self.spin_us <= 100_000:
             raise RulesError("--spin-us must be 0..100000")
         self.addrs = [_canonical_ip(a, "--addr") for a in self.addrs]

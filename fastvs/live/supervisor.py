@@ -9,6 +9,13 @@ that the AF_PACKET fanout groups hand both directions of a connection to one wor
 counters through a pipe once a second; the supervisor sums them for ``--stats-every``
 and ``--stats-json`` and prints the final listing on SIGINT/SIGTERM. A worker that
 dies stops the whole forwarder (exit status 1).
+
+The supervisor owns the rules (:class:`RulesSource`): the rules file, or a
+keepalived.conf whose health checks run beside it (HealthProcess with one worker, a
+HealthMonitor thread here with several), with ``fastvs ctl`` edits on top; every change
+(health, control, SIGHUP) is pushed to every worker as a whole table — in-process with
+one worker, through a pipe per worker otherwise. ``--control`` and ``--metrics`` serve
+from threads of their own (:class:`Services`) off the workers' latest snapshots.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -125,16 +134,38 @@ class Reporter:
     def __init__(self, cfg: ForwardConfig) -> None:
         self.cfg = cfg
         self.latest: dict[int, dict[str, Any]] = {}
+        self.conns: dict[int, tuple[int, list[dict[str, Any]]]] = {}  # wid -> (request, conns)
+        self.ask_conns: Callable[[int], None] | None = None  # ask every worker for request n
+        self._conns_req = 0
+        self._conns_lock = threading.Lock()
         self.next_print = time.monotonic() + cfg.stats_every if cfg.stats_every > 0 else None
         self.announced = False
 
     def update(self, snap: dict[str, Any]) -> None:
+        if "conns" in snap:
+            self.conns[int(snap["wid"])] = (int(snap.pop("conns_req")), snap.pop("conns"))
         self.latest[int(snap["wid"])] = snap
         if not self.announced and len(self.latest) == self.cfg.workers and all(
                 s.get("ready") for s in self.latest.values()):
             self.announced = True
             print("fastvs forward: ready", file=sys.stderr, flush=True)
         self.tick()
+
+    def connections(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Every worker's connection entries, taken between its batches on request."""
+        if self.ask_conns is None:
+            raise FastvsError("the connection listing is not available")
+        with self._conns_lock:
+            self._conns_req += 1
+            req = self._conns_req
+            self.ask_conns(req)
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                got = [self.conns.get(w) for w in range(self.cfg.workers)]
+                if all(g is not None and g[0] == req for g in got):
+                    return [c for g in got if g is not None for c in g[1]]
+                time.sleep(0.01)
+        raise FastvsError(f"the workers gave no connection listing within {timeout:g} s")
 
     def merged(self) -> dict[str, Any]:
         return merge_snapshots([self.latest[k] for k in sorted(self.latest)])
@@ -155,6 +186,254 @@ class Reporter:
             sys.stdout.write(format_report(merged))
             sys.stdout.write("\n")
             sys.stdout.flush()
+
+
+# -- where the rules come from ------------------------------------------------------------------
+class RulesSource:
+    """The rules the workers run, kept by the supervisor: the rules file's, or with a
+    keepalived.conf the table its health checks imply, with ``fastvs ctl`` edits on top.
+
+    Every change is pushed to every worker as a whole table (applied between batches with
+    ``Director.reload``, connections kept), exactly as a SIGHUP reload:
+
+    - health checks: one worker -> a :class:`~fastvs.health.HealthProcess` polled between
+      batches; several -> a :class:`~fastvs.health.HealthMonitor` thread here;
+    - control edits (weight, drain, add, remove) are ipvsadm lines kept in order and
+      applied on top of every new base table. The checks win over an edit: when a real
+      server changes state, the edits naming it are dropped (an operator's weight never
+      brings back a failed server, nor keeps an inhibited one above 0); an edit that no
+      longer applies (its server was taken out) is skipped. A reload (SIGHUP, ``ctl
+      reload``) drops every edit: the file is the truth again.
+    """
+
+    def __init__(self, cfg: ForwardConfig, log: Callable[[str], None]) -> None:
+        from fastvs.control.keepalived import is_keepalived
+
+        self.cfg, self.log = cfg, log
+        self.lock = threading.RLock()
+        self.hlock = threading.Lock()  # HealthProcess is not thread-safe
+        self.health: Any = None
+        self.overlay: list[str] = []
+        self.version = 0
+        self.tag = "start"
+        try:
+            with open(cfg.rules, encoding="utf-8", errors="replace") as f:
+                self.keepalived = is_keepalived(f.read())
+        except OSError:
+            self.keepalived = False
+        self.base = self._read()[1]
+        self.current = self.base
+        self.sinks: list[Callable[[Any, str], None]] = []
+
+    def _read(self) -> tuple[Any, Any]:
+        """(keepalived config or None, the start table) from the file; raises FastvsError."""
+        if not self.keepalived:
+            return None, load_rules(self.cfg)
+        from fastvs.control.keepalived import read_keepalived_file
+
+        if not os.path.exists(self.cfg.rules):
+            raise FastvsError(f"{self.cfg.rules}: no such file")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            config = read_keepalived_file(self.cfg.rules)
+        for w in caught:
+            self.log(f"warning: {w.message}")
+        return config, config.initial_rules(self.cfg.rules_order)  # type: ignore[arg-type]
+
+    # -- health ----------------------------------------------------------------------------
+    def start_health(self, in_process: bool) -> None:
+        """Start the checks of a keepalived.conf: a HealthProcess (``in_process``: the
+        caller forwards in this process and polls :meth:`poll_health`) or a
+        HealthMonitor thread feeding :meth:`_on_change`."""
+        if not self.keepalived:
+            return
+        from fastvs.control.keepalived import read_keepalived_file
+        from fastvs.health import HealthMonitor, HealthProcess
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # said once already
+            config = read_keepalived_file(self.cfg.rules)
+        hlog = lambda line: self.log(f"health: {line}")  # noqa: E731
+        if in_process:
+            self.health = HealthProcess(config, order=self.cfg.rules_order, log=hlog)  # type: ignore[arg-type]
+        else:
+            self.health = HealthMonitor(config, order=self.cfg.rules_order,  # type: ignore[arg-type]
+                                        on_change=self._on_change, log=hlog)
+        self.health.start()
+
+    def stop_health(self) -> None:
+        if self.health is not None:
+            with self.hlock:
+                self.health.stop()
+
+    def poll_health(self) -> None:
+        """HealthProcess: take what changed, push it. Called between batches: never
+        waits for another thread's question to the child."""
+        if self.health is None or not hasattr(self.health, "fileno"):
+            return
+        if not self.hlock.acquire(blocking=False):
+            return  # a scrape or ctl health is asking the child: take at the next poll
+        try:
+            change = self.health.take()
+        finally:
+            self.hlock.release()
+        if change is not None:
+            self._on_change(change)
+
+    def _on_change(self, change: Any) -> None:
+        with self.lock:
+            moved = {t.server for t in change.transitions}
+            if moved and self.overlay:
+                kept = [ln for ln in self.overlay if not any(_names(ln, srv) for srv in moved)]
+                for ln in self.overlay:
+                    if ln not in kept:
+                        self.log(f"control: edit dropped, the health checks decide now: {ln}")
+                self.overlay = kept
+            self.base = change.rules
+            self._publish("health")
+
+    def health_snapshot(self) -> list[dict[str, Any]]:
+        if self.health is None:
+            return []
+        if hasattr(self.health, "fileno"):
+            with self.hlock:
+                return self.health.snapshot()
+        return self.health.snapshot()  # type: ignore[no-any-return]
+
+    # -- edits and reloads -----------------------------------------------------------------
+    def _publish(self, tag: str) -> None:
+        from fastvs.control.ctl import apply_lines
+
+        rules = self.base
+        for ln in self.overlay:
+            try:
+                rules = apply_lines(rules, [ln])
+            except FastvsError as e:
+                self.log(f"control: edit skipped ({e}): {ln}")
+        self.current, self.tag = rules, tag
+        self.version += 1
+        for sink in self.sinks:
+            sink(rules, tag)
+
+    def edit(self, cmd: str, args: dict[str, Any]) -> list[str]:
+        """A ``fastvs ctl`` edit: its ipvsadm lines, checked, kept and pushed."""
+        from fastvs.control.ctl import apply_lines, plan
+
+        with self.lock:
+            lines = plan(self.current, cmd, args)
+            apply_lines(self.current, lines)  # refuse what does not apply, before keeping it
+            self.overlay.extend(lines)
+            for ln in lines:
+                self.log(f"control: {ln}")
+            self._publish("control")
+            return lines
+
+    def reload(self, tag: str = "SIGHUP") -> list[str]:
+        """Re-read the file (SIGHUP, ``ctl reload``); control edits are dropped. With
+        health checks the new configuration goes into the monitor (states kept) and the
+        table arrives as a health change."""
+        try:
+            config, rules = self._read()
+        except FastvsError as e:
+            self.log(f"{tag}: rules not reloaded: {e}")
+            raise
+        if config is None or self.health is None:
+            with self.lock:
+                self.base, self.overlay = rules, []
+                self._publish(tag)
+            return [f"reloaded {self.cfg.rules}"]
+        with self.lock:
+            self.overlay = []
+        if hasattr(self.health, "fileno"):
+            with self.hlock:
+                self.health.reload(config)
+            self.poll_health()
+        else:
+            self.health.reload(config)
+        with self.lock:
+            self._publish(tag)
+        return [f"reloaded {self.cfg.rules} (health states kept)"]
+
+
+def _names(line: str, server: str) -> bool:
+    """Whether an ipvsadm line names the real server ``server`` ("ADDR:PORT")."""
+    words = line.split()
+    return any(w == server or w == server.replace("[", "").replace("]", "") for w in words)
+
+
+# -- control and metrics ------------------------------------------------------------------------
+def control_handler(src: RulesSource, reporter: Reporter) -> Callable[[str, dict[str, Any]], Any]:
+    """``fastvs ctl``'s commands against the running forwarder (the ControlServer's
+    thread calls it; nothing here waits on a worker)."""
+
+    def handle(cmd: str, args: dict[str, Any]) -> Any:
+        if cmd == "list":
+            merged = reporter.merged()
+            out = {k: merged.get(k) for k in ("services", "summary", "counters", "io", "workers",
+                                               "per_worker", "reloads")}
+            if args.get("conns"):
+                out["conns"] = reporter.connections()
+            return out
+        if cmd in ("weight", "drain", "add", "remove"):
+            return src.edit(cmd, args)
+        if cmd == "reload":
+            return src.reload("control reload")
+        if cmd == "health":
+            return src.health_snapshot()
+        raise FastvsError(f"unknown command {cmd!r}")
+
+    return handle
+
+
+def metrics_snapshots(src: RulesSource, reporter: Reporter) -> Callable[[], list[Any]]:
+    from fastvs.control.metrics import HealthState, Snapshot
+
+    def snapshots() -> list[Any]:
+        try:
+            health = [HealthState(h["service"], h["server"], bool(h["up"]), float(h["changed"]),
+                                  int(h["weight"])) for h in src.health_snapshot()]
+        except (TimeoutError, OSError):
+            health = []
+        return [Snapshot(services=s["services"], verdicts=s["counters"],
+                         connections=int(s["summary"].get("connections", 0)), worker=str(wid),
+                         io=s["io"], health=health)
+                for wid, s in sorted(reporter.latest.items())]
+
+    return snapshots
+
+
+class Services:
+    """The supervisor's threads: health monitor, control socket, metrics server."""
+
+    def __init__(self, cfg: ForwardConfig, src: RulesSource, reporter: Reporter, in_process: bool):
+        self.cfg, self.src = cfg, src
+        self.control: Any = None
+        self.metrics: Any = None
+        src.start_health(in_process)
+        try:
+            if cfg.control:
+                from fastvs.control.ctl import ControlServer
+
+                self.control = ControlServer(cfg.control, control_handler(src, reporter)).start()
+            if cfg.metrics:
+                from fastvs.control.metrics import serve
+
+                host, port = cfg.metrics_addr()
+                try:
+                    self.metrics = serve(host, port, metrics_snapshots(src, reporter))
+                except OSError as e:
+                    raise ForwardError(f"--metrics {cfg.metrics}: {e.strerror or e}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            with contextlib.suppress(Exception):
+                self.metrics.shutdown()
+        if self.control is not None:
+            self.control.close()
+        self.src.stop_health()
 
 
 # -- the command --------------------------------------------------------------------------------
@@ -199,8 +478,9 @@ def run(cfg: ForwardConfig) -> int:
     """``fastvs forward``: check, open, run the worker(s) until SIGINT/SIGTERM; print the
     final listing. Returns the exit status."""
     cfg.check()
-    rules = load_rules(cfg)  # errors out early, before any socket
     log = lambda m: print(f"fastvs forward: {m}", file=sys.stderr, flush=True)  # noqa: E731
+    src = RulesSource(cfg, log)  # errors out early, before any socket
+    rules = src.current
     check_masq(rules, log)
     if os.geteuid() != 0:
         log("warning: not root; AF_PACKET sockets need CAP_NET_RAW")
@@ -214,28 +494,63 @@ def run(cfg: ForwardConfig) -> int:
         raise ForwardError("AF_PACKET sockets need root (CAP_NET_RAW)") from None
     reporter = Reporter(cfg)
     if cfg.workers == 1:
-        return _run_single(cfg, ifaces, socks[0], reporter)
-    return _run_forked(cfg, ifaces, socks, reporter, log)
+        return _run_single(cfg, ifaces, socks[0], reporter, src)
+    return _run_forked(cfg, ifaces, socks, reporter, log, src)
 
 
-def _run_single(cfg: ForwardConfig, ifaces: list[Iface], share: Share, reporter: Reporter) -> int:
-    w = Worker(cfg, 0, ifaces, share.handle, share.arp)
+def _run_single(cfg: ForwardConfig, ifaces: list[Iface], share: Share, reporter: Reporter,
+                src: RulesSource) -> int:
+    w = Worker(cfg, 0, ifaces, share.handle, share.arp, rules=src.current)
+    seen = [src.version]
+
+    def poll(worker: Worker) -> None:
+        src.poll_health()
+        if src.version != seen[0]:
+            with src.lock:
+                seen[0] = src.version
+                worker.pending = (src.current, src.tag)
+
+    def on_hup() -> None:
+        with contextlib.suppress(FastvsError):
+            src.reload("SIGHUP")
+
+    w.poll, w.on_hup = poll, on_hup
+    reporter.ask_conns = lambda req: setattr(w, "conns_wanted", req)
 
     def on_stop(_sig: int, _frame: Any) -> None:
         w.stop = True
 
-    def on_hup(_sig: int, _frame: Any) -> None:
+    def on_sighup(_sig: int, _frame: Any) -> None:
         w.hup = True
 
-    _install({signal.SIGINT: on_stop, signal.SIGTERM: on_stop, signal.SIGHUP: on_hup})
-    every = min(REPORT_EVERY, cfg.stats_every / 2) if cfg.stats_every > 0 else REPORT_EVERY
-    w.run(reporter.update, every)
+    _install({signal.SIGINT: on_stop, signal.SIGTERM: on_stop, signal.SIGHUP: on_sighup})
+    services = Services(cfg, src, reporter, in_process=True)
+    try:
+        every = min(REPORT_EVERY, cfg.stats_every / 2) if cfg.stats_every > 0 else REPORT_EVERY
+        w.run(reporter.update, every)
+    finally:
+        services.close()
     reporter.emit(final=True)
     return 0
 
 
-def _child(cfg: ForwardConfig, wid: int, ifaces: list[Iface], share: Share, wfd: int) -> int:
-    w = Worker(cfg, wid, ifaces, share.handle, share.arp)
+def _child(cfg: ForwardConfig, wid: int, ifaces: list[Iface], share: Share, wfd: int,
+           rules: Any, push: Any) -> int:
+    w = Worker(cfg, wid, ifaces, share.handle, share.arp, rules=rules)
+
+    def poll(worker: Worker) -> None:  # the rules the supervisor pushed, in order
+        try:
+            while push.poll(0):
+                new, tag = push.recv()
+                if tag == "conns":
+                    worker.conns_wanted = new
+                else:
+                    worker.apply(new, tag)
+        except (EOFError, OSError):
+            worker.poll = None
+
+    w.poll = poll
+    w.on_hup = lambda: None  # the supervisor reloads and pushes
 
     def on_stop(_sig: int, _frame: Any) -> None:
         w.stop = True
@@ -259,10 +574,13 @@ def _child(cfg: ForwardConfig, wid: int, ifaces: list[Iface], share: Share, wfd:
     return 0
 
 
-def _run_forked(cfg: ForwardConfig, ifaces: list[Iface],
-                shares: list[Share], reporter: Reporter, log: Callable[[str], None]) -> int:
+def _run_forked(cfg: ForwardConfig, ifaces: list[Iface], shares: list[Share], reporter: Reporter,
+                log: Callable[[str], None], src: RulesSource) -> int:
+    import multiprocessing.connection
+
     children: dict[int, int] = {}  # read fd -> pid
     bufs: dict[int, bytes] = {}
+    pushes = [multiprocessing.Pipe(duplex=False) for _ in shares]  # (worker's end, ours)
     # block the signals while forking so that a child never runs the parent's handlers
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
     try:
@@ -274,10 +592,14 @@ def _run_forked(cfg: ForwardConfig, ifaces: list[Iface],
                 for other, sh in enumerate(shares):
                     if other != wid:
                         sh.close()
+                for other, (theirs, ours) in enumerate(pushes):
+                    ours.close()
+                    if other != wid:
+                        theirs.close()
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
                 code = 1
                 try:
-                    code = _child(cfg, wid, ifaces, share, wfd)
+                    code = _child(cfg, wid, ifaces, share, wfd, src.current, pushes[wid][0])
                 except FastvsError as e:
                     print(f"fastvs forward[{wid}]: {e}", file=sys.stderr, flush=True)
                     code = e.exit_code
@@ -291,6 +613,18 @@ def _run_forked(cfg: ForwardConfig, ifaces: list[Iface],
             bufs[r] = b""
         for sh in shares:
             sh.close()
+        for theirs, _ in pushes:
+            theirs.close()
+        push_lock = threading.Lock()
+
+        def push(rules: Any, tag: str) -> None:
+            with push_lock:
+                for _, ours in pushes:
+                    with contextlib.suppress(OSError, ValueError):
+                        ours.send((rules, tag))
+
+        src.sinks.append(push)
+        reporter.ask_conns = lambda req: push(req, "conns")
         state = {"stopping": False, "hup": False}
 
         def on_stop(_sig: int, _frame: Any) -> None:
@@ -307,6 +641,16 @@ def _run_forked(cfg: ForwardConfig, ifaces: list[Iface],
     signalled = False
     failed = False
     open_fds = set(children)
+    try:
+        services = Services(cfg, src, reporter, in_process=False)
+    except BaseException:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        raise
     while open_fds:
         if state["stopping"] and not signalled:
             signalled = True
@@ -315,14 +659,8 @@ def _run_forked(cfg: ForwardConfig, ifaces: list[Iface],
                     os.kill(pid, signal.SIGTERM)
         if state["hup"]:
             state["hup"] = False
-            try:
-                load_rules(cfg)
-            except FastvsError as e:
-                log(f"SIGHUP: rules not reloaded: {e}")
-            else:
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGHUP)
+            with contextlib.suppress(FastvsError):
+                src.reload("SIGHUP")
         try:
             ready, _, _ = select.select(list(open_fds), [], [], 0.2)
         except InterruptedError:
@@ -343,6 +681,9 @@ def _run_forked(cfg: ForwardConfig, ifaces: list[Iface],
                 if line:
                     reporter.update(json.loads(line))
         reporter.tick()
+    services.close()
+    for _, ours in pushes:
+        ours.close()
     for pid in pids:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
@@ -350,4 +691,4 @@ def _run_forked(cfg: ForwardConfig, ifaces: list[Iface],
     return 1 if failed else 0
 
 
-__all__ = ["Reporter", "Share", "format_report", "merge_snapshots", "report_json", "run"]
+__all__ = ["Reporter", "RulesSource", "Services", "Share", "format_report", "merge_snapshots", "report_json", "run"]

@@ -4,7 +4,10 @@ ARP/ND sockets of each interface, in one receive -> process -> transmit loop.
 A worker is the whole forwarder with ``--workers 1`` and one forked process of
 several otherwise (fastvs/live/supervisor.py). It reports a JSON-able snapshot of its
 counters through a callback once a second, and reloads the rules when its ``hup`` flag
-is set (by the SIGHUP handler).
+is set (by the SIGHUP handler). Under ``fastvs forward`` the rules come from the
+supervisor (fastvs/live/supervisor.py: RulesSource): ``poll`` (every POLL_EVERY s between
+batches) picks up what it pushed — health-check changes, ``fastvs ctl`` edits, SIGHUP
+reloads — and the worker applies it between batches, connections kept.
 """
 
 from __future__ import annotations
@@ -25,19 +28,21 @@ from fastvs.live.neigh import Neighbours, Side, load_neigh_file
 
 REPORT_EVERY = 1.0  # seconds between worker snapshots
 READY_WAIT = 2.0  # seconds to wait for real servers' MACs before saying "ready"
+POLL_EVERY = 0.05  # seconds between polls of pushed rules (health changes, control edits)
 
 
 class Worker:
     """One engine, one FrameIO, the ARP sockets of each interface."""
 
     def __init__(self, cfg: ForwardConfig, wid: int, ifaces: Sequence[Iface], handle: Handle,
-                 arp: Sequence[socket.socket]) -> None:
+                 arp: Sequence[socket.socket], rules: Any = None) -> None:
         from fastvs.control.director import Director
 
         self.cfg = cfg
         self.wid = wid
         self.log_prefix = f"fastvs forward[{wid}]: " if cfg.workers > 1 else "fastvs forward: "
-        rules = load_rules(cfg)
+        if rules is None:
+            rules = load_rules(cfg)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             self.director = Director(rules, capacity=cfg.capacity, seed=cfg.seed,
@@ -66,6 +71,16 @@ class Worker:
         self.hup = False
         self.ready = False
         self.reloads = 0
+        # pushed rules (health checks, fastvs ctl, a SIGHUP handled by the supervisor):
+        # (Rules, what pushed them), applied between batches; set by ``poll``
+        self.pending: tuple[Any, str] | None = None
+        # called between batches every POLL_EVERY seconds (health.take(), the pipe)
+        self.poll: Callable[[Worker], None] | None = None
+        # SIGHUP handled by the caller (the supervisor's rules source) instead of the file
+        self.on_hup: Callable[[], None] | None = None
+        # a connection listing asked for (fastvs ctl list -c): the request's number; the
+        # next snapshot carries ``conns`` and ``conns_req``
+        self.conns_wanted = 0
 
     def log(self, msg: str) -> None:
         print(self.log_prefix + msg, file=sys.stderr, flush=True)
@@ -93,10 +108,15 @@ class Worker:
         except FastvsError as e:
             self.log(f"SIGHUP: rules not reloaded: {e}")
             return
+        self.apply(new, "SIGHUP")
+
+    def apply(self, new: Any, tag: str) -> None:
+        """Bring the director to ``new`` rules (keeping connections); log each change
+        as ``TAG: change``."""
         try:
             msgs = apply_rules(self.director, new)
         except (FastvsError, ValueError, IndexError) as e:
-            self.log(f"SIGHUP: reload failed part-way: {e}")
+            self.log(f"{tag}: reload failed part-way: {e}")
             return
         vips, rips = rules_addresses(new)
         self.neigh.answer_for = vips | set(self.cfg.addrs)
@@ -107,7 +127,7 @@ class Worker:
         self.reloads += 1
         if self.wid == 0 or self.cfg.workers == 1:
             for m in msgs or ["no change"]:
-                self.log(f"SIGHUP: {m}")
+                self.log(f"{tag}: {m}")
 
     def run(self, report: Callable[[dict[str, Any]], None], report_every: float = REPORT_EVERY) -> None:
         io, engine, director, neigh, l2 = self.io, self.director.engine, self.director, self.neigh, self.l2
@@ -118,6 +138,7 @@ class Worker:
         neigh.refresh()
         t_start = time.monotonic()
         next_report = t_start + report_every
+        next_poll = t_start
         try:
             while not self.stop:
                 n = receive(100)
@@ -148,13 +169,27 @@ class Worker:
                     engine.advance(monotonic_ns())
                     neigh.refresh()
                     report(self.snapshot())
+                if self.poll is not None and now >= next_poll:
+                    next_poll = now + POLL_EVERY
+                    self.poll(self)
                 if self.hup:
                     self.hup = False
-                    self.reload()
+                    if self.on_hup is not None:
+                        self.on_hup()
+                    else:
+                        self.reload()
+                if self.pending is not None:
+                    pending, self.pending = self.pending, None
+                    self.apply(*pending)
+                if self.conns_wanted:
+                    req, self.conns_wanted = self.conns_wanted, 0
+                    snap = self.snapshot()
+                    snap["conns"], snap["conns_req"] = director.connections(), req
+                    report(snap)
             engine.advance(monotonic_ns())
             report(self.snapshot(final=True))
         finally:
             io.close()
 
 
-__all__ = ["READY_WAIT", "REPORT_EVERY", "Worker"]
+__all__ = ["POLL_EVERY", "READY_WAIT", "REPORT_EVERY", "Worker"]

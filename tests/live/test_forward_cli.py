@@ -108,3 +108,55 @@ def test_config_accepts_ipv6_addresses() -> None:
     assert cfg.addrs == ["10.1.0.1", GW_IP6]
     with pytest.raises(RulesError, match="at most one IPv4"):
         C.ForwardConfig(rules="x", client_if="a", server_if="b", client_gw=["10.0.0.1", "10.0.0.2"]).check()
+
+
+def test_control_and_metrics_options(tmp_path) -> None:
+    import argparse
+
+    from fastvs.errors import OptionError
+
+    p = argparse.ArgumentParser()
+    cli.add_cli(p.add_subparsers())
+    a = p.parse_args(["forward", "-r", "x", "--if", "a", "--control", "--metrics", "127.0.0.1:9100"])
+    cfg = cli.config_from_args(a)
+    assert cfg.control == "/run/fastvs/control.sock" and cfg.metrics_addr() == ("127.0.0.1", 9100)
+    cfg.check()
+    for bad in ("127.0.0.1", "127.0.0.1:0", "nosuch:80", "1.2.3.4:http"):
+        with pytest.raises(OptionError, match="metrics"):
+            C.ForwardConfig(rules="x", one_arm_if="a", metrics=bad).check()
+
+
+def test_rules_source_edits_reload_and_health(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from fastvs.health.state import Transition
+
+    rules = tmp_path / "rules"
+    rules.write_text("-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.1.0.1:80 -m -w 1\n"
+                     "-a -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 1\n")
+    logs: list[str] = []
+    src = S.RulesSource(C.ForwardConfig(rules=str(rules), one_arm_if="a"), logs.append)
+    pushed: list[tuple[object, str]] = []
+    src.sinks.append(lambda r, tag: pushed.append((r, tag)))
+
+    def weights() -> dict[str, int]:
+        return {rs.addr: rs.weight for rs in src.current.services[0].reals}
+
+    lines = src.edit("weight", {"service": "10.0.0.1:80", "server": "10.1.0.2:80", "weight": 5})
+    assert lines == ["-e -t 10.0.0.1:80 -r 10.1.0.2:80 -m -w 5"] and weights()["10.1.0.2"] == 5
+    assert pushed[-1][1] == "control" and src.version == 1
+    with pytest.raises(RulesError):
+        src.edit("drain", {"server": "10.9.9.9:80"})
+    assert src.version == 1
+    # a health change of another server keeps the edit; one of that server drops it
+    base = parse_rules(rules.read_text())
+    base.services[0].reals = [r for r in base.services[0].reals if r.addr != "10.1.0.1"]
+    t = Transition(0.0, "TCP 10.0.0.1:80", "10.1.0.1:80", "up", "down", "refused")
+    src._on_change(SimpleNamespace(rules=base, transitions=[t]))
+    assert weights() == {"10.1.0.2": 5} and pushed[-1][1] == "health"
+    t2 = Transition(0.0, "TCP 10.0.0.1:80", "10.1.0.2:80", "up", "down", "refused")
+    src._on_change(SimpleNamespace(rules=base, transitions=[t2]))
+    assert weights() == {"10.1.0.2": 1} and src.overlay == []
+    # reload: the file again, edits dropped
+    src.edit("drain", {"server": "10.1.0.2:80"})
+    assert src.reload("SIGHUP") and weights() == {"10.1.0.1": 1, "10.1.0.2": 1} and pushed[-1][1] == "SIGHUP"
