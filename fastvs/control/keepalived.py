@@ -956,11 +956,13 @@ def read_keepalived_file(path: str | Path) -> KeepalivedConfig:
 
 def parse_keepalived(text: str, source: str = "<keepalived>", order: Order = "kernel") -> Rules:
     """The IPVS rules keepalived would configure from ``text`` (see the module's doc).
-    No check runs here: every checker block is warned about as not run."""
+    No check runs here (``fastvs forward`` and ``fastvs check`` run them): every checker
+    block is warned about as not run."""
     config, checkers = _read_config(text, source)
     for kind, nodes in checkers.items():
-        _kinds_warning(kind, nodes, "not run by fastvs yet: real servers start as passing "
-                                    "them (failing, in alpha mode) and stay so")
+        _kinds_warning(kind, nodes, "not run here (fastvs forward and fastvs check run "
+                                    "them): real servers start as passing them (failing, "
+                                    "in alpha mode)")
     return config.initial_rules(order)
 
 

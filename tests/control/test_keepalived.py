@@ -59,8 +59,8 @@ def test_what_is_not_acted_on_is_said_once_with_file_and_line() -> None:
     assert msgs == [
         "k.conf:3: global_defs (global settings) is not acted on by fastvs",
         "k.conf:13: vrrp_instance (VRRP) is not acted on by fastvs",
-        "k.conf:37: the HTTP_GET health check is not run by fastvs yet: real servers start "
-        "as passing them (failing, in alpha mode) and stay so",
+        "k.conf:37: the HTTP_GET health check is not run here (fastvs forward and fastvs "
+        "check run them): real servers start as passing them (failing, in alpha mode)",
     ]
 
 
@@ -291,7 +291,8 @@ def test_cli_lists_a_keepalived_conf_as_ipvsadm_would(tmp_path: Path) -> None:
     assert out.stderr.splitlines() == [
         f"fastvs: warning: {conf}:3: global_defs (global settings) is not acted on by fastvs",
         f"fastvs: warning: {conf}:31: 2 HTTP_GET health checks (the first here) are not run "
-        "by fastvs yet: real servers start as passing them (failing, in alpha mode) and stay so",
+        "here (fastvs forward and fastvs check run them): real servers start as passing them "
+        "(failing, in alpha mode)",
     ]
 
 
