@@ -198,3 +198,41 @@ ctypedef struct Conn:
     uint32_t control         # the controlling template's index + 1, 0 for none
     int32_t n_control        # a template: connections it controls
     uint32_t pad_
+
+# The operations every registered protocol provides (struct ip_vs_protocol's members,
+# include/net/ip_vs.h), as codes: _proto.pxd's pp_do() picks the protocol, the
+# protocol's own <name>_do() the operation. Both are inline and the code at each call
+# site is a constant, so the compiler keeps only the one branch taken.
+cdef enum:
+    PP_PARSE = 0             # transport header: ports, tcpflags; PKT_OK or a verdict
+    PP_SCHEDULE = 1          # (conn_schedule) may this packet make a connection? 0 yes,
+                             # else its verdict (a drop, or V_PASS_NOT_SERVICE)
+    PP_IS_NEW_CONN = 2       # is_new_conn: the packet opens a connection (SYN, INIT)
+    PP_NEW_CONN_EXPECTED = 3 # is_new_conn_expected: the connection may be replaced
+    PP_STATE = 4             # state_transition: the next state (flags of ``c`` too)
+    PP_ACTIVE = 5            # does state ``arg`` count as an active connection?
+    PP_NAT = 6               # snat/dnat_handler: write the port, fix the L4 checksum
+    PP_INFO = 7              # name, number, states, names, default timeouts
+    PP_NOPROTO = -1          # pp_do's answer for a protocol nobody registered
+
+ctypedef struct ProtoArgs:
+    # in
+    Conn* c
+    uint8_t* p               # the frame
+    PacketMeta* m
+    uint32_t caplen          # PP_PARSE: bytes captured, transport header offset,
+    uint32_t l4              # end of the datagram
+    uint32_t dgram_end
+    uint64_t addr_diff       # PP_NAT: checksum delta of the address already rewritten
+    uint16_t old_port
+    uint16_t new_port
+    int port_off             # PP_NAT: 0 source port, 2 destination port
+    int direction            # PP_STATE: DIR_INPUT / DIR_OUTPUT
+    int arg                  # PP_STATE: secure_tcp on; PP_SCHEDULE: sloppy;
+                             # PP_NEW_CONN_EXPECTED: conn_reuse_mode; PP_ACTIVE: state
+    # out
+    int slot                 # set by pp_do: the protocol's index among the registered
+    const char* name         # PP_INFO
+    int nstates
+    const char* const* state_names
+    const int* timeouts      # seconds, per state

@@ -5,7 +5,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from libc.string cimport memset
 from fastvs.datapath._types cimport *
 from fastvs.datapath._packet cimport pkt_parse
-from fastvs.datapath._sctp cimport (
+from fastvs.datapath._proto_sctp cimport (
                                     SCTP_S_LAST, SCTP_EV_LAST, SCTP_CT_COOKIE_ABORT, SCTP_CT_REMAPPED_255,
                                     fv_crc32c, fv_crc32c_sw, fv_crc32c_shift, fv_crc32c_hw_active,
                                     fv_sctp_active, fv_sctp_timeouts, fv_sctp_state_names,

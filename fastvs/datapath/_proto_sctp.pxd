@@ -3,6 +3,9 @@
 checksum after NAT (the roles of net/netfilter/ipvs/ip_vs_proto_sctp.c, Linux 6.1,
 and the SCTP cases of is_new_conn / is_new_conn_expected in ip_vs_core.c).
 
+Everything the engine uses is reached through ``sctp_do`` (one operation code per
+member of struct ip_vs_protocol, see ``_types.pxd``), registered in ``_proto.pxd``.
+
 What the parser leaves in ``PacketMeta.tcpflags`` for an SCTP packet (the "chunk
 byte", an input of every function here):
 
@@ -379,3 +382,31 @@ cdef inline int sctp_nat_port(uint8_t* p, const PacketMeta* m, uint16_t new_port
         return 1
     sctp_csum_adjust(p, m, old_port, new_port, port_off)
     return 2
+
+
+cdef inline int sctp_do(int op, ProtoArgs* a) noexcept nogil:
+    """SCTP's answer to operation ``op`` (the PP_* codes)."""
+    if op == PP_PARSE:
+        return sctp_parse(a.p, a.caplen, a.l4, a.dgram_end, a.m)   # first chunk in tcpflags
+    if op == PP_STATE:
+        return sctp_next_state(sctp_table(a.direction, &a.c.flags), a.c.state, a.m.tcpflags)
+    if op == PP_ACTIVE:
+        return sctp_state_active(<uint8_t>a.arg)
+    if op == PP_NAT:
+        # no pseudo-header: only a port change touches the packet (CRC32c)
+        sctp_nat_port(a.p, a.m, a.new_port, a.port_off)
+        return 0
+    if op == PP_SCHEDULE:
+        # sctp_conn_schedule accepts a packet it will not schedule: not IPVS's
+        return 0 if sctp_can_schedule(a.m.tcpflags, a.arg) else V_PASS_NOT_SERVICE
+    if op == PP_IS_NEW_CONN:
+        return sctp_is_new_conn(a.m.tcpflags)
+    if op == PP_NEW_CONN_EXPECTED:
+        return sctp_new_conn_expected(a.c)
+    if op == PP_INFO:
+        a.name = b"sctp"
+        a.nstates = SCTP_S_LAST
+        a.state_names = fv_sctp_state_names
+        a.timeouts = fv_sctp_timeouts
+        return IPPROTO_SCTP_
+    return 0
