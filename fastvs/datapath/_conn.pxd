@@ -76,7 +76,7 @@ cdef inline void expire_due(EngineState* st) noexcept nogil:
         conn_expire(st, idx)
 
 
-cdef inline uint32_t conn_new(EngineState* st, int32_t s, int32_t di, uint8_t proto, uint8_t af,
+cdef inline cold_u32 conn_new(EngineState* st, int32_t s, int32_t di, uint8_t proto, uint8_t af,
                               const uint32_t* caddr, uint16_t cport_be, const uint32_t* vaddr,
                               uint16_t vport_be, uint16_t dport_be, uint16_t flags,
                               int64_t timeout) noexcept nogil:

@@ -11,14 +11,15 @@ from libc.string cimport memset, memcpy
 from fastvs.datapath._types cimport *
 from fastvs.datapath._conntab cimport (ct_hash_pkt, ct_lookup, ct_unhash, ct_expire_at,
                                        ct_lookup_template, CT_NONE, CT_DIR_IN, CT_DIR_OUT)
-from fastvs.datapath._state cimport EngineState, XmitArgs, NS, FM_XMIT
-from fastvs.datapath._proto cimport pp_do, nat_snat, hop_decrease
+from fastvs.datapath._state cimport EngineState, XmitArgs, NS
+from fastvs.datapath._proto cimport (pp_state, pp_active, pp_is_new_conn, pp_new_conn_expected,
+                                     pp_schedule, nat_snat, hop_decrease)
 from fastvs.datapath._icmp cimport icmp_is_error, icmp_inner, icmp_csum_ok, icmp_nat
 from fastvs.datapath._conn cimport (conn_new, conn_stats, conn_expire_now, template_ok, count_in,
                                     count_out)
 from fastvs.datapath._ctl cimport svc_lookup, is_local_addr, todrop
 from fastvs.datapath._frag cimport frag_remember, frag_follow
-from fastvs.datapath._fwd cimport fwd_do
+from fastvs.datapath._fwd cimport fwd_xmit
 from fastvs.sched._base cimport SchedOps
 
 
@@ -35,14 +36,14 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
     a.m = <PacketMeta*>m
     a.direction = direction
     a.arg = st.secure_tcp_on
-    new_state = <uint8_t>pp_do(c.proto, PP_STATE, &a)
+    new_state = <uint8_t>pp_state(c.proto, &a)
     # the record's first line is written only on a change: an established flow's
     # packets leave it clean (no write-back of it from a large table)
     if new_state != c.state:
         if c.dest >= 0:
             d = &st.dests[c.dest]
             a.arg = new_state
-            now_active = pp_do(c.proto, PP_ACTIVE, &a)
+            now_active = pp_active(c.proto, &a)
             if not (c.flags & CONN_F_INACTIVE) and not now_active:
                 d.activeconns -= 1
                 d.inactconns += 1
@@ -52,11 +53,11 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
                 d.inactconns -= 1
                 c.flags &= ~CONN_F_INACTIVE
         c.state = new_state
-    # (a connection exists only for a registered protocol: pp_do set a.slot)
+    # (a connection exists only for a registered protocol: the dispatcher set a.slot)
     c.timeout = st.timeout[a.slot][new_state]
 
 
-cdef inline int conn_schedule(EngineState* st, int32_t s, PacketMeta* m, uint32_t fwmark,
+cdef inline cold_int conn_schedule(EngineState* st, int32_t s, PacketMeta* m, uint32_t fwmark,
                               uint32_t* out_idx) noexcept nogil:
     """ip_vs_schedule / ip_vs_sched_persist. Returns 0 with the new connection in
     ``out_idx``, or a drop verdict."""
@@ -127,7 +128,7 @@ cdef inline int conn_schedule(EngineState* st, int32_t s, PacketMeta* m, uint32_
     return 0
 
 
-cdef inline int not_ipvs(EngineState* st, uint8_t* p, const PacketMeta* m, int code) noexcept nogil:
+cdef inline cold_int not_ipvs(EngineState* st, uint8_t* p, const PacketMeta* m, int code) noexcept nogil:
     """Traffic IPVS leaves alone. Offline it is written unchanged; in the director's
     view it is delivered locally (addressed to a VIP) or routed on with TTL - 1."""
     if not st.director_view or m.l3len == 0:
@@ -194,7 +195,7 @@ cdef inline int icmp_packet(EngineState* st, uint8_t* p, PacketMeta* m) noexcept
     return V_FWD_OUT
 
 
-cdef inline int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int rc,
+cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int rc,
                           uint64_t h) noexcept nogil:
     """One packet, already parsed (``rc``, ``mp``) and, if a candidate, hashed (``h``)."""
     cdef int direction
@@ -227,12 +228,12 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int rc,
         # a SYN for a connection that is finishing or whose server was quiesced
         pa.m = mp
         pa.c = c
-        if pp_do(mp.proto, PP_IS_NEW_CONN, &pa):
+        if pp_is_new_conn(mp.proto, &pa):
             pa.arg = st.conn_reuse_mode
             if st.expire_nodest_conn and c.dest >= 0 and st.dests[c.dest].weight == 0:
                 conn_expire_now(st, idx)
                 idx = CT_NONE
-            elif st.conn_reuse_mode and pp_do(c.proto, PP_NEW_CONN_EXPECTED, &pa):
+            elif st.conn_reuse_mode and pp_new_conn_expected(c.proto, &pa):
                 conn_expire_now(st, idx)
                 idx = CT_NONE
         if idx != CT_NONE and c.dest >= 0 and not (st.dests[c.dest].flags & DEST_F_AVAILABLE):
@@ -250,7 +251,7 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int rc,
         # the protocol's conn_schedule: may this packet make a connection?
         pa.m = mp
         pa.arg = st.sloppy_sctp
-        rc = pp_do(mp.proto, PP_SCHEDULE, &pa)
+        rc = pp_schedule(mp.proto, &pa)
         if rc == V_PASS_NOT_SERVICE:
             return not_ipvs(st, p, mp, rc)
         if rc:
@@ -276,4 +277,4 @@ cdef inline int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int rc,
     xa.p = p
     xa.m = mp
     xa.c = c
-    return fwd_do(c.fwd, FM_XMIT, &xa)
+    return fwd_xmit(c.fwd, &xa)

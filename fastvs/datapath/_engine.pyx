@@ -19,11 +19,10 @@ from fastvs.datapath._types cimport *
 from fastvs.datapath._packet cimport pkt_parse, FV_UNLIKELY
 from fastvs.datapath._conntab cimport (ct_init, ct_destroy, ct_hash_pkt, ct_lookup, fv_hash_key,
                                        CT_NONE, CT_DIR_IN)
-from fastvs.datapath._proto cimport pp_do, PP_N, PP_TCP, PP_UDP, PP_SCTP
+from fastvs.datapath._proto cimport pp_info, PP_N, PP_TCP, PP_UDP, PP_SCTP
 from fastvs.datapath._proto_tcp cimport fv_tcp_next_init
-from fastvs.datapath._state cimport (EngineState, FragEntry, MarkRule, XmitArgs, NS, FRAG_SETS,
-                                     FRAG_WAYS, FM_INFO)
-from fastvs.datapath._fwd cimport fwd_do, FWD_N
+from fastvs.datapath._state cimport EngineState, FragEntry, MarkRule, NS, FRAG_SETS, FRAG_WAYS
+from fastvs.datapath._fwd cimport fwd_name, FWD_N
 from fastvs.datapath._conn cimport expire_due
 from fastvs.datapath._ctl cimport svc_find, update_defense
 from fastvs.datapath._core cimport dp_packet
@@ -55,7 +54,7 @@ cdef tuple _registered_protocols():
     cdef int num, i
     found = {}
     for num in range(256):
-        if pp_do(<uint8_t>num, PP_INFO, &a) == PP_NOPROTO:
+        if pp_info(<uint8_t>num, &a) == PP_NOPROTO:
             continue
         found[a.slot] = (a.name.decode(), num,
                          tuple(a.state_names[i].decode() for i in range(a.nstates)),
@@ -64,14 +63,8 @@ cdef tuple _registered_protocols():
 
 
 cdef tuple _registered_methods():
-    cdef XmitArgs a
     cdef int i
-    out = []
-    for i in range(FWD_N):
-        a.name = NULL
-        fwd_do(<uint8_t>i, FM_INFO, &a)
-        out.append(a.name.decode())
-    return tuple(out)
+    return tuple(fwd_name(<uint8_t>i).decode() for i in range(FWD_N))
 
 
 _PROTOS = _registered_protocols()

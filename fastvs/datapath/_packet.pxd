@@ -11,7 +11,7 @@ from fastvs.datapath._types cimport *
 from libc.string cimport memcpy
 from fastvs.datapath._bytes cimport ld16, ld32, ldraw16, ldraw32
 from fastvs.datapath._csum cimport ip_csum_ok
-from fastvs.datapath._proto cimport pp_do
+from fastvs.datapath._proto cimport pp_parse
 
 # Link types (LINKTYPE_* numbers as pcap stores them)
 cdef enum:
@@ -171,7 +171,7 @@ cdef inline int parse_l4(const uint8_t* p, uint32_t caplen, uint32_t l4, uint32_
     a.caplen = caplen
     a.l4 = l4
     a.dgram_end = dgram_end
-    rc = pp_do(m.proto, PP_PARSE, &a)
+    rc = pp_parse(m.proto, &a)
     if FV_LIKELY(rc != PP_NOPROTO):
         return rc
     if m.proto == IPPROTO_ICMP_ or m.proto == IPPROTO_ICMPV6_:

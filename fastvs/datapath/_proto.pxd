@@ -3,15 +3,14 @@
 keeps the table of struct ip_vs_protocol, and of the L3 half of the protocols'
 snat/dnat handlers).
 
-A protocol is one file, ``_proto_<name>.pxd``, whose ``<name>_do(op, args)`` answers
-the operation codes of ``_types.pxd`` (parse, may-schedule, new connection,
-state transition, active states, NAT, names and timeouts). Registering it is one
-slot in the enum below and one case in ``pp_do``: the only place in the data path
-that names protocols. ``pp_do`` is inline and every caller passes a constant
-operation, so each call compiles to the protocol test and the one operation taken,
-with no call through a pointer (a pointer would keep the compiler from inlining the
-per-packet operations; tried as a table of function pointers, it cost instructions on
-every packet).
+A protocol is one file, ``_proto_<name>.pxd``, with one ``<name>_op_<op>(args)``
+per member of struct ip_vs_protocol (the operations listed in ``_types.pxd``:
+parse, may-schedule, new connection, state transition, active states, NAT, names
+and timeouts). Registering it is a slot in the enum below and its case in each
+``pp_<op>`` dispatcher, all in this file: the only place in the data path that names
+protocols. The dispatchers are inline tests of the protocol number, not calls
+through a table of pointers, so the per-packet operations inline into the batch loop
+(a call through a pointer cannot be inlined).
 
 The NAT here rewrites the IP header (address, TTL, header checksum) and hands the
 port and transport checksum to the protocol with the address change's checksum delta,
@@ -22,9 +21,15 @@ from libc.string cimport memcpy
 from fastvs.datapath._types cimport *
 from fastvs.datapath._bytes cimport ld16, ldraw16, ldraw32, straw16, straw32
 from fastvs.datapath._csum cimport csum_diff4, csum_diff2, csum_apply, csum_diff_addr
-from fastvs.datapath._proto_tcp cimport tcp_do
-from fastvs.datapath._proto_udp cimport udp_do
-from fastvs.datapath._proto_sctp cimport sctp_do
+from fastvs.datapath._proto_tcp cimport (tcp_op_parse, tcp_op_schedule, tcp_op_is_new_conn,
+                                         tcp_op_new_conn_expected, tcp_op_state, tcp_op_active,
+                                         tcp_op_nat, tcp_op_info, tcp_port_rewrite)
+from fastvs.datapath._proto_udp cimport (udp_op_parse, udp_op_schedule, udp_op_is_new_conn,
+                                         udp_op_new_conn_expected, udp_op_state, udp_op_active,
+                                         udp_op_nat, udp_op_info)
+from fastvs.datapath._proto_sctp cimport (sctp_op_parse, sctp_op_schedule, sctp_op_is_new_conn,
+                                          sctp_op_new_conn_expected, sctp_op_state, sctp_op_active,
+                                          sctp_op_nat, sctp_op_info)
 
 # The registered protocols' slots: timeouts and listings are kept per slot
 cdef enum:
@@ -35,26 +40,138 @@ cdef enum:
     PP_MAX_STATES = 16       # room for any protocol's states (SCTP has 14)
 
 
-cdef inline int pp_do(uint8_t proto, int op, ProtoArgs* a) noexcept nogil:
-    """Operation ``op`` of IP protocol ``proto`` (ip_vs_proto_get, then the member);
-    PP_NOPROTO for a protocol IPVS does not handle. Sets ``a.slot``. TCP is tested
-    first: it is most of the traffic."""
+# -- the registrations ---------------------------------------------------------------
+# One dispatcher per operation, each a test of the protocol number: a protocol is
+# registered by a slot above and one case in each (this block is the only place in
+# the data path that names protocols). One dispatcher over all operations was tried
+# first (an operation code as a parameter): GCC would not inline it, being the size
+# of every operation of every protocol, and the established path went from 420 to
+# 509 instructions per packet.
+
+cdef inline int pp_parse(uint8_t proto, ProtoArgs* a) noexcept nogil:
+    """the transport header (ip_vs_fill_iphdr's ports; PKT_OK or a verdict)."""
     if proto == IPPROTO_TCP_:
         a.slot = PP_TCP
-        return tcp_do(op, a)
+        return tcp_op_parse(a)
     if proto == IPPROTO_UDP_:
         a.slot = PP_UDP
-        return udp_do(op, a)
+        return udp_op_parse(a)
     if proto == IPPROTO_SCTP_:
         a.slot = PP_SCTP
-        return sctp_do(op, a)
+        return sctp_op_parse(a)
+    a.slot = 0
+    return PP_NOPROTO
+
+
+cdef inline int pp_schedule(uint8_t proto, ProtoArgs* a) noexcept nogil:
+    """conn_schedule: 0 when the packet may make a connection, else its verdict."""
+    if proto == IPPROTO_TCP_:
+        a.slot = PP_TCP
+        return tcp_op_schedule(a)
+    if proto == IPPROTO_UDP_:
+        a.slot = PP_UDP
+        return udp_op_schedule(a)
+    if proto == IPPROTO_SCTP_:
+        a.slot = PP_SCTP
+        return sctp_op_schedule(a)
+    a.slot = 0
+    return PP_NOPROTO
+
+
+cdef inline int pp_is_new_conn(uint8_t proto, ProtoArgs* a) noexcept nogil:
+    """is_new_conn: the packet opens a connection (a SYN, an INIT)."""
+    if proto == IPPROTO_TCP_:
+        a.slot = PP_TCP
+        return tcp_op_is_new_conn(a)
+    if proto == IPPROTO_UDP_:
+        a.slot = PP_UDP
+        return udp_op_is_new_conn(a)
+    if proto == IPPROTO_SCTP_:
+        a.slot = PP_SCTP
+        return sctp_op_is_new_conn(a)
+    a.slot = 0
+    return PP_NOPROTO
+
+
+cdef inline int pp_new_conn_expected(uint8_t proto, ProtoArgs* a) noexcept nogil:
+    """is_new_conn_expected: connection ``a.c`` may give way to a new one."""
+    if proto == IPPROTO_TCP_:
+        a.slot = PP_TCP
+        return tcp_op_new_conn_expected(a)
+    if proto == IPPROTO_UDP_:
+        a.slot = PP_UDP
+        return udp_op_new_conn_expected(a)
+    if proto == IPPROTO_SCTP_:
+        a.slot = PP_SCTP
+        return sctp_op_new_conn_expected(a)
+    a.slot = 0
+    return PP_NOPROTO
+
+
+cdef inline int pp_state(uint8_t proto, ProtoArgs* a) noexcept nogil:
+    """state_transition: the next state of ``a.c`` (its flags may change)."""
+    if proto == IPPROTO_TCP_:
+        a.slot = PP_TCP
+        return tcp_op_state(a)
+    if proto == IPPROTO_UDP_:
+        a.slot = PP_UDP
+        return udp_op_state(a)
+    if proto == IPPROTO_SCTP_:
+        a.slot = PP_SCTP
+        return sctp_op_state(a)
+    a.slot = 0
+    return PP_NOPROTO
+
+
+cdef inline int pp_active(uint8_t proto, ProtoArgs* a) noexcept nogil:
+    """does state ``a.arg`` count as an active connection?."""
+    if proto == IPPROTO_TCP_:
+        a.slot = PP_TCP
+        return tcp_op_active(a)
+    if proto == IPPROTO_UDP_:
+        a.slot = PP_UDP
+        return udp_op_active(a)
+    if proto == IPPROTO_SCTP_:
+        a.slot = PP_SCTP
+        return sctp_op_active(a)
+    a.slot = 0
+    return PP_NOPROTO
+
+
+cdef inline int pp_nat(uint8_t proto, ProtoArgs* a) noexcept nogil:
+    """snat/dnat_handler: the port and the transport checksum."""
+    if proto == IPPROTO_TCP_:
+        a.slot = PP_TCP
+        return tcp_op_nat(a)
+    if proto == IPPROTO_UDP_:
+        a.slot = PP_UDP
+        return udp_op_nat(a)
+    if proto == IPPROTO_SCTP_:
+        a.slot = PP_SCTP
+        return sctp_op_nat(a)
+    a.slot = 0
+    return PP_NOPROTO
+
+
+cdef inline int pp_info(uint8_t proto, ProtoArgs* a) noexcept nogil:
+    """name, states, state names and default timeouts; returns the number."""
+    if proto == IPPROTO_TCP_:
+        a.slot = PP_TCP
+        return tcp_op_info(a)
+    if proto == IPPROTO_UDP_:
+        a.slot = PP_UDP
+        return udp_op_info(a)
+    if proto == IPPROTO_SCTP_:
+        a.slot = PP_SCTP
+        return sctp_op_info(a)
+    a.slot = 0
     return PP_NOPROTO
 
 
 cdef inline bint pp_handles(uint8_t proto) noexcept nogil:
     """Is ``proto`` a registered protocol (one IPVS balances)?"""
     cdef ProtoArgs a
-    return pp_do(proto, PP_INFO, &a) != PP_NOPROTO
+    return pp_info(proto, &a) != PP_NOPROTO
 
 
 cdef inline void l4_rewrite(uint8_t* p, const PacketMeta* m, uint64_t addr_diff,
@@ -69,7 +186,7 @@ cdef inline void l4_rewrite(uint8_t* p, const PacketMeta* m, uint64_t addr_diff,
     a.old_port = old_port
     a.new_port = new_port
     a.port_off = port_off
-    pp_do(m.proto, PP_NAT, &a)
+    pp_nat(m.proto, &a)
 
 
 cdef inline void nat_dnat(uint8_t* p, const PacketMeta* m, const Conn* c, bint dec_ttl) noexcept nogil:
@@ -92,10 +209,15 @@ cdef inline void nat4(uint8_t* p, const PacketMeta* m, uint32_t new_addr,
                       uint16_t new_port, int addr_off, int port_off,
                       bint dec_ttl) noexcept nogil:
     """nat_rewrite for the common case, a whole IPv4 datagram, from the same two
-    pieces: small enough for the compiler to inline into the per-packet path."""
+    pieces. TCP's port rewrite is called straight: small enough for the compiler to
+    inline into the per-packet path, where the other protocols' (UDP's full
+    checksum, SCTP's CRC32c) would keep it from inlining."""
     cdef uint16_t old_port = ldraw16(p + m.l4off + port_off)
     cdef uint64_t addr_diff = ip4_addr_rewrite(p + m.l3off, new_addr, addr_off, dec_ttl)
-    l4_rewrite(p, m, addr_diff, old_port, new_port, port_off)
+    if m.proto == IPPROTO_TCP_:
+        tcp_port_rewrite(p + m.l4off, addr_diff, old_port, new_port, port_off)
+    else:
+        l4_rewrite(p, m, addr_diff, old_port, new_port, port_off)
 
 
 cdef inline uint64_t ip4_addr_rewrite(uint8_t* iph, uint32_t new_addr, int addr_off,
@@ -114,7 +236,7 @@ cdef inline uint64_t ip4_addr_rewrite(uint8_t* iph, uint32_t new_addr, int addr_
     return addr_diff
 
 
-cdef inline void nat_rewrite(uint8_t* p, const PacketMeta* m, const uint32_t* new_addr,
+cdef inline cold_void nat_rewrite(uint8_t* p, const PacketMeta* m, const uint32_t* new_addr,
                              uint16_t new_port, int addr_off, int port_off,
                              bint dec_ttl) noexcept nogil:
     """Replace one address (IPv4 header offset ``addr_off``: 12 source, 16

@@ -147,57 +147,77 @@ cdef inline void tcp_port_rewrite(uint8_t* th, uint64_t addr_diff, uint16_t old_
     straw16(th + 16, csum_apply(ldraw16(th + 16), addr_diff + csum_diff2(old_port, new_port)))
 
 
-cdef inline int tcp_do(int op, ProtoArgs* a) noexcept nogil:
-    """TCP's answer to operation ``op`` (the PP_* codes)."""
+cdef inline int tcp_op_parse(ProtoArgs* a) noexcept nogil:
+    """the transport header: ports and flags into ``a.m``; PKT_OK or a verdict"""
+    if a.l4 + 20 > a.dgram_end:
+        return V_DROP_L4_MALFORMED
+    if a.l4 + 20 > a.caplen:
+        return V_DROP_L4_TRUNCATED
+    # IPVS reads the 20-byte header only: a bad data offset is the real
+    # server's business (the kernel forwards such a SYN and makes a connection)
+    a.m.tcpflags = a.p[a.l4 + 13]
+    a.m.sport_be = ldraw16(a.p + a.l4)
+    a.m.dport_be = ldraw16(a.p + a.l4 + 2)
+    return PKT_OK
+
+
+cdef inline int tcp_op_state(ProtoArgs* a) noexcept nogil:
+    """state_transition: the next state (and ``a.c``'s flags)"""
     cdef int tbl
     cdef Conn* c
-    if op == PP_PARSE:
-        if a.l4 + 20 > a.dgram_end:
-            return V_DROP_L4_MALFORMED
-        if a.l4 + 20 > a.caplen:
-            return V_DROP_L4_TRUNCATED
-        # IPVS reads the 20-byte header only: a bad data offset is the real
-        # server's business (the kernel forwards such a SYN and makes a connection)
-        a.m.tcpflags = a.p[a.l4 + 13]
-        a.m.sport_be = ldraw16(a.p + a.l4)
-        a.m.dport_be = ldraw16(a.p + a.l4 + 2)
-        return PKT_OK
-    if op == PP_STATE:
-        # set_tcp_state: a connection that has seen no output (DR/TUN) uses the
-        # INPUT-ONLY table, until its first output packet
-        c = a.c
-        tbl = TCP_TBL_OUTPUT if a.direction == DIR_OUTPUT else TCP_TBL_INPUT
-        if c.flags & CONN_F_NOOUTPUT:
-            if a.direction == DIR_OUTPUT:
-                c.flags &= ~CONN_F_NOOUTPUT
-            else:
-                tbl = TCP_TBL_INPUT_ONLY
-        return fv_tcp_next[a.arg != 0][tbl][a.m.tcpflags & 0x1f][c.state & 15]
-    if op == PP_ACTIVE:
-        return fv_tcp_active[a.arg]
-    if op == PP_NAT:
-        tcp_port_rewrite(a.p + a.m.l4off, a.addr_diff, a.old_port, a.new_port, a.port_off)
-        return 0
-    if op == PP_SCHEDULE:
-        # tcp_conn_schedule: only a SYN without RST makes a connection; anything
-        # else for a service without one is dropped
-        if (a.m.tcpflags & TH_RST) or not (a.m.tcpflags & TH_SYN):
-            return V_DROP_TCP_NO_CONN
-        return 0
-    if op == PP_IS_NEW_CONN:
-        return (a.m.tcpflags & TH_SYN) != 0
-    if op == PP_NEW_CONN_EXPECTED:
-        # a SYN may replace a connection in TIME_WAIT or CLOSE (and, with
-        # conn_reuse_mode bit 2, FIN_WAIT of a DR/TUN connection)
-        c = a.c
-        if c.control:
-            return False
-        return (c.state == TCP_S_TIME_WAIT or c.state == TCP_S_CLOSE
-                or ((a.arg & 2) and c.state == TCP_S_FIN_WAIT and (c.flags & CONN_F_NOOUTPUT)))
-    if op == PP_INFO:
-        a.name = b"tcp"
-        a.nstates = TCP_NUM_STATES
-        a.state_names = fv_tcp_state_names
-        a.timeouts = fv_tcp_timeouts
-        return IPPROTO_TCP_
+    # set_tcp_state: a connection that has seen no output (DR/TUN) uses the
+    # INPUT-ONLY table, until its first output packet
+    c = a.c
+    tbl = TCP_TBL_OUTPUT if a.direction == DIR_OUTPUT else TCP_TBL_INPUT
+    if c.flags & CONN_F_NOOUTPUT:
+        if a.direction == DIR_OUTPUT:
+            c.flags &= ~CONN_F_NOOUTPUT
+        else:
+            tbl = TCP_TBL_INPUT_ONLY
+    return fv_tcp_next[a.arg != 0][tbl][a.m.tcpflags & 0x1f][c.state & 15]
+
+
+cdef inline int tcp_op_active(ProtoArgs* a) noexcept nogil:
+    """does state ``a.arg`` count as an active connection?"""
+    return fv_tcp_active[a.arg]
+
+
+cdef inline int tcp_op_nat(ProtoArgs* a) noexcept nogil:
+    """snat/dnat_handler: write the port, fix the checksum"""
+    tcp_port_rewrite(a.p + a.m.l4off, a.addr_diff, a.old_port, a.new_port, a.port_off)
     return 0
+
+
+cdef inline int tcp_op_schedule(ProtoArgs* a) noexcept nogil:
+    """conn_schedule: 0 when the packet may make a connection, else its verdict"""
+    # tcp_conn_schedule: only a SYN without RST makes a connection; anything
+    # else for a service without one is dropped
+    if (a.m.tcpflags & TH_RST) or not (a.m.tcpflags & TH_SYN):
+        return V_DROP_TCP_NO_CONN
+    return 0
+
+
+cdef inline int tcp_op_is_new_conn(ProtoArgs* a) noexcept nogil:
+    """is_new_conn: the packet opens a connection"""
+    return (a.m.tcpflags & TH_SYN) != 0
+
+
+cdef inline int tcp_op_new_conn_expected(ProtoArgs* a) noexcept nogil:
+    """is_new_conn_expected: ``a.c`` may be replaced by a new connection"""
+    cdef Conn* c
+    # a SYN may replace a connection in TIME_WAIT or CLOSE (and, with
+    # conn_reuse_mode bit 2, FIN_WAIT of a DR/TUN connection)
+    c = a.c
+    if c.control:
+        return False
+    return (c.state == TCP_S_TIME_WAIT or c.state == TCP_S_CLOSE
+            or ((a.arg & 2) and c.state == TCP_S_FIN_WAIT and (c.flags & CONN_F_NOOUTPUT)))
+
+
+cdef inline int tcp_op_info(ProtoArgs* a) noexcept nogil:
+    """the protocol's name, states and default timeouts; returns its number"""
+    a.name = b"tcp"
+    a.nstates = TCP_NUM_STATES
+    a.state_names = fv_tcp_state_names
+    a.timeouts = fv_tcp_timeouts
+    return IPPROTO_TCP_

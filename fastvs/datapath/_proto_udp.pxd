@@ -58,32 +58,53 @@ cdef inline void udp_port_rewrite(uint8_t* p, const PacketMeta* m, uint64_t addr
     straw16(th + 6, check)
 
 
-cdef inline int udp_do(int op, ProtoArgs* a) noexcept nogil:
-    """UDP's answer to operation ``op`` (the PP_* codes)."""
-    if op == PP_PARSE:
-        if a.l4 + 8 > a.dgram_end:
-            return V_DROP_L4_MALFORMED
-        if a.l4 + 8 > a.caplen:
-            return V_DROP_L4_TRUNCATED
-        a.m.tcpflags = 0
-        a.m.sport_be = ldraw16(a.p + a.l4)
-        a.m.dport_be = ldraw16(a.p + a.l4 + 2)
-        return PKT_OK
-    if op == PP_STATE:
-        return UDP_S_NORMAL
-    if op == PP_ACTIVE:
-        return False            # a UDP connection is always inactive
-    if op == PP_NAT:
-        udp_port_rewrite(a.p, a.m, a.addr_diff, a.old_port, a.new_port, a.port_off)
-        return 0
-    if op == PP_SCHEDULE:
-        return 0                # udp_conn_schedule: any datagram
-    if op == PP_IS_NEW_CONN or op == PP_NEW_CONN_EXPECTED:
-        return False
-    if op == PP_INFO:
-        a.name = b"udp"
-        a.nstates = 1
-        a.state_names = fv_udp_state_names
-        a.timeouts = fv_udp_timeouts
-        return IPPROTO_UDP_
+cdef inline int udp_op_parse(ProtoArgs* a) noexcept nogil:
+    """the transport header: ports and flags into ``a.m``; PKT_OK or a verdict"""
+    if a.l4 + 8 > a.dgram_end:
+        return V_DROP_L4_MALFORMED
+    if a.l4 + 8 > a.caplen:
+        return V_DROP_L4_TRUNCATED
+    a.m.tcpflags = 0
+    a.m.sport_be = ldraw16(a.p + a.l4)
+    a.m.dport_be = ldraw16(a.p + a.l4 + 2)
+    return PKT_OK
+
+
+cdef inline int udp_op_state(ProtoArgs* a) noexcept nogil:
+    """state_transition: the next state (and ``a.c``'s flags)"""
+    return UDP_S_NORMAL
+
+
+cdef inline int udp_op_active(ProtoArgs* a) noexcept nogil:
+    """does state ``a.arg`` count as an active connection?"""
+    return False            # a UDP connection is always inactive
+
+
+cdef inline int udp_op_nat(ProtoArgs* a) noexcept nogil:
+    """snat/dnat_handler: write the port, fix the checksum"""
+    udp_port_rewrite(a.p, a.m, a.addr_diff, a.old_port, a.new_port, a.port_off)
     return 0
+
+
+cdef inline int udp_op_schedule(ProtoArgs* a) noexcept nogil:
+    """conn_schedule: 0 when the packet may make a connection, else its verdict"""
+    return 0                # udp_conn_schedule: any datagram
+
+
+cdef inline int udp_op_is_new_conn(ProtoArgs* a) noexcept nogil:
+    """is_new_conn: the packet opens a connection"""
+    return False
+
+
+cdef inline int udp_op_new_conn_expected(ProtoArgs* a) noexcept nogil:
+    """is_new_conn_expected: ``a.c`` may be replaced by a new connection"""
+    return False
+
+
+cdef inline int udp_op_info(ProtoArgs* a) noexcept nogil:
+    """the protocol's name, states and default timeouts; returns its number"""
+    a.name = b"udp"
+    a.nstates = 1
+    a.state_names = fv_udp_state_names
+    a.timeouts = fv_udp_timeouts
+    return IPPROTO_UDP_

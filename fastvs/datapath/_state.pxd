@@ -92,17 +92,10 @@ ctypedef struct EngineState:
     uint64_t counts[V_NCODES]
 
 
-# The operations every forwarding method provides (what ip_vs_bind_xmit chooses, the
-# packet_xmit member of struct ip_vs_conn): _fwd.pxd's fwd_do() picks the method
-# bound to the connection, the method's own <name>_do() the operation.
-cdef enum:
-    FM_XMIT = 0              # send a client's packet to the real server: its verdict
-    FM_BIND = 1              # a new connection: set its flags for the method
-    FM_INFO = 2              # the method's name (ipvsadm's -m/-g/-i, and "local")
-
+# What a forwarding method's xmit needs (_fwd.pxd; the packet_xmit member of struct
+# ip_vs_conn, which ip_vs_bind_xmit sets once)
 ctypedef struct XmitArgs:
     EngineState* st
     uint8_t* p               # the frame
     PacketMeta* m
     Conn* c
-    const char* name         # FM_INFO

@@ -6,6 +6,37 @@ ip_vs_service, Conn is struct ip_vs_conn (include/net/ip_vs.h).
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 
+# Inlining the per-packet path depends on. The data path is inline .pxd functions in
+# one C unit, and GCC's size limits decide what lands in the batch loop: carving the
+# engine into role modules moved those decisions (the per-packet function ended up
+# out of line, +10 % instructions per packet). So the few functions whose place
+# matters say so: ``hot_int`` functions are always inlined (the per-packet path
+# into the batch loop); ``cold_*`` ones never (scheduling a new connection, NAT of
+# IPv6 or fragments, traffic that is not IPVS's), which keeps the hot path small.
+# These are return types carrying a GCC attribute: Cython has no syntax for one.
+cdef extern from *:
+    """
+    #if defined(__GNUC__)
+    #pragma GCC diagnostic ignored "-Wattributes"
+    #define FV_HOT_INT __attribute__((always_inline)) int
+    #define FV_COLD_INT __attribute__((noinline)) int
+    #define FV_COLD_I32 __attribute__((noinline)) int32_t
+    #define FV_COLD_U32 __attribute__((noinline)) uint32_t
+    #define FV_COLD_VOID __attribute__((noinline)) void
+    #else
+    #define FV_HOT_INT int
+    #define FV_COLD_INT int
+    #define FV_COLD_I32 int32_t
+    #define FV_COLD_U32 uint32_t
+    #define FV_COLD_VOID void
+    #endif
+    """
+    ctypedef int hot_int "FV_HOT_INT"
+    ctypedef int cold_int "FV_COLD_INT"
+    ctypedef int32_t cold_i32 "FV_COLD_I32"
+    ctypedef uint32_t cold_u32 "FV_COLD_U32"
+    ctypedef void cold_void "FV_COLD_VOID"
+
 # Verdicts (mirrors fastvs/verdicts.py; < V_DROP_BASE means written out)
 cdef enum:
     V_PASS_NOT_IP = 0
@@ -199,40 +230,31 @@ ctypedef struct Conn:
     int32_t n_control        # a template: connections it controls
     uint32_t pad_
 
-# The operations every registered protocol provides (struct ip_vs_protocol's members,
-# include/net/ip_vs.h), as codes: _proto.pxd's pp_do() picks the protocol, the
-# protocol's own <name>_do() the operation. Both are inline and the code at each call
-# site is a constant, so the compiler keeps only the one branch taken.
+# The arguments of a registered protocol's operations (struct ip_vs_protocol's
+# members, include/net/ip_vs.h): one struct for all, so every operation of every
+# protocol has the same signature (_proto.pxd dispatches them). The dispatchers are
+# inline: the struct lives in registers after inlining.
 cdef enum:
-    PP_PARSE = 0             # transport header: ports, tcpflags; PKT_OK or a verdict
-    PP_SCHEDULE = 1          # (conn_schedule) may this packet make a connection? 0 yes,
-                             # else its verdict (a drop, or V_PASS_NOT_SERVICE)
-    PP_IS_NEW_CONN = 2       # is_new_conn: the packet opens a connection (SYN, INIT)
-    PP_NEW_CONN_EXPECTED = 3 # is_new_conn_expected: the connection may be replaced
-    PP_STATE = 4             # state_transition: the next state (flags of ``c`` too)
-    PP_ACTIVE = 5            # does state ``arg`` count as an active connection?
-    PP_NAT = 6               # snat/dnat_handler: write the port, fix the L4 checksum
-    PP_INFO = 7              # name, number, states, names, default timeouts
-    PP_NOPROTO = -1          # pp_do's answer for a protocol nobody registered
+    PP_NOPROTO = -1          # a dispatcher's answer for a protocol nobody registered
 
 ctypedef struct ProtoArgs:
     # in
     Conn* c
     uint8_t* p               # the frame
     PacketMeta* m
-    uint32_t caplen          # PP_PARSE: bytes captured, transport header offset,
+    uint32_t caplen          # parse: bytes captured, transport header offset,
     uint32_t l4              # end of the datagram
     uint32_t dgram_end
-    uint64_t addr_diff       # PP_NAT: checksum delta of the address already rewritten
+    uint64_t addr_diff       # nat: checksum delta of the address already rewritten
     uint16_t old_port
     uint16_t new_port
-    int port_off             # PP_NAT: 0 source port, 2 destination port
-    int direction            # PP_STATE: DIR_INPUT / DIR_OUTPUT
-    int arg                  # PP_STATE: secure_tcp on; PP_SCHEDULE: sloppy;
-                             # PP_NEW_CONN_EXPECTED: conn_reuse_mode; PP_ACTIVE: state
+    int port_off             # nat: 0 source port, 2 destination port
+    int direction            # state: DIR_INPUT / DIR_OUTPUT
+    int arg                  # state: secure_tcp on; schedule: sloppy_sctp;
+                             # new_conn_expected: conn_reuse_mode; active: the state
     # out
-    int slot                 # set by pp_do: the protocol's index among the registered
-    const char* name         # PP_INFO
+    int slot                 # set by the dispatcher: the protocol's registration slot
+    const char* name         # info
     int nstates
     const char* const* state_names
     const int* timeouts      # seconds, per state

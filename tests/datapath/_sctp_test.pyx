@@ -1,6 +1,7 @@
 # cython: language_level=3
-"""Python handles on fastvs.datapath._sctp for the tests (tests/test_sctp.py); the data path
-cimports the .pxd directly and never imports this module."""
+"""Python handles on fastvs/datapath/_proto_sctp.pxd for tests/datapath/test_sctp.py, built
+on demand by benchmarks/cybuild.py (not part of the package); the data path cimports the
+.pxd directly."""
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from libc.string cimport memset
 from fastvs.datapath._types cimport *
