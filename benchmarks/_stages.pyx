@@ -4,7 +4,8 @@
 Each loop runs without the GIL and calls the same inline functions the engine's batch
 loop calls (``pkt_parse``, ``ct_hash_pkt``/``ct_lookup``, ``set_state`` (the protocol's
 state step, the counters and the timeout) and ``ct_expire_at``, ``nat_dnat``, a
-scheduler's ``pick``), so a stage's time here is its share of ``Engine.process``. Every entry point returns the nanoseconds measured inside,
+scheduler's ``pick``), so a stage's time here is its share of ``Engine.process``.
+Every entry point returns the nanoseconds measured inside,
 around the nogil loop only (CLOCK_MONOTONIC); what a stage needs first (parsed packets,
 a filled connection table, the connection of each packet) is prepared untimed.
 

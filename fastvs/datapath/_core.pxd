@@ -58,7 +58,7 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
 
 
 cdef inline cold_int conn_schedule(EngineState* st, int32_t s, PacketMeta* m, uint32_t fwmark,
-                              uint32_t* out_idx) noexcept nogil:
+                                   uint32_t* out_idx) noexcept nogil:
     """ip_vs_schedule / ip_vs_sched_persist. Returns 0 with the new connection in
     ``out_idx``, or a drop verdict."""
     cdef Service* svc = &st.svcs[s]
@@ -196,7 +196,7 @@ cdef inline int icmp_packet(EngineState* st, uint8_t* p, PacketMeta* m) noexcept
 
 
 cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int rc,
-                          uint64_t h) noexcept nogil:
+                              uint64_t h) noexcept nogil:
     """One packet, already parsed (``rc``, ``mp``) and, if a candidate, hashed (``h``)."""
     cdef int direction
     cdef uint32_t idx

@@ -13,7 +13,7 @@ from fastvs.datapath._conn cimport conn_expire_now
 # -- services ---------------------------------------------------------------------------
 
 cdef inline cold_i32 svc_find(const EngineState* st, uint8_t proto, const uint32_t* addr,
-                             uint16_t port_be) noexcept nogil:
+                              uint16_t port_be) noexcept nogil:
     cdef uint32_t zero[4]
     cdef uint64_t pos
     cdef int32_t s

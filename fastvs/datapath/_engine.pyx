@@ -230,8 +230,6 @@ cdef dict _stats(const Stats* s):
             "inbytes": s.inbytes, "outbytes": s.outbytes}
 
 
-
-
 cdef class Engine:
     """One IPVS director's data path and state. Configure it, then feed it batches.
 

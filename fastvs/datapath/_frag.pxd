@@ -27,7 +27,7 @@ cdef inline bint frag_match(const FragEntry* e, const PacketMeta* m, int64_t now
 
 
 cdef inline cold_void frag_remember(EngineState* st, const PacketMeta* m, uint32_t idx,
-                               int direction) noexcept nogil:
+                                    int direction) noexcept nogil:
     """A first fragment was balanced: its later fragments will follow it."""
     cdef FragEntry* e = frag_set(st, m)
     cdef FragEntry* slot = e

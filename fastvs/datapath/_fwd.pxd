@@ -5,7 +5,8 @@ connection's packet_xmit once, when it is made, from its real server's method).
 A method is one file, ``_fwd_<name>.pxd``: ``<name>_xmit`` (the packet on to the real
 server), ``<name>_bind`` (the flags it gives a new connection) and its name.
 Registering it is its case in the three dispatchers below, the only place that
-dispatches on a method (inline tests of the code, not pointers: see _proto.pxd). The connection keeps the method it was bound to
+dispatches on a method (inline tests of the code, not pointers: see _proto.pxd).
+The connection keeps the method it was bound to
 (``Conn.fwd``, copied from its real server at creation, as the kernel copies the
 dest's conn_flags): a real server edited later does not change its connections.
 """

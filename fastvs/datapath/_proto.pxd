@@ -237,8 +237,8 @@ cdef inline uint64_t ip4_addr_rewrite(uint8_t* iph, uint32_t new_addr, int addr_
 
 
 cdef inline cold_void nat_rewrite(uint8_t* p, const PacketMeta* m, const uint32_t* new_addr,
-                             uint16_t new_port, int addr_off, int port_off,
-                             bint dec_ttl) noexcept nogil:
+                                  uint16_t new_port, int addr_off, int port_off,
+                                  bint dec_ttl) noexcept nogil:
     """Replace one address (IPv4 header offset ``addr_off``: 12 source, 16
     destination; in IPv6 8 and 24) and the matching port, fix the IP header checksum
     (IPv4) and the transport checksum with one address delta."""

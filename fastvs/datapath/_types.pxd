@@ -250,8 +250,9 @@ ctypedef struct ProtoArgs:
     uint16_t new_port
     int port_off             # nat: 0 source port, 2 destination port
     int direction            # state: DIR_INPUT / DIR_OUTPUT
-    int arg                  # state: secure_tcp on; schedule: sloppy_sctp;
-                             # new_conn_expected: conn_reuse_mode; active: the state
+    # arg: state: secure_tcp on; schedule: sloppy_sctp; new_conn_expected:
+    # conn_reuse_mode; active: the state
+    int arg
     # out
     int slot                 # set by the dispatcher: the protocol's registration slot
     const char* name         # info
