@@ -228,7 +228,7 @@ cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int r
         # a SYN for a connection that is finishing or whose server was quiesced
         pa.m = mp
         pa.c = c
-        if pp_is_new_conn(mp.proto, &pa):
+        if FV_UNLIKELY(pp_is_new_conn(mp.proto, &pa)):
             pa.arg = st.conn_reuse_mode
             if st.expire_nodest_conn and c.dest >= 0 and st.dests[c.dest].weight == 0:
                 conn_expire_now(st, idx)

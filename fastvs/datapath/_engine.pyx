@@ -16,7 +16,7 @@ from libc.stdlib cimport calloc, realloc, free
 from libc.string cimport memset, memcpy
 
 from fastvs.datapath._types cimport *
-from fastvs.datapath._packet cimport pkt_parse, FV_UNLIKELY
+from fastvs.datapath._packet cimport pkt_parse
 from fastvs.datapath._conntab cimport (ct_init, ct_destroy, ct_hash_pkt, ct_lookup, fv_hash_key,
                                        CT_NONE, CT_DIR_IN)
 from fastvs.datapath._proto cimport pp_info, PP_N, PP_TCP, PP_UDP, PP_SCTP

@@ -11,7 +11,7 @@ The connection keeps the method it was bound to
 dest's conn_flags): a real server edited later does not change its connections.
 """
 from libc.stdint cimport uint8_t
-from fastvs.datapath._types cimport FWD_MASQ, FWD_TUNNEL, FWD_DROUTE, FWD_LOCALNODE, Conn, Dest
+from fastvs.datapath._types cimport FV_LIKELY, FWD_MASQ, FWD_TUNNEL, FWD_DROUTE, FWD_LOCALNODE, Conn, Dest
 from fastvs.datapath._state cimport XmitArgs
 from fastvs.datapath._fwd_masq cimport masq_xmit, masq_bind, MASQ_NAME
 from fastvs.datapath._fwd_droute cimport droute_xmit, droute_bind, DROUTE_NAME
@@ -25,7 +25,7 @@ cdef enum:
 cdef inline int fwd_xmit(uint8_t method, XmitArgs* a) noexcept nogil:
     """packet_xmit of the bound method: the client's packet on to the real server;
     its verdict."""
-    if method == FWD_MASQ:
+    if FV_LIKELY(method == FWD_MASQ):
         return masq_xmit(a)
     if method == FWD_DROUTE:
         return droute_xmit(a)

@@ -40,14 +40,6 @@ cdef enum:
 
 cdef extern from *:
     """
-    #define FV_LIKELY(x) __builtin_expect(!!(x), 1)
-    #define FV_UNLIKELY(x) __builtin_expect(!!(x), 0)
-    """
-    bint FV_LIKELY(bint) nogil
-    bint FV_UNLIKELY(bint) nogil
-
-cdef extern from *:
-    """
     #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     #define FV_ETH_P_IP_RAW 0x0008
     #else

@@ -50,7 +50,7 @@ cdef enum:
 
 cdef inline int pp_parse(uint8_t proto, ProtoArgs* a) noexcept nogil:
     """the transport header (ip_vs_fill_iphdr's ports; PKT_OK or a verdict)."""
-    if proto == IPPROTO_TCP_:
+    if FV_LIKELY(proto == IPPROTO_TCP_):
         a.slot = PP_TCP
         return tcp_op_parse(a)
     if proto == IPPROTO_UDP_:
@@ -65,7 +65,7 @@ cdef inline int pp_parse(uint8_t proto, ProtoArgs* a) noexcept nogil:
 
 cdef inline int pp_schedule(uint8_t proto, ProtoArgs* a) noexcept nogil:
     """conn_schedule: 0 when the packet may make a connection, else its verdict."""
-    if proto == IPPROTO_TCP_:
+    if FV_LIKELY(proto == IPPROTO_TCP_):
         a.slot = PP_TCP
         return tcp_op_schedule(a)
     if proto == IPPROTO_UDP_:
@@ -80,7 +80,7 @@ cdef inline int pp_schedule(uint8_t proto, ProtoArgs* a) noexcept nogil:
 
 cdef inline int pp_is_new_conn(uint8_t proto, ProtoArgs* a) noexcept nogil:
     """is_new_conn: the packet opens a connection (a SYN, an INIT)."""
-    if proto == IPPROTO_TCP_:
+    if FV_LIKELY(proto == IPPROTO_TCP_):
         a.slot = PP_TCP
         return tcp_op_is_new_conn(a)
     if proto == IPPROTO_UDP_:
@@ -95,7 +95,7 @@ cdef inline int pp_is_new_conn(uint8_t proto, ProtoArgs* a) noexcept nogil:
 
 cdef inline int pp_new_conn_expected(uint8_t proto, ProtoArgs* a) noexcept nogil:
     """is_new_conn_expected: connection ``a.c`` may give way to a new one."""
-    if proto == IPPROTO_TCP_:
+    if FV_LIKELY(proto == IPPROTO_TCP_):
         a.slot = PP_TCP
         return tcp_op_new_conn_expected(a)
     if proto == IPPROTO_UDP_:
@@ -110,7 +110,7 @@ cdef inline int pp_new_conn_expected(uint8_t proto, ProtoArgs* a) noexcept nogil
 
 cdef inline int pp_state(uint8_t proto, ProtoArgs* a) noexcept nogil:
     """state_transition: the next state of ``a.c`` (its flags may change)."""
-    if proto == IPPROTO_TCP_:
+    if FV_LIKELY(proto == IPPROTO_TCP_):
         a.slot = PP_TCP
         return tcp_op_state(a)
     if proto == IPPROTO_UDP_:
@@ -125,7 +125,7 @@ cdef inline int pp_state(uint8_t proto, ProtoArgs* a) noexcept nogil:
 
 cdef inline int pp_active(uint8_t proto, ProtoArgs* a) noexcept nogil:
     """does state ``a.arg`` count as an active connection?."""
-    if proto == IPPROTO_TCP_:
+    if FV_LIKELY(proto == IPPROTO_TCP_):
         a.slot = PP_TCP
         return tcp_op_active(a)
     if proto == IPPROTO_UDP_:

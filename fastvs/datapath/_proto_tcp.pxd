@@ -198,8 +198,9 @@ cdef inline int tcp_op_schedule(ProtoArgs* a) noexcept nogil:
 
 
 cdef inline int tcp_op_is_new_conn(ProtoArgs* a) noexcept nogil:
-    """is_new_conn: the packet opens a connection"""
-    return (a.m.tcpflags & TH_SYN) != 0
+    """is_new_conn: the packet opens a connection (nonzero: the SYN bit itself, so the
+    caller's test is one instruction)"""
+    return a.m.tcpflags & TH_SYN
 
 
 cdef inline int tcp_op_new_conn_expected(ProtoArgs* a) noexcept nogil:
