@@ -132,7 +132,9 @@ def test_process_file(benchmark: Any, warm: Any, capture: Path, record: Any) -> 
 
 
 def test_memcpy_floor(benchmark: Any, warm: Any, record: Any) -> None:
-    from fastvs.datapath._stages import memcpy_floor
+    from benchmarks.cybuild import stages
+
+    memcpy_floor = stages().memcpy_floor
 
     src = warm.fwd.reshape(-1)
     dst = np.empty_like(src)

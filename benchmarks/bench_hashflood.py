@@ -3,7 +3,7 @@
 The connection table's hash is keyed with a per-process random seed (the kernel's
 ip_vs_conn_rnd). If an attacker knew the seed, they could choose clients whose keys all
 land in one bucket: every insert and lookup would walk one long cluster. This builds such
-clients for seed S (``fastvs.datapath._stages.colliding_clients``) and times the same traffic —
+clients for seed S (``colliding_clients`` of ``benchmarks/_stages.pyx``) and times the same traffic —
 their SYNs, then data from each — through an engine seeded with S and through one with a
 random seed, in one run. The ratio is what secrecy of the seed buys.
 
@@ -20,11 +20,13 @@ import struct
 import time
 
 import numpy as np
+from cybuild import stages  # benchmarks/, on sys.path as a script and under pytest
 
 from fastvs.capture.batch import PacketBatch
 from fastvs.control.director import Director
 from fastvs.control.rules import parse_rules
-from fastvs.datapath._stages import colliding_clients
+
+colliding_clients = stages().colliding_clients
 
 KNOWN_SEED = 0x5EED
 VIP = "10.10.0.1"

@@ -1,4 +1,4 @@
-"""One stage of the data path at a time (``fastvs.datapath._stages``), over a whole batch.
+"""One stage of the data path at a time (``benchmarks/_stages.pyx``), over a whole batch.
 
 Each stage runs the same inline functions the engine's loop runs, in a nogil loop timed
 inside (CLOCK_MONOTONIC); the figure recorded is that inner time (median of the rounds),
@@ -28,7 +28,12 @@ import pytest
 
 from fastvs import sched as _sched
 from fastvs.bench import run as bench
-from fastvs.datapath._stages import StageTable, memcpy_floor, parse, parse_metas, schedule
+
+from benchmarks.cybuild import stages
+
+_S = stages()  # built on demand: not part of the package
+StageTable, memcpy_floor, parse, parse_metas, schedule = (
+    _S.StageTable, _S.memcpy_floor, _S.parse, _S.parse_metas, _S.schedule)
 
 ROUNDS = 5
 

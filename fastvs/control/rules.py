@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from fastvs.datapath._engine import PROTO_NUMBERS
 from fastvs.errors import RulesError
 from fastvs.sched import NAMES
 
@@ -76,8 +77,9 @@ _SCHED_FLAGS: dict[str, tuple[int, str | None]] = {
     "mh-port": (SVC_F_SCHED2, "mh"),
 }
 
-PROTOS = ("tcp", "udp", "sctp", "fwmark")
-_PROTO_NUM = {"tcp": 6, "udp": 17, "sctp": 132, "fwmark": 0}
+# the protocols the engine registered (fastvs/datapath/_proto.pxd), with their numbers
+PROTOS = (*PROTO_NUMBERS, "fwmark")
+_PROTO_NUM = {**PROTO_NUMBERS, "fwmark": 0}
 _PROTO_OPT = {"tcp": "-t", "udp": "-u", "sctp": "--sctp-service"}
 FWDS = ("masq", "route", "tunnel")
 _FWD_OPT = {"masq": "-m", "route": "-g", "tunnel": "-i"}

@@ -20,7 +20,7 @@ packet is one comparison with the heap's top, never a scan of the table.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport calloc, free
-from fastvs.datapath._types cimport Conn, PacketMeta, CONN_F_TEMPLATE
+from fastvs.datapath._types cimport Conn, PacketMeta, CONN_F_TEMPLATE, FV_LIKELY
 from fastvs.datapath._bytes cimport ldraw16, ldraw32
 
 cdef extern from "_hash.h" nogil:
@@ -149,7 +149,7 @@ cdef inline bint same32(const void* a, const void* b) noexcept nogil:
 
 
 cdef inline uint64_t ct_hash_pkt(const ConnTable* t, const PacketMeta* m) noexcept nogil:
-    if m.af == 4:
+    if FV_LIKELY(m.af == 4):
         return fv_hash_v4(m.saddr[0], m.daddr[0], m.sport_be, m.dport_be, m.proto, t.seed)
     return fv_hash_key(m.saddr, m.daddr, m.sport_be, m.dport_be, m.proto, t.seed)
 

@@ -75,3 +75,26 @@ cdef inline uint64_t csum_diff2(uint16_t old, uint16_t new) noexcept nogil:
 cdef inline uint16_t csum_apply(uint16_t check, uint64_t diff) noexcept nogil:
     """RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), with the delta already summed."""
     return <uint16_t>~csum_fold(<uint64_t>(<uint16_t>~check) + diff)
+
+
+cdef inline uint16_t be16(uint16_t v) noexcept nogil:
+    return <uint16_t>((v >> 8) | (v << 8))
+
+
+cdef inline uint64_t csum_diff_addr(const uint32_t* old, const uint32_t* new, int af) noexcept nogil:
+    """Accumulator delta for replacing an address (one word for IPv4, four for IPv6)."""
+    cdef uint64_t d = csum_diff4(old[0], new[0])
+    if af == 6:
+        d += csum_diff4(old[1], new[1]) + csum_diff4(old[2], new[2]) + csum_diff4(old[3], new[3])
+    return d
+
+
+cdef inline uint64_t pseudo_sum(const uint8_t* iph, int af, uint32_t l4len,
+                                uint8_t proto) noexcept nogil:
+    """The pseudo-header's part of a transport checksum, as the header stands now."""
+    cdef uint64_t s
+    if af == 4:
+        s = <uint64_t>ldraw32(iph + 12) + ldraw32(iph + 16)
+    else:
+        s = csum_partial(iph + 8, 32, 0)
+    return s + be16(<uint16_t>proto) + be16(<uint16_t>l4len) + be16(<uint16_t>(l4len >> 16))

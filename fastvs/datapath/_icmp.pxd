@@ -16,9 +16,9 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 from fastvs.datapath._types cimport *
 from fastvs.datapath._bytes cimport ld16, ldraw16, ldraw32, straw16, straw32
-from fastvs.datapath._csum cimport (csum_fold, csum_partial, csum_diff4, csum_diff2, csum_apply,
-                                    ip_send_check)
-from fastvs.datapath._proto cimport csum_diff_addr, pseudo_sum
+from fastvs.datapath._csum cimport (csum_fold, csum_partial, csum_diff2, csum_apply, ip_send_check,
+                                    csum_diff_addr, pseudo_sum)
+from fastvs.datapath._proto cimport pp_handles
 
 
 cdef inline bint icmp_is_error(const PacketMeta* m, uint8_t icmp_type) noexcept nogil:
@@ -30,7 +30,7 @@ cdef inline bint icmp_is_error(const PacketMeta* m, uint8_t icmp_type) noexcept 
 cdef inline int icmp_inner(const uint8_t* p, const PacketMeta* m, PacketMeta* im) noexcept nogil:
     """Parse the quoted header; fill ``im`` as the *reverse* packet (so that a
     connection lookup with it finds the connection the quoted packet belonged to).
-    Returns 0 when the quote names a TCP/UDP flow, -1 otherwise."""
+    Returns 0 when the quote names a flow of a registered protocol, -1 otherwise."""
     cdef uint32_t q = m.l4off + 8
     cdef uint32_t end = m.l3off + m.l3len
     cdef uint32_t ihl, off, hlen
@@ -79,7 +79,7 @@ cdef inline int icmp_inner(const uint8_t* p, const PacketMeta* m, PacketMeta* im
         im.l4off = off
         if off + 8 > end:
             return -1
-    if im.proto != IPPROTO_TCP_ and im.proto != IPPROTO_UDP_ and im.proto != IPPROTO_SCTP_:
+    if not pp_handles(im.proto):
         return -1
     im.dport_be = ldraw16(p + im.l4off)
     im.sport_be = ldraw16(p + im.l4off + 2)

@@ -2,7 +2,7 @@
 """Parse a frame's link, IP and TCP/UDP headers into a PacketMeta (ip_vs_fill_iphdr).
 
 Every read is checked against the captured length first. The result is PKT_OK for an
-IPVS candidate (TCP/UDP over IPv4 with the L4 header captured) or the verdict for
+IPVS candidate (a registered protocol over IPv4 or IPv6 with its header captured) or the verdict for
 anything else: a pass code for traffic IPVS does not look at, a drop code for what the
 kernel's ip_rcv would refuse. Nothing here allocates or touches a Python object.
 """
@@ -11,7 +11,7 @@ from fastvs.datapath._types cimport *
 from libc.string cimport memcpy
 from fastvs.datapath._bytes cimport ld16, ld32, ldraw16, ldraw32
 from fastvs.datapath._csum cimport ip_csum_ok
-from fastvs.datapath._sctp cimport sctp_parse
+from fastvs.datapath._proto cimport pp_parse
 
 # Link types (LINKTYPE_* numbers as pcap stores them)
 cdef enum:
@@ -37,14 +37,6 @@ cdef enum:
 # Most VLAN tags followed before giving up (bounds the loop on hostile frames)
 cdef enum:
     MAX_VLAN_TAGS = 8
-
-cdef extern from *:
-    """
-    #define FV_LIKELY(x) __builtin_expect(!!(x), 1)
-    #define FV_UNLIKELY(x) __builtin_expect(!!(x), 0)
-    """
-    bint FV_LIKELY(bint) nogil
-    bint FV_UNLIKELY(bint) nogil
 
 cdef extern from *:
     """
@@ -162,35 +154,26 @@ cdef enum:
 
 cdef inline int parse_l4(const uint8_t* p, uint32_t caplen, uint32_t l4, uint32_t dgram_end,
                          PacketMeta* m) noexcept nogil:
-    """TCP/UDP header of a datagram ending at ``dgram_end``; ICMP/ICMPv6 type and code."""
-    if FV_LIKELY(m.proto == IPPROTO_TCP_):     # tested first, not in a switch's order
-        if l4 + 20 > dgram_end:
-            return V_DROP_L4_MALFORMED
-        if l4 + 20 > caplen:
-            return V_DROP_L4_TRUNCATED
-        # IPVS reads the 20-byte header only: a bad data offset is the real
-        # server's business (the kernel forwards such a SYN and makes a connection)
-        m.tcpflags = p[l4 + 13]
-    elif m.proto == IPPROTO_UDP_:
-        if l4 + 8 > dgram_end:
-            return V_DROP_L4_MALFORMED
-        if l4 + 8 > caplen:
-            return V_DROP_L4_TRUNCATED
-        m.tcpflags = 0
-    elif m.proto == IPPROTO_SCTP_:
-        return sctp_parse(p, caplen, l4, dgram_end, m)     # ports, first chunk in tcpflags
-    elif m.proto == IPPROTO_ICMP_ or m.proto == IPPROTO_ICMPV6_:
+    """The transport header of a datagram ending at ``dgram_end``, by its protocol's
+    parser (_proto.pxd; TCP is tested first); ICMP/ICMPv6 type and code."""
+    cdef ProtoArgs a
+    cdef int rc
+    a.p = <uint8_t*>p
+    a.m = m
+    a.caplen = caplen
+    a.l4 = l4
+    a.dgram_end = dgram_end
+    rc = pp_parse(m.proto, &a)
+    if FV_LIKELY(rc != PP_NOPROTO):
+        return rc
+    if m.proto == IPPROTO_ICMP_ or m.proto == IPPROTO_ICMPV6_:
         if l4 + 8 > dgram_end or l4 + 8 > caplen:
             return V_PASS_PROTO
         m.tcpflags = 0
         m.sport_be = 0
         m.dport_be = 0
         return PKT_ICMP
-    else:
-        return V_PASS_PROTO
-    m.sport_be = ldraw16(p + l4)
-    m.dport_be = ldraw16(p + l4 + 2)
-    return PKT_OK
+    return V_PASS_PROTO
 
 
 cdef inline int parse_ipv6(const uint8_t* p, uint32_t caplen, uint32_t wirelen, uint32_t l3,

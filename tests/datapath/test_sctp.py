@@ -1,12 +1,12 @@
-"""SCTP (issue 3 part 9): fastvs/datapath/_sctp.pxd against the kernel's definitions
+"""SCTP: fastvs/datapath/_proto_sctp.pxd against the kernel's definitions
 (net/netfilter/ipvs/ip_vs_proto_sctp.c and ip_vs_core.c, Linux 6.1) and the CRC32c
 against RFC 3720 / RFC 4960 vectors, dpkt's implementation and real captures.
 
-The parts that run on their own go through fastvs.datapath._sctp_test (def wrappers around
-the .pxd). The end-to-end cases at the bottom need the engine to balance SCTP
-services; until its owner wires _sctp.pxd in (docs/sctp-integration.md) the
-Director refuses an ``--sctp-service`` rule with RulesError, and those cases are
-skipped: that is the only skip here, and it turns itself off with the integration.
+The parts that run on their own go through tests/datapath/_sctp_test.pyx (def wrappers
+around the .pxd, built on demand by benchmarks/cybuild.py; it does not ship in the
+package). The end-to-end cases at the bottom run SCTP services through the engine,
+where the protocol is registered in _proto.pxd like TCP and UDP
+(docs/sctp-integration.md).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+import sys
 from pathlib import Path
 
 import dpkt
@@ -22,10 +23,15 @@ import pytest
 
 from fastvs import verdicts as V
 from fastvs.control.rules import parse_rules
-from fastvs.datapath import _sctp_test as S
-from fastvs.errors import RulesError
 
 from packets import CLIENT_MAC, DIR_MAC
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from benchmarks.cybuild import load_pyx  # noqa: E402
+
+S = load_pyx(Path(__file__).with_name("_sctp_test.pyx"))
 
 PKT_OK = 255
 INPUT, OUTPUT, INPUT_ONLY = 0, 1, 2
@@ -429,23 +435,7 @@ def test_real_capture_dnat_snat_every_packet(real_dir: Path) -> None:
             assert S.csum_ok(bytes(buf), linktype) and wire_crc_ok(bytes(buf))
 
 
-# -- through the engine (on once _engine.pyx balances SCTP) --------------------------------
-
-def _engine_has_sctp() -> bool:
-    from fastvs.control.director import Director
-    try:
-        Director(parse_rules(f"-A --sctp-service {VIP}:3868 -s rr\n"
-                             f"-a --sctp-service {VIP}:3868 -r {RIP}:13868 -m\n"), seed=1)
-    except RulesError:
-        return False
-    return True
-
-
-engine_has_sctp = _engine_has_sctp()
-needs_engine = pytest.mark.skipif(
-    not engine_has_sctp,
-    reason="the engine does not balance SCTP yet (docs/sctp-integration.md): the "
-           "Director refuses --sctp-service; these cases turn on with the integration")
+# -- through the engine --------------------------------------------------------------------
 
 RULES = f"""
 -A --sctp-service {VIP}:3868 -s rr
@@ -463,7 +453,6 @@ def _conn(d) -> dict | None:
     return d.lookup("sctp", CL, 40000, VIP, 3868)
 
 
-@needs_engine
 def test_engine_association_nat() -> None:
     """An association through the director: DNAT/SNAT with valid CRCs, the kernel's
     states, ESTABLISHED counted active."""
@@ -495,7 +484,6 @@ def test_engine_association_nat() -> None:
         assert c["active"] == (state == "ESTABLISHED")
 
 
-@needs_engine
 def test_engine_only_init_schedules() -> None:
     """A DATA chunk with no association is not IPVS's (NF_ACCEPT, no connection);
     an ABORT neither."""
@@ -506,7 +494,6 @@ def test_engine_only_init_schedules() -> None:
         assert _conn(d) is None
 
 
-@needs_engine
 def test_engine_init_replaces_closed_association() -> None:
     """conn_reuse_mode: an INIT for a CLOSED association makes a new connection."""
     d = _director()
@@ -517,7 +504,6 @@ def test_engine_init_replaces_closed_association() -> None:
     assert v == [V.FWD_IN] and _conn(d)["state"] == "INIT1"
 
 
-@needs_engine
 def test_engine_timeouts_follow_the_state() -> None:
     d = _director()
     d.process_packets([sctp_frame(CL, 40000, VIP, 3868, [chunk(INIT, bytes(16))])], [0])

@@ -1,11 +1,12 @@
 # cython: language_level=3
-"""Python handles on fastvs.datapath._sctp for the tests (tests/test_sctp.py); the data path
-cimports the .pxd directly and never imports this module."""
+"""Python handles on fastvs/datapath/_proto_sctp.pxd for tests/datapath/test_sctp.py, built
+on demand by benchmarks/cybuild.py (not part of the package); the data path cimports the
+.pxd directly."""
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from libc.string cimport memset
 from fastvs.datapath._types cimport *
 from fastvs.datapath._packet cimport pkt_parse
-from fastvs.datapath._sctp cimport (
+from fastvs.datapath._proto_sctp cimport (
                                     SCTP_S_LAST, SCTP_EV_LAST, SCTP_CT_COOKIE_ABORT, SCTP_CT_REMAPPED_255,
                                     fv_crc32c, fv_crc32c_sw, fv_crc32c_shift, fv_crc32c_hw_active,
                                     fv_sctp_active, fv_sctp_timeouts, fv_sctp_state_names,

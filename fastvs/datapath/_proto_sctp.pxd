@@ -3,6 +3,9 @@
 checksum after NAT (the roles of net/netfilter/ipvs/ip_vs_proto_sctp.c, Linux 6.1,
 and the SCTP cases of is_new_conn / is_new_conn_expected in ip_vs_core.c).
 
+Everything the engine uses is reached through ``sctp_do`` (one operation code per
+member of struct ip_vs_protocol, see ``_types.pxd``), registered in ``_proto.pxd``.
+
 What the parser leaves in ``PacketMeta.tcpflags`` for an SCTP packet (the "chunk
 byte", an input of every function here):
 
@@ -379,3 +382,50 @@ cdef inline int sctp_nat_port(uint8_t* p, const PacketMeta* m, uint16_t new_port
         return 1
     sctp_csum_adjust(p, m, old_port, new_port, port_off)
     return 2
+
+
+cdef inline int sctp_op_parse(ProtoArgs* a) noexcept nogil:
+    """the transport header: ports and flags into ``a.m``; PKT_OK or a verdict"""
+    return sctp_parse(a.p, a.caplen, a.l4, a.dgram_end, a.m)   # first chunk in tcpflags
+
+
+cdef inline int sctp_op_state(ProtoArgs* a) noexcept nogil:
+    """state_transition: the next state (and ``a.c``'s flags)"""
+    return sctp_next_state(sctp_table(a.direction, &a.c.flags), a.c.state, a.m.tcpflags)
+
+
+cdef inline int sctp_op_active(ProtoArgs* a) noexcept nogil:
+    """does state ``a.arg`` count as an active connection?"""
+    return sctp_state_active(<uint8_t>a.arg)
+
+
+cdef inline int sctp_op_nat(ProtoArgs* a) noexcept nogil:
+    """snat/dnat_handler: write the port, fix the checksum"""
+    # no pseudo-header: only a port change touches the packet (CRC32c)
+    sctp_nat_port(a.p, a.m, a.new_port, a.port_off)
+    return 0
+
+
+cdef inline int sctp_op_schedule(ProtoArgs* a) noexcept nogil:
+    """conn_schedule: 0 when the packet may make a connection, else its verdict"""
+    # sctp_conn_schedule accepts a packet it will not schedule: not IPVS's
+    return 0 if sctp_can_schedule(a.m.tcpflags, a.arg) else V_PASS_NOT_SERVICE
+
+
+cdef inline int sctp_op_is_new_conn(ProtoArgs* a) noexcept nogil:
+    """is_new_conn: the packet opens a connection"""
+    return sctp_is_new_conn(a.m.tcpflags)
+
+
+cdef inline int sctp_op_new_conn_expected(ProtoArgs* a) noexcept nogil:
+    """is_new_conn_expected: ``a.c`` may be replaced by a new connection"""
+    return sctp_new_conn_expected(a.c)
+
+
+cdef inline int sctp_op_info(ProtoArgs* a) noexcept nogil:
+    """the protocol's name, states and default timeouts; returns its number"""
+    a.name = b"sctp"
+    a.nstates = SCTP_S_LAST
+    a.state_names = fv_sctp_state_names
+    a.timeouts = fv_sctp_timeouts
+    return IPPROTO_SCTP_

@@ -2,13 +2,15 @@
 """One stage of the data path at a time, over a whole batch, for the benchmarks.
 
 Each loop runs without the GIL and calls the same inline functions the engine's batch
-loop calls (``pkt_parse``, ``ct_hash_pkt``/``ct_lookup``, the TCP state table and
-``ct_expire_at``, ``nat_dnat``, a scheduler's ``pick``), so a stage's time here is its
-share of ``Engine.process``. Every entry point returns the nanoseconds measured inside,
+loop calls (``pkt_parse``, ``ct_hash_pkt``/``ct_lookup``, ``set_state`` (the protocol's
+state step, the counters and the timeout) and ``ct_expire_at``, ``nat_dnat``, a
+scheduler's ``pick``), so a stage's time here is its share of ``Engine.process``.
+Every entry point returns the nanoseconds measured inside,
 around the nogil loop only (CLOCK_MONOTONIC); what a stage needs first (parsed packets,
 a filled connection table, the connection of each packet) is prepared untimed.
 
-Not part of the public API: ``fastvs.bench.run`` and ``benchmarks/bench_stages.py`` use it.
+Not part of the package: built on demand by ``benchmarks/cybuild.py`` (``stages()``)
+for ``benchmarks/bench_stages.py``, ``benchmarks/bench_hashflood.py`` and the tests.
 """
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
@@ -21,11 +23,15 @@ from fastvs.datapath._packet cimport pkt_parse
 from fastvs.datapath._conntab cimport (ConnTable, ct_init, ct_destroy, ct_hash_pkt, ct_lookup,
                                        ct_alloc, ct_link, ct_expire_at, CT_NONE, CT_DIR_IN,
                                        fv_hash_key)
-from fastvs.datapath._proto cimport (fv_tcp_states, tcp_state_idx, nat_dnat, nat_snat,
-                                     TCP_TBL_INPUT, TCP_TBL_OUTPUT)
+from fastvs.datapath._proto cimport nat_dnat, nat_snat
+from fastvs.datapath._proto_tcp cimport fv_tcp_next_init, fv_tcp_timeouts
+from fastvs.datapath._proto_udp cimport fv_udp_timeouts
+from fastvs.datapath._proto cimport PP_TCP, PP_UDP
+from fastvs.datapath._state cimport EngineState, NS
+from fastvs.datapath._core cimport set_state
 from fastvs.sched._base cimport SchedOps
 
-cdef int64_t NS = 1000000000
+fv_tcp_next_init()
 
 
 cdef inline int64_t now_ns() noexcept nogil:
@@ -130,13 +136,19 @@ cdef class StageTable:
     """A connection table filled straight from parsed packets (no scheduler, no
     service): each candidate packet's 5-tuple becomes one connection to ``rip:rport``."""
     cdef ConnTable ct
+    cdef EngineState st          # what set_state reads: the timeouts, secure_tcp
     cdef int64_t now
 
     def __cinit__(self, unsigned int capacity, unsigned long long seed=1):
+        cdef int i
         if capacity < 1 or capacity > (1 << 30):
             raise ValueError("capacity out of range")
         if ct_init(&self.ct, capacity, seed) != 0:
             raise MemoryError()
+        memset(&self.st, 0, sizeof(EngineState))
+        for i in range(TCP_S_LAST):
+            self.st.timeout[PP_TCP][i] = <int64_t>fv_tcp_timeouts[i] * NS
+        self.st.timeout[PP_UDP][0] = <int64_t>fv_udp_timeouts[0] * NS
         self.now = 0
 
     def __dealloc__(self):
@@ -208,11 +220,11 @@ cdef class StageTable:
         return t1 - t0, hits
 
     def state(self, Metas ms, int64_t now_ns_=0):
-        """ip_vs_set_state's table step and the timer update for every packet that
-        found its connection: flag class, transition, timeout, ct_expire_at. Returns ns."""
+        """The engine's state step and timer update for every packet that found its
+        connection: set_state (the protocol's transition, the active/inactive move,
+        the new state's timeout), then ct_expire_at. Returns ns."""
         cdef Py_ssize_t i
         cdef int64_t t0, t1
-        cdef int fidx
         cdef Conn* c
         cdef int64_t now = max(now_ns_, self.now)
         self.now = now
@@ -222,11 +234,7 @@ cdef class StageTable:
                 if ms.idx[i] == CT_NONE:
                     continue
                 c = &self.ct.conns[ms.idx[i]]
-                fidx = tcp_state_idx(ms.m[i].tcpflags)
-                if fidx >= 0:
-                    c.state = fv_tcp_states[TCP_TBL_OUTPUT if ms.dirn[i] else TCP_TBL_INPUT][fidx][c.state]
-                else:
-                    c.state = TCP_S_CLOSE
+                set_state(&self.st, c, DIR_OUTPUT if ms.dirn[i] else DIR_INPUT, &ms.m[i])
                 ct_expire_at(&self.ct, ms.idx[i], now + c.timeout)
             t1 = now_ns()
         return t1 - t0

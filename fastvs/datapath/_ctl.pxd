@@ -1,0 +1,132 @@
+# cython: language_level=3
+"""What the data path reads of the control plane (the role of ip_vs_ctl.c): the
+service table and its lookup, the firewall-mark classifier that feeds it, and the
+flood defenses (update_defense_level, ip_vs_random_dropentry, ip_vs_todrop).
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
+from fastvs.datapath._types cimport *
+from fastvs.datapath._conntab cimport addr_eq, fv_hash_key
+from fastvs.datapath._state cimport EngineState, MarkRule
+from fastvs.datapath._conn cimport conn_expire_now
+
+
+# -- services ---------------------------------------------------------------------------
+
+cdef inline cold_i32 svc_find(const EngineState* st, uint8_t proto, const uint32_t* addr,
+                              uint16_t port_be) noexcept nogil:
+    cdef uint32_t zero[4]
+    cdef uint64_t pos
+    cdef int32_t s
+    if st.nsvcs == 0:
+        return -1
+    zero[0] = 0
+    zero[1] = 0
+    zero[2] = 0
+    zero[3] = 0
+    pos = fv_hash_key(addr, zero, port_be, 0, proto, st.ct.seed) & st.svc_mask
+    while True:
+        s = st.svc_hash[pos]
+        if s == 0:
+            return -1
+        s -= 1
+        if st.svcs[s].proto == proto and st.svcs[s].port_be == port_be \
+                and addr_eq(st.svcs[s].addr, addr):
+            return s
+        pos = (pos + 1) & st.svc_mask
+
+
+cdef inline bint masked_eq(const uint32_t* a, const uint32_t* net, const uint32_t* mask) noexcept nogil:
+    return ((a[0] & mask[0]) == net[0] and (a[1] & mask[1]) == net[1]
+            and (a[2] & mask[2]) == net[2] and (a[3] & mask[3]) == net[3])
+
+
+cdef inline uint32_t classify(const EngineState* st, const PacketMeta* m) noexcept nogil:
+    """The packet's firewall mark: the last matching rule's, as MARK targets overwrite."""
+    cdef uint32_t mark = 0
+    cdef int32_t i
+    cdef const MarkRule* r
+    for i in range(st.nmarks):
+        r = &st.marks[i]
+        if (r.af == m.af and (r.proto == 0 or r.proto == m.proto)
+                and (r.port_be == 0 or r.port_be == m.dport_be)
+                and masked_eq(m.daddr, r.addr, r.mask)):
+            mark = r.mark
+    return mark
+
+
+cdef inline int32_t svc_lookup(const EngineState* st, const PacketMeta* m, uint32_t* fwmark) noexcept nogil:
+    """ip_vs_service_find: by firewall mark first, then <proto, addr, port>, then the
+    catch-all port zero."""
+    cdef int32_t s, i
+    fwmark[0] = 0
+    if st.nfwm_svcs and st.nmarks:
+        fwmark[0] = classify(st, m)
+        if fwmark[0]:
+            for i in range(st.nsvcs):
+                if st.svcs[i].fwmark == fwmark[0] and st.svcs[i].af == m.af:
+                    return i
+    s = svc_find(st, m.proto, m.daddr, m.dport_be)
+    if s < 0 and st.nnull_svcs:
+        s = svc_find(st, m.proto, m.daddr, 0)
+    return s
+
+
+cdef inline bint is_local_addr(const EngineState* st, const uint32_t* addr) noexcept nogil:
+    cdef int32_t i
+    for i in range(st.nsvcs):
+        if addr_eq(st.svcs[i].addr, addr):
+            return True
+    return False
+
+
+# -- flood defenses -------------------------------------------------------------------
+
+cdef inline void update_defense(EngineState* st) noexcept nogil:
+    """update_defense_level + the drop_entry part of defense_work_handler, once a
+    second: with few free slots left, refuse some new connections (drop_packet) and
+    drop random half-open TCP entries (drop_entry)."""
+    cdef uint32_t avail = st.ct.capacity - st.ct.count
+    cdef bint low = avail < st.amemthresh
+    cdef uint32_t _, idx, nscan
+    cdef Conn* c
+    if st.drop_packet_mode == 3:
+        st.drop_rate = st.am_droprate
+    elif st.drop_packet_mode == 1 and low:
+        st.drop_rate = st.amemthresh // (st.amemthresh - avail)
+        if st.drop_rate < 1:
+            st.drop_rate = 1
+        if st.drop_counter == 0 or st.drop_counter > st.drop_rate:
+            st.drop_counter = st.drop_rate
+    else:
+        st.drop_rate = 0
+    st.secure_tcp_on = st.secure_tcp_mode == 3 or (st.secure_tcp_mode == 1 and low)
+    st.drop_entry_on = st.drop_entry_mode == 3 or (st.drop_entry_mode == 1 and low)
+    if not st.drop_entry_on:
+        return
+    # ip_vs_random_dropentry: look at 1/32 of the table at random; entries still in
+    # the handshake (SYN_RECV, SYNACK) and controlling nothing go
+    nscan = st.ct.capacity >> 5
+    if nscan == 0:
+        nscan = st.ct.capacity
+    for _ in range(nscan):
+        st.rnd ^= st.rnd << 13
+        st.rnd ^= st.rnd >> 7
+        st.rnd ^= st.rnd << 17
+        idx = <uint32_t>(st.rnd % st.ct.capacity)
+        c = &st.ct.conns[idx]
+        if not (c.in_use & 2) or (c.in_use & 4) or c.n_control or c.proto != IPPROTO_TCP_:
+            continue
+        if c.state == TCP_S_SYN_RECV or c.state == TCP_S_SYNACK:
+            conn_expire_now(st, idx)
+            st.entries_dropped += 1
+
+
+cdef inline bint todrop(EngineState* st) noexcept nogil:
+    """ip_vs_todrop: with drop_rate N, one new connection in N is refused."""
+    if not st.drop_rate:
+        return False
+    st.drop_counter -= 1
+    if st.drop_counter > 0:
+        return False
+    st.drop_counter = st.drop_rate
+    return True
