@@ -14,7 +14,7 @@ frames/s forwarded (a client blasting 18-byte datagrams over 64 flows; counted a
 real servers' interfaces). Prints a table with the ratios fastvs/kernel. Needs root,
 ``ip netns``, ``wrk`` and ``nft``; run as a script::
 
-    python benchmarks/bench_forward.py [--seconds 5] [--workers 1 2] [--io ring-v2 ring-v3 mmsg]
+    python benchmarks/bench_forward.py [--seconds 5] [--workers 1 2] [--io ring-v2 ring-v3 mmsg xdp]
         [--repeat 3] [--json out.json]
 
 Nothing is asserted; pytest collects no test from this file.
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conns", type=int, default=50, help="wrk connections")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--io", nargs="+", default=["ring-v2", "ring-v3", "mmsg"],
-                    choices=("ring-v2", "ring-v3", "mmsg"),
+                    choices=("ring-v2", "ring-v3", "mmsg", "xdp"),
                     help="fastvs receive paths to measure")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds (each measures every column once, in turn); the table "

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastvs.errors import FastvsError, OptionError, RulesError
 
-IO_KINDS = ("ring-v2", "ring-v3", "mmsg")  # the I/O backends (fastvs/live/io.py)
+IO_KINDS = ("ring-v2", "ring-v3", "mmsg", "xdp")  # the I/O backends (fastvs/live/io.py)
 
 
 class ForwardError(FastvsError):

@@ -35,6 +35,7 @@ BACKENDS: dict[str, str] = {
     "ring-v2": "fastvs.live.afpacket",
     "ring-v3": "fastvs.live.afpacket",
     "mmsg": "fastvs.live.afpacket",
+    "xdp": "fastvs.live.afxdp",
 }
 
 

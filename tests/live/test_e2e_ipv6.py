@@ -48,7 +48,14 @@ def curl6(t: Topology, n: int) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("io", ["ring-v3", "ring-v2", "mmsg"])
+XDP_IPV6 = pytest.mark.xfail(
+    strict=True, reason="the XDP program (fastvs/live/xdp/program.py) redirects every IPv6 frame from a "
+    "real server or to a VIP, ICMPv6 neighbour solicitations/advertisements included, even with "
+    "steer_l2=False: the real servers' NAs never reach the stack's ND socket, so no real server MAC "
+    "is learnt (ARP is not IP, so IPv4 works); the program must pass ICMPv6 types 133-137 first")
+
+
+@pytest.mark.parametrize("io", ["ring-v3", "ring-v2", "mmsg", pytest.param("xdp", marks=XDP_IPV6)])
 def test_e2e_ipv6_curl_alternates_between_real_servers(topo: Topology, io: str) -> None:
     rules = topo.tmp / f"rules6-{io}.txt"
     rules.write_text(topo.rules_text(ipv6=True))
@@ -68,6 +75,8 @@ def test_e2e_ipv6_curl_alternates_between_real_servers(topo: Topology, io: str) 
                          10, "the replies in the client's capture", until=lambda k: k >= 20 * 3 + 4)
             finally:
                 stop_tcpdump(dump)
+    if io == "xdp":  # the frames really went through AF_XDP (no fallback line)
+        assert "AF_XDP unavailable" not in err, err[-2000:]
     # rr over the two IPv6 real servers, every request answered
     assert all(g in ("rs1", "rs2") for g in got), (got, err)
     assert all(a != b for a, b in zip(got, got[1:], strict=False)), got

@@ -1,0 +1,37 @@
+"""Stub for the compiled AF_XDP frame I/O (fastvs/live/_afxdp.pyx)."""
+
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+from typing_extensions import Self, disjoint_base
+
+from fastvs.live._l2 import L2Stage
+from fastvs.live.xdp._xsk import XskSocket
+
+COUNTER_NAMES: tuple[str, ...]
+
+@disjoint_base
+class XdpPump:
+    buf: memoryview | None
+    off: npt.NDArray[np.uint32]
+    caplen: npt.NDArray[np.uint32]
+    wirelen: npt.NDArray[np.uint32]
+    ts: npt.NDArray[np.int64]
+    linktype: npt.NDArray[np.uint16]
+    verdict: npt.NDArray[np.uint8]
+    l2: L2Stage
+    client: XskSocket
+    server: XskSocket
+    def __new__(
+        cls, client: XskSocket, server: XskSocket, l2: L2Stage, *, batch: int = 256, max_frame: int = 1518
+    ) -> Self: ...
+    def close(self) -> None: ...
+    def watch(self, fds: Iterable[int]) -> None: ...
+    def fds(self) -> list[int]: ...
+    def receive(self, timeout_ms: int = 100) -> int: ...
+    def transmit(self, n: int) -> None: ...
+    def release(self) -> None: ...
+    @property
+    def aux_ready(self) -> int: ...
+    def counters(self) -> dict[str, int]: ...
