@@ -48,14 +48,7 @@ def curl6(t: Topology, n: int) -> list[str]:
     return out
 
 
-XDP_IPV6 = pytest.mark.xfail(
-    strict=True, reason="the XDP program (fastvs/live/xdp/program.py) redirects every IPv6 frame from a "
-    "real server or to a VIP, ICMPv6 neighbour solicitations/advertisements included, even with "
-    "steer_l2=False: the real servers' NAs never reach the stack's ND socket, so no real server MAC "
-    "is learnt (ARP is not IP, so IPv4 works); the program must pass ICMPv6 types 133-137 first")
-
-
-@pytest.mark.parametrize("io", ["ring-v3", "ring-v2", "mmsg", pytest.param("xdp", marks=XDP_IPV6)])
+@pytest.mark.parametrize("io", ["ring-v3", "ring-v2", "mmsg", "xdp"])
 def test_e2e_ipv6_curl_alternates_between_real_servers(topo: Topology, io: str) -> None:
     rules = topo.tmp / f"rules6-{io}.txt"
     rules.write_text(topo.rules_text(ipv6=True))

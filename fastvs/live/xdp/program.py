@@ -124,6 +124,17 @@ def build(addr4_fd: int, addr6_fd: int, xsk_fd: int, stats_fd: int, steer_l2: bo
     # IPv6: destination (38), source (22); then ICMPv6 NS/NA: target (62)
     a.label("ip6")
     need(54, "short")
+    if not steer_l2:
+        # neighbour discovery (ICMPv6 133-137 right after the header) stays with the
+        # stack, as ARP does: the ND socket learns the real servers' MACs from it
+        a.ldx(1, R2, R7, 20)                  # next header
+        a.jmp("jne", R2, 58, "ip6_addr")
+        need(55, "ip6_addr")
+        a.ldx(1, R2, R7, 54)                  # ICMPv6 type
+        a.jmp("jlt", R2, 133, "ip6_addr")
+        a.jmp("jgt", R2, 137, "ip6_addr")
+        a.ja("other")
+        a.label("ip6_addr")
     lookup(addr6_fd, 38, 16, "ip6_src")
     a.jmp("jset", R1, F_DST, "redir_vip")
     a.label("ip6_src")
@@ -210,6 +221,8 @@ def model(frame: bytes, addr4: Mapping[bytes, int], addr6: Mapping[bytes, int],
     if et == ETH_P_IPV6:
         if len(frame) < 54:
             return PASS_SHORT
+        if not steer_l2 and frame[20] == 58 and len(frame) >= 55 and 133 <= frame[54] <= 137:
+            return PASS_OTHER
         if addr6.get(frame[38:54], 0) & F_DST:
             return REDIR_VIP
         if addr6.get(frame[22:38], 0) & F_SRC:
