@@ -491,7 +491,7 @@ FORWARD_BAD = [
     (["--ring-tov-ms", "0"], "--ring-tov-ms"),
     (["--addr", "somewhere"], "--addr"),
     (["--client-gw", "224.0.0.1"], "--client-gw"),
-    (["--io", "xdp"], "--io"),
+    (["--io", "dpdk"], "--io"),
     (["--workers", "many"], "--workers"),
     (["--capacity", "0"], "--capacity"),
     (["--stats-every", "-1"], "--stats-every"),
