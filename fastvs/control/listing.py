@@ -364,46 +364,38 @@ def format_rate(
     )
 
 
+def _counter_table(
+    services: Iterable[ServiceEntry | Mapping[str, Any]], size: int, sort: bool,
+    columns: Sequence[tuple[str, str, int]],
+) -> str:
+    """A per-real-server table of integer columns ``(title, key, width)`` after the
+    service line, as ipvsadm's --thresholds and --persistent-conn views print."""
+    titles = " ".join(f"{title:<{width}}" for title, _, width in columns)
+    out = [_header(size), f"{'Prot LocalAddress:Port':<33} {titles}\n  -> RemoteAddress:Port\n"]
+    for svc in _sorted_services(services, sort):
+        out.append(f"{_svc_name(svc)}\n")
+        for rs in _sorted_reals(svc, sort):
+            cells = " ".join(f"{int(rs.get(key, 0)):<{width}d}" for _, key, width in columns)
+            out.append(f"  -> {_dest_name(rs):<28} {cells}\n")
+    return "".join(out)
+
+
 def format_thresholds(
     services: Iterable[ServiceEntry | Mapping[str, Any]], size: int = 4096, *, sort: bool = True
 ) -> str:
     """``ipvsadm -L -n --thresholds``."""
-    out = [
-        _header(size),
-        f"{'Prot LocalAddress:Port':<33} {'Uthreshold':<10} {'Lthreshold':<10} "
-        f"{'ActiveConn':<10} {'InActConn':<10}\n  -> RemoteAddress:Port\n",
-    ]
-    for svc in _sorted_services(services, sort):
-        out.append(f"{_svc_name(svc)}\n")
-        for rs in _sorted_reals(svc, sort):
-            out.append(
-                f"  -> {_dest_name(rs):<28} {int(rs.get('u_threshold', 0)):<10d} "
-                f"{int(rs.get('l_threshold', 0)):<10d} "
-                f"{int(rs.get('activeconns', 0)):<10d} "
-                f"{int(rs.get('inactconns', 0)):<10d}\n"
-            )
-    return "".join(out)
+    return _counter_table(services, size, sort, (
+        ("Uthreshold", "u_threshold", 10), ("Lthreshold", "l_threshold", 10),
+        ("ActiveConn", "activeconns", 10), ("InActConn", "inactconns", 10)))
 
 
 def format_persistent_conns(
     services: Iterable[ServiceEntry | Mapping[str, Any]], size: int = 4096, *, sort: bool = True
 ) -> str:
     """``ipvsadm -L -n --persistent-conn``."""
-    out = [
-        _header(size),
-        f"{'Prot LocalAddress:Port':<33} {'Weight':<9} {'PersistConn':<11} "
-        f"{'ActiveConn':<10} {'InActConn':<10}\n  -> RemoteAddress:Port\n",
-    ]
-    for svc in _sorted_services(services, sort):
-        out.append(f"{_svc_name(svc)}\n")
-        for rs in _sorted_reals(svc, sort):
-            out.append(
-                f"  -> {_dest_name(rs):<28} {int(rs.get('weight', 0)):<9d} "
-                f"{int(rs.get('persistconns', 0)):<11d} "
-                f"{int(rs.get('activeconns', 0)):<10d} "
-                f"{int(rs.get('inactconns', 0)):<10d}\n"
-            )
-    return "".join(out)
+    return _counter_table(services, size, sort, (
+        ("Weight", "weight", 9), ("PersistConn", "persistconns", 11),
+        ("ActiveConn", "activeconns", 10), ("InActConn", "inactconns", 10)))
 
 
 def _expire_text(seconds: float) -> str:
