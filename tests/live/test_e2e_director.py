@@ -86,19 +86,29 @@ class Director:
         self.fwd = Forwarder(topo, path, "--control", str(self.sock),
                              "--metrics", f"127.0.0.1:{self.port}", *extra, ready_timeout=30)
 
-    # -- the real servers' httpd -----------------------------------------------------------
-    def httpd(self, i: int) -> subprocess.Popen[bytes]:
-        return next(p for p in self.topo.procs if "httpd" in p.args and self.topo.rs[i] in p.args
-                    and str(HTTP_PORT) in p.args and p.poll() is None)  # type: ignore[operator]
+    # -- the real servers' web servers (nginx, as tests/netns.py starts them) ------------
+    def server(self, i: int, port: int = HTTP_PORT) -> subprocess.Popen[bytes]:
+        """The running nginx of real server ``i`` listening on ``port``."""
+        names = {f"rs{i + 1}-nginx-{port}.conf"} | ({f"rs{i + 1}-nginx.conf"} if port == HTTP_PORT else set())
+        return next(p for p in self.topo.procs if p.poll() is None and isinstance(p.args, list)
+                    and "nginx" in p.args and any(str(a).endswith(tuple(names)) for a in p.args))
 
-    def stop_rs(self, i: int) -> None:
-        p = self.httpd(i)
-        p.terminate()
-        p.wait(5)
+    def stop_rs(self, i: int, port: int = HTTP_PORT) -> None:
+        p = self.server(i, port)
+        p.terminate()  # nginx's fast shutdown: listening sockets closed at once
+        p.wait(10)
+        self.topo.procs.remove(p)
 
     def start_rs(self, i: int, port: int = HTTP_PORT) -> None:
-        self.topo.spawn(self.topo.rs[i], "busybox", "httpd", "-f", "-p", str(port),
-                        "-h", str(self.topo.tmp / f"rs{i + 1}"))
+        tmp = self.topo.tmp
+        conf = tmp / f"rs{i + 1}-nginx-{port}.conf"
+        conf.write_text(
+            f"user root; worker_processes 1; daemon off; pid {tmp / f'rs{i + 1}-{port}.pid'};\n"
+            "error_log /dev/null crit;\n"
+            "events { worker_connections 1024; }\n"
+            "http { access_log off;\n"
+            f"  server {{ listen {port} reuseport; root {tmp / f'rs{i + 1}'}; }} }}\n")
+        self.topo.spawn(self.topo.rs[i], "nginx", "-c", str(conf), "-p", str(tmp))
         self.topo.wait_port(self.topo.rs[i], RS_IPS[i], port)
 
     # -- asking the forwarder --------------------------------------------------------------
@@ -141,7 +151,7 @@ def rs(i: int) -> str:
 
 @pytest.fixture(scope="module")
 def topo():
-    with Topology() as t:
+    with Topology(server="nginx") as t:
         yield t
 
 
@@ -172,7 +182,7 @@ def test_health_takes_out_and_back(topo: Topology, workers: int) -> None:
         wait_for(lambda: not d.health()[rs(1)]["up"], OUT_WITHIN + SLACK, "rs2 reported down")
         wait_for(lambda: rs(1) not in d.weights(), OUT_WITHIN + SLACK, "rs2 out of the listing")
         took = time.monotonic() - t0
-        print(f"rs2 out of the table {took:.2f} s after its httpd stopped (bound {OUT_WITHIN} s)")
+        print(f"rs2 out of the table {took:.2f} s after its nginx stopped (bound {OUT_WITHIN} s)")
         assert took <= OUT_WITHIN + SLACK, took
         log = d.fwd.wait_log(f"{rs(1)}: up -> down")
         assert "health: " in log, log
@@ -314,7 +324,7 @@ def test_server_stopped_under_wrk(topo: Topology) -> None:
         took = time.monotonic() - t0
         out, _ = wrk.communicate(timeout=60)
         requests, failed = _wrk_failures(out.decode())
-        print(f"under wrk: rs2 out {took:.2f} s after its httpd stopped; {failed} of {requests} "
+        print(f"under wrk: rs2 out {took:.2f} s after its nginx stopped; {failed} of {requests} "
               "requests failed before that")
         assert requests > 0 and took <= OUT_WITHIN + SLACK
         # every request after it is out succeeds
