@@ -202,7 +202,6 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
     return written
 
 
-
 # -- connections from a backup's table (--sync-in) ---------------------------------------
 
 # One row of fastvs.sync.backup.BACKUP_CONN_DTYPE (numpy's packed layout), with ``svc``

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from packets import tcp, tcp6, udp
 from refmaster import simulate
 
 from fastvs import verdicts as V
@@ -34,6 +33,8 @@ from fastvs.sync.frames import iter_datagrams
 from fastvs.sync.master import SYNC_EVENT_DTYPE, SyncMaster, events_to_records
 from fastvs.sync.policy import ConnSync, SyncSysctls, sync_conn_needed
 from fastvs.sync.proto import F_DROUTE, F_INACTIVE, F_NOOUTPUT, F_TEMPLATE, SyncConn
+
+from packets import tcp, tcp6, udp
 
 G = Path(__file__).resolve().parent.parent / "golden" / "sync"
 S = 1_000_000_000
