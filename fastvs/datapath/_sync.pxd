@@ -166,7 +166,7 @@ cdef inline void sync_emit(EngineState* st, SyncState* s, const Conn* c) noexcep
             e.daddr[i] = c.daddr[i]
 
 
-cdef inline cold_void sync_conn(EngineState* st, uint32_t idx, uint32_t pkts) noexcept nogil:
+cdef inline void sync_walk(EngineState* st, uint32_t idx, uint32_t pkts) noexcept nogil:
     """ip_vs_sync_conn (v1) / ip_vs_sync_conn_v0: the connection, then its controller
     (its persistence template, whose in_pkts counts this packet too), and so on up
     the chain. v1 considers the controller whether or not the connection was sent (a
@@ -197,13 +197,18 @@ cdef inline cold_void sync_conn(EngineState* st, uint32_t idx, uint32_t pkts) no
             pkts = s.threshold
 
 
+cdef inline cold_void sync_conn(EngineState* st, uint32_t idx, uint32_t pkts) noexcept nogil:
+    """ip_vs_sync_conn from a timer (ip_vs_conn_expire's expire_later)."""
+    sync_walk(st, idx, pkts)
+
+
 cdef inline cold_void sync_in_packet(EngineState* st, uint32_t idx) noexcept nogil:
     """The tail of ip_vs_in_hook (ip_vs_core.c) on a master, after packet_xmit: the
     packet counts (cp->in_pkts, already bumped by the caller; a ONE_PACKET connection
     counts as sync_threshold) and ip_vs_sync_conn decides what to send."""
     cdef Conn* c = &st.ct.conns[idx]
     cdef uint32_t pkts = st.sync.threshold if (c.flags & CONN_F_ONE_PACKET) else c.in_pkts
-    sync_conn(st, idx, pkts)
+    sync_walk(st, idx, pkts)
 
 
 cdef inline cold_void sync_conn_made(EngineState* st, uint32_t idx) noexcept nogil:
