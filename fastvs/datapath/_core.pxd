@@ -20,6 +20,7 @@ from fastvs.datapath._conn cimport (conn_new, conn_stats, conn_expire_now, templ
 from fastvs.datapath._ctl cimport svc_lookup, is_local_addr, todrop
 from fastvs.datapath._frag cimport frag_remember, frag_follow
 from fastvs.datapath._fwd cimport fwd_xmit
+from fastvs.datapath._sync cimport sync_in_packet, control_assure
 from fastvs.sched._base cimport SchedOps
 
 
@@ -52,6 +53,10 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
                 d.activeconns += 1
                 d.inactconns -= 1
                 c.flags &= ~CONN_F_INACTIVE
+        # ip_vs_control_assure_ct (set_tcp_state, set_sctp_state): into ESTABLISHED
+        if c.control and ((c.proto == IPPROTO_TCP_ and new_state == TCP_S_ESTABLISHED)
+                          or (c.proto == IPPROTO_SCTP_ and new_state == 8)):
+            control_assure(st, c)
         c.state = new_state
     # (a connection exists only for a registered protocol: the dispatcher set a.slot)
     c.timeout = st.timeout[a.slot][new_state]
@@ -158,6 +163,9 @@ cdef inline int handle_response(EngineState* st, uint8_t* p, const PacketMeta* m
     if m.frag == 2:
         frag_remember(st, m, idx, CT_DIR_OUT)
     set_state(st, c, DIR_OUTPUT, m)
+    # udp_state_transition: a reply assures the connection's template
+    if FV_UNLIKELY(c.control != 0) and c.proto == IPPROTO_UDP_:
+        control_assure(st, c)
     ct_expire_at(&st.ct, idx, st.now + c.timeout)
     return V_FWD_OUT
 
@@ -268,13 +276,20 @@ cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int r
     ct_expire_at(&st.ct, idx, st.now + c.timeout)
     # ip_vs_nat_xmit: the route to the real server decrements the TTL first
     if not st.keep_ttl and mp.ttl <= 1:
-        return V_DROP_TTL
-    if mp.frag == 2:
-        frag_remember(st, mp, idx, CT_DIR_IN)
-    st.last_dest = c.dest
-    # the method bound to the connection when it was made (ip_vs_bind_xmit)
-    xa.st = st
-    xa.p = p
-    xa.m = mp
-    xa.c = c
-    return fwd_xmit(c.fwd, &xa)
+        rc = V_DROP_TTL
+    else:
+        if mp.frag == 2:
+            frag_remember(st, mp, idx, CT_DIR_IN)
+        st.last_dest = c.dest
+        # the method bound to the connection when it was made (ip_vs_bind_xmit)
+        xa.st = st
+        xa.p = p
+        xa.m = mp
+        xa.c = c
+        rc = fwd_xmit(c.fwd, &xa)
+    # the tail of ip_vs_in_hook, whatever packet_xmit did: the packet counts toward the
+    # sync threshold, and a master decides what to send (_sync.pxd)
+    c.in_pkts += 1
+    if FV_UNLIKELY(st.sync != NULL):
+        sync_in_packet(st, idx)
+    return rc
