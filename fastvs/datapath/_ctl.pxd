@@ -89,14 +89,14 @@ cdef inline void update_defense(EngineState* st) noexcept nogil:
     cdef bint low = avail < st.amemthresh
     cdef uint32_t _, idx, nscan
     cdef Conn* c
+    # drop_packet: mode 3 sets the rate only (the counter runs on from where it is,
+    # so the first new connection after the switch is refused: 0 - 1 is not > 0);
+    # mode 1 with memory low re-arms the counter to the rate on every tick
     if st.drop_packet_mode == 3:
-        st.drop_rate = st.am_droprate
+        st.drop_rate = <int32_t>st.am_droprate
     elif st.drop_packet_mode == 1 and low:
-        st.drop_rate = st.amemthresh // (st.amemthresh - avail)
-        if st.drop_rate < 1:
-            st.drop_rate = 1
-        if st.drop_counter == 0 or st.drop_counter > st.drop_rate:
-            st.drop_counter = st.drop_rate
+        st.drop_rate = <int32_t>(st.amemthresh // (st.amemthresh - avail))
+        st.drop_counter = st.drop_rate
     else:
         st.drop_rate = 0
     st.secure_tcp_on = st.secure_tcp_mode == 3 or (st.secure_tcp_mode == 1 and low)
@@ -122,7 +122,9 @@ cdef inline void update_defense(EngineState* st) noexcept nogil:
 
 
 cdef inline bint todrop(EngineState* st) noexcept nogil:
-    """ip_vs_todrop: with drop_rate N, one new connection in N is refused."""
+    """ip_vs_todrop (include/net/ip_vs.h): with drop_rate N, one new connection in N is
+    refused. The counter is a signed int, as the kernel's: it counts down, and at or
+    below zero the packet is dropped and the counter re-armed to the rate."""
     if not st.drop_rate:
         return False
     st.drop_counter -= 1

@@ -82,8 +82,8 @@ ctypedef struct EngineState:
     bint drop_entry_on
     uint32_t amemthresh
     uint32_t am_droprate
-    uint32_t drop_rate
-    uint32_t drop_counter
+    int32_t drop_rate          # signed, as netns_ipvs's drop_rate / drop_counter
+    int32_t drop_counter
     int64_t next_defense       # the defense timer runs once a second of packet time
     uint64_t rnd               # xorshift state for the random entry scan
     uint64_t entries_dropped

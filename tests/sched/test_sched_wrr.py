@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reference.sched_harness import Bench, real
+from reference.sched_harness import Bench, S, real
 
 
 def test_first_round_then_weighted_cycle() -> None:
@@ -32,3 +32,20 @@ def test_overloaded_servers_skipped() -> None:
     b = Bench("wrr", [(real(1), 5, 3), (real(2), 1), (real(3), 2)])
     picks = b.run_random(40)
     assert picks.count(real(1)) == 3
+
+
+def test_all_overloaded_leaves_the_cursor_at_the_head() -> None:
+    """err_over in ip_vs_wrr_schedule: when a walk runs off the list's end with every
+    server overloaded, mark->cl is the list head, so once the servers recover the
+    next pick starts from the head (not after the last server picked)."""
+    b = Bench("wrr", [(real(1), 1, 1), (real(2), 3, 1), (real(3), 2, 1)])
+    got = b.run_random(6)                     # three connections, then all overloaded
+    assert got[3:] == [None, None, None]
+    b.run_random(12, seed=5, step=61 * S)     # each SYN after the others' SYN_RECV ended
+
+
+def test_all_overloaded_model_agrees_over_many_cycles() -> None:
+    b = Bench("wrr", [(real(1), 4, 2), (real(2), 3, 1), (real(3), 2, 2), (real(4), 1, 1)])
+    for k in range(6):
+        b.run_random(9, seed=10 + k)
+        b.run_random(3, seed=20 + k, step=61 * S)
