@@ -266,6 +266,7 @@ cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int r
     count_in(st, c, mp.l3len, True)
     set_state(st, c, DIR_INPUT, mp)
     ct_expire_at(&st.ct, idx, st.now + c.timeout)
+    c.in_pkts += 1      # cp->in_pkts (ip_vs_in_hook, after packet_xmit; todrop_entry reads it)
     # ip_vs_nat_xmit: the route to the real server decrements the TTL first
     if not st.keep_ttl and mp.ttl <= 1:
         return V_DROP_TTL

@@ -239,7 +239,7 @@ ctypedef struct Conn:
     uint32_t heap_pos        # this connection's place in the timer heap
     uint32_t control         # the controlling template's index + 1, 0 for none
     int32_t n_control        # a template: connections it controls
-    uint32_t pad_
+    uint32_t in_pkts         # input packets (cp->in_pkts: the sync threshold counts them)
 
 # The arguments of a registered protocol's operations (struct ip_vs_protocol's
 # members, include/net/ip_vs.h): one struct for all, so every operation of every
