@@ -44,6 +44,14 @@ time, so capture timestamps and the VM's wall clock agree; no case relies on a t
                    version, TCP data offset < 5 or too big, short TCP/UDP headers, bad UDP
                    length, wrong L4 checksums, a snap-length-cut record, fragments
   x7-lc-wlc-200    200 TCP and UDP flows interleaved over an lc and a wlc service
+
+Control-plane cases (recorded at --pps 20):
+
+  c1-drop-packet   net.ipv4.vs.drop_packet=3: ip_vs_todrop refuses the 1st, 11th, 21st
+                   new connection (TCP and UDP share the counter)
+  c2-rules-seq     a rules file with -e, -d and -E lines, applied line by line: mh keeps
+                   the slots of a server edited to weight 0, -E binds wrr over the
+                   servers already there
 """
 
 from __future__ import annotations

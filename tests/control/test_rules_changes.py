@@ -7,6 +7,8 @@ cannot change rules in the middle of a replay, so these name the kernel function
 
 from __future__ import annotations
 
+import pytest
+
 from fastvs import verdicts as V
 from fastvs.control.director import Director
 from fastvs.control.rules import parse_rules
@@ -61,6 +63,23 @@ def test_mh_edit_to_weight_zero_keeps_the_servers_slots() -> None:
     assert 60 < edited.count(V.DROP_NO_DEST) < 140          # about a third of 300
     assert set(edited) == {V.DROP_NO_DEST, V.FWD_IN}
     assert _mh_verdicts(MH_ZERO) == [V.FWD_IN] * 300
+
+
+def test_mh_server_readded_with_weight_zero_has_no_slots() -> None:
+    """-d then -a -w 0: the server comes back (from the trash) through
+    __ip_vs_update_dest with add = 1, which sets last_weight even to 0: no slots."""
+    text = MH_EDIT.replace(f"-e -t {VIP}:80 -r {R11}:8080 -m -w 0\n",
+                           f"-d -t {VIP}:80 -r {R11}:8080\n-a -t {VIP}:80 -r {R11}:8080 -m -w 0\n")
+    assert _mh_verdicts(text) == [V.FWD_IN] * 300
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the kernel keeps last_weight in the real server (dest->last_weight), so mh bound "
+    "later by -E still sees a server edited to weight 0 with its old weight; fastvs "
+    "keeps it in mh's own state, which a newly bound mh starts without"))
+def test_mh_bound_by_edit_sees_the_last_non_zero_weight() -> None:
+    text = MH_EDIT.replace("-s mh", "-s rr") + f"-E -t {VIP}:80 -s mh\n"
+    assert V.DROP_NO_DEST in _mh_verdicts(text)
 
 
 def test_deleted_and_readded_server_goes_to_the_head() -> None:
@@ -212,3 +231,17 @@ def test_expire_nodest_conn_flushes_at_removal() -> None:
         assert (R10 in left) is not flush
         r = dest(d, R11)
         assert r["activeconns"] == 2
+
+
+def test_quiesced_server_syn_reuse_needs_conn_reuse_mode() -> None:
+    """ip_vs_in: a SYN on an entry whose server has weight 0 is scheduled anew with
+    expire_nodest_conn, but only when conn_reuse_mode is on (the whole reuse block is
+    under ``if (conn_reuse_mode && ... is_new_conn(...) && cp)``)."""
+    for mode, want in ((1, R11), (0, R10)):
+        d = Director(parse_rules(rr(R10, R11)), seed=1, expire_nodest_conn=True, conn_reuse_mode=mode)
+        quiesced = f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R10}:8080 -m -w 0\n-a -t {VIP}:80 -r {R11}:8080 -m\n"
+        d.rules_at(10 * S, parse_rules(quiesced))
+        c = "100.64.0.1"
+        d.process_packets([tcp(c, 1001, VIP, 80, "S"), tcp(c, 1000, VIP, 80, "S"),
+                           tcp(c, 1000, VIP, 80, "S")], [0, 1, 11 * S])
+        assert d.lookup("tcp", c, 1000, VIP, 80)["daddr"] == want
