@@ -379,11 +379,8 @@ class Director:
             for rs, _ in svc.replay():
                 di = self._dest_index.get((svc.key, rs.key))
                 if di is None:
-                    revived = (svc.key, rs.key) in self._trash
                     self._add_dest(svc, si, rs)
-                    revived = revived and (svc.key, rs.key) not in self._trash
-                    msgs.append(f"{svc.spec()}: added real server {rs.addrport()} weight {rs.weight}"
-                                + (" (back from the trash)" if revived else ""))
+                    msgs.append(f"{svc.spec()}: added real server {rs.addrport()} weight {rs.weight}")
                     continue
                 info = eng.dest_info(di)
                 changes = {k: getattr(rs, k) for k in ("weight", "u_threshold", "l_threshold", "fwd")
