@@ -46,6 +46,11 @@ CASES: dict[str, dict] = {
     "x6-malformed": {},
     "x7-lc-wlc-200": {},
 }
+# control-plane cases (issue 11): c1 was recorded with net.ipv4.vs.drop_packet=3
+CASES.update({
+    "c1-drop-packet": {"drop_packet": 3, "drop_entry": 0},
+    "c2-rules-seq": {},
+})
 
 # Where fastvs and the kernel differ. KNOWN[name] = (reason, {summary: n} only the kernel
 # sent, {summary: n} only fastvs sent), summaries as summarize() makes them; the full
@@ -109,6 +114,14 @@ KNOWN: dict[str, tuple[str, dict[str, int], dict[str, int]]] = {
         "tcp 10.77.0.2:44900 > 10.78.0.11:8080 [PA] ttl=63 len=50": 1,  # cut by the snap length
     }),
 }
+# c2: clients that hash to mh's slots of a server edited to weight 0 get no destination;
+# the kernel answers them (ip_vs_leave: icmp_send port unreachable), fastvs drops them
+C2_REASON = ("ip_vs_leave answers a SYN that finds no destination with ICMP port "
+             "unreachable from the VIP; fastvs drops it (drop_no_dest) and sends nothing")
+KNOWN["c2-rules-seq"] = (C2_REASON, {
+    f"icmp 10.77.0.100 > 10.77.0.{h} type=3 code=3 ttl=64 len=68 quoting "
+    f"(tcp 10.77.0.{h}:{40090 + h} > 10.77.0.100:80 [S] ttl=64)": 1 for h in (27, 30, 31, 32, 33)
+}, {})
 # x6: the connections only one side made also change the connection listing and counters
 X6_CONNS = ("fastvs has a connection for the lone first fragment (the kernel still holds it "
             "for reassembly)")

@@ -44,6 +44,14 @@ time, so capture timestamps and the VM's wall clock agree; no case relies on a t
                    version, TCP data offset < 5 or too big, short TCP/UDP headers, bad UDP
                    length, wrong L4 checksums, a snap-length-cut record, fragments
   x7-lc-wlc-200    200 TCP and UDP flows interleaved over an lc and a wlc service
+
+Control-plane cases (recorded at --pps 20):
+
+  c1-drop-packet   net.ipv4.vs.drop_packet=3: ip_vs_todrop refuses the 1st, 11th, 21st
+                   new connection (TCP and UDP share the counter)
+  c2-rules-seq     a rules file with -e, -d and -E lines, applied line by line: mh keeps
+                   the slots of a server edited to weight 0, -E binds wrr over the
+                   servers already there
 """
 
 from __future__ import annotations
@@ -554,6 +562,63 @@ CASES = {
 SYSCTL = {"x4-reuse-lc-mode0": "net.ipv4.vs.conn_reuse_mode = 0\n"}
 
 
+# -- control-plane cases (issue 11 items 5 and 7) ----------------------------------------
+def case_c1() -> tuple[Capture, str]:
+    """drop_packet=3 (am_droprate 10): ip_vs_todrop's signed counter starts at 0, so the
+    first new connection is refused, then one in ten; a connection's own packets pass."""
+    cap = Capture(_tcp_rules("rr"), drop_packet=3, drop_entry=0)
+    for i in range(25):
+        cap.c_tcp("10.77.0.2", 47000 + i, VIP, 80, "S")
+    for i in range(25):
+        if cap.d.lookup("tcp", "10.77.0.2", 47000 + i, VIP, 80) is not None and i % 4 == 1:
+            cap.s_tcp("10.77.0.2", 47000 + i, VIP, 80, "SA")
+            cap.c_tcp("10.77.0.2", 47000 + i, VIP, 80, "A")
+    for i in range(6):
+        cap.c_udp("10.77.0.3", 48000 + i, VIP, 53, b"q%d" % i)
+    return cap, "net.ipv4.vs.drop_packet=3: 25 SYNs (the 1st, 11th, 21st refused), handshakes, UDP"
+
+
+C2_VIP2, C2_VIP3 = "10.77.0.101", "10.77.0.102"
+
+
+def case_c2() -> tuple[Capture, str]:
+    """A rules file with -e, -d and -E lines, applied line by line (ipvsadm -R): mh keeps
+    the slots of a server edited to weight 0 (its clients get no destination: the kernel
+    answers port unreachable, ip_vs_leave), wrr recomputes after every line, a deleted
+    and re-added server goes to the list's head, -E rebinds the scheduler."""
+    cap = Capture(f"""
+-A -t {VIP}:80 -s mh
+-a -t {VIP}:80 -r 10.78.0.11:8080 -m -w 1
+-a -t {VIP}:80 -r 10.78.0.12:8080 -m -w 1
+-a -t {VIP}:80 -r 10.78.0.13:8080 -m -w 1
+-e -t {VIP}:80 -r 10.78.0.12:8080 -m -w 0
+-A -t {C2_VIP2}:80 -s wrr
+-a -t {C2_VIP2}:80 -r 10.78.0.21:8080 -m -w 1
+-a -t {C2_VIP2}:80 -r 10.78.0.22:8080 -m -w 2
+-e -t {C2_VIP2}:80 -r 10.78.0.21:8080 -m -w 4
+-a -t {C2_VIP2}:80 -r 10.78.0.23:8080 -m -w 3
+-d -t {C2_VIP2}:80 -r 10.78.0.22:8080
+-a -t {C2_VIP2}:80 -r 10.78.0.22:8080 -m -w 2
+-A -t {C2_VIP3}:80 -s rr
+-a -t {C2_VIP3}:80 -r 10.78.0.31:8080 -m -w 1
+-a -t {C2_VIP3}:80 -r 10.78.0.32:8080 -m -w 3
+-E -t {C2_VIP3}:80 -s wrr
+-a -t {C2_VIP3}:80 -r 10.78.0.33:8080 -m -w 2
+""")
+    # mh: one SYN from each of 24 clients (ICMP errors are rate-limited per peer)
+    for i in range(24):
+        cap.c_tcp(f"10.77.0.{10 + i}", 40100 + i, VIP, 80, "S")
+    for i in range(16):
+        cap.c_tcp("10.77.0.2", 40200 + i, C2_VIP2, 80, "S")
+    for i in range(12):
+        cap.c_tcp("10.77.0.2", 40300 + i, C2_VIP3, 80, "S")
+    return cap, "rules with -e/-d/-E lines applied in order: mh weight 0 keeps its slots, wrr, -E rebinds"
+
+
+CASES.update({"c1-drop-packet": case_c1, "c2-rules-seq": case_c2})
+SYSCTL.update({"c1-drop-packet": "net.ipv4.vs.drop_packet = 3\n"})
+
+
 def gen(name: str, out: Path) -> tuple[Path, Path, Path | None, str]:
     cap, what = CASES[name]()
     out.mkdir(parents=True, exist_ok=True)
@@ -634,7 +699,7 @@ def _cases_md_line(path: Path, name: str, what: str, summ: dict) -> None:
             "| name | what | packets in / kernel sent | kernel |\n|---|---|---|---|\n")
     text = path.read_text() if path.exists() else head
     lines = text.splitlines(keepends=True)
-    is_row = [ln.startswith("| x") for ln in lines]
+    is_row = [ln.startswith(("| x", "| c")) for ln in lines]
     at = is_row.index(True) if any(is_row) else next(
         i + 1 for i, ln in enumerate(lines) if ln.startswith("|---"))
     rows = [ln for ln, r in zip(lines, is_row, strict=True) if r and not ln.startswith(f"| {name} |")]

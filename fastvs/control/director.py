@@ -16,12 +16,16 @@ import numpy as np
 from fastvs import sched as _sched
 from fastvs import verdicts as V
 from fastvs.capture.batch import PacketBatch
-from fastvs.control.rules import RealServer, Rules, VirtualService
+from fastvs.control.rules import Event, RealServer, Rules, VirtualService
 from fastvs.datapath._engine import DEFAULT_TCP_TIMEOUTS, Engine
 from fastvs.datapath._xmit import encap_tunnel, set_dr_macs
 from fastvs.errors import EngineError, OptionError, RulesError
 
 DEFAULT_CAPACITY = 1 << 20
+# ip_vs_dest_trash_expire: a removed real server without connections is freed from the
+# trash after IP_VS_DEST_TRASH_PERIOD (120 s) of idleness, noticed by a timer that runs
+# every 60 s: 180 s after its removal when it had no connections left
+TRASH_FREE_NS = 180 * 1_000_000_000
 MAX_CAPACITY = 1 << 30  # the connection table's bound (the engine refuses more)
 MIN_TUNNEL_MTU = 68  # RFC 791: every IPv4 link carries 68 bytes
 MAX_TUNNEL_MTU = 65535
@@ -100,6 +104,10 @@ class Director:
         self.rules = rules
         self._svc_index: dict[Any, int] = {}
         self._dest_index: dict[tuple[Any, tuple[str, int]], int] = {}
+        # removed real servers (the kernel's dest_trash): (service key, server key) ->
+        # (engine index, removal time in ns or None before the first packet)
+        self._trash: dict[tuple[Any, tuple[str, int]], tuple[int, int | None]] = {}
+        self._svc_settings: dict[Any, VirtualService] = {}
         self.first_ts: int | None = None
         self.packets = 0
         self._neigh = {ipaddress.ip_address(k): v for k, v in (neigh or {}).items()}
@@ -112,43 +120,127 @@ class Director:
 
     # -- configuration ---------------------------------------------------------------
     def _apply(self, rules: Rules) -> None:
+        """Build the engine as ``ipvsadm -R`` builds the kernel's tables: one command
+        at a time, in file order (-a, -e, -d, -A, -E, -D, -C), each with the settings
+        it gave then, so that scheduler state follows every intermediate step (wrr's
+        weights after each change, mh's last non-zero weight per server). Rules whose
+        command history does not describe them (services edited by hand afterwards)
+        are built from their final state instead."""
         t = rules.timeouts
         self.engine.set_timeouts(t.tcp, t.tcpfin, t.udp)
+        if _history_matches(rules):
+            for ev in rules.events:
+                self._command(ev)
+            return
         for svc in rules.services:
             self._add_service(svc)
 
-    def _add_service(self, svc: VirtualService) -> None:
+    def _command(self, ev: Event) -> None:
+        """One ipvsadm command (a rules-file line) applied to the engine."""
+        key = ev.service
+        if ev.op == "add_service":
+            assert ev.settings is not None
+            self._add_service(ev.settings, servers=False)
+        elif ev.op == "edit_service":
+            assert ev.settings is not None
+            self._edit_service(ev.settings)
+        elif ev.op == "delete_service":
+            self._delete_service(key)
+        elif ev.op == "clear":
+            for k in list(self._svc_index):
+                self._delete_service(k)
+        elif ev.op == "add_server":
+            assert ev.real is not None
+            svc = self._svc_settings[key]
+            self._add_dest(svc, self._svc_index[key], ev.real)
+        elif ev.op == "edit_server":
+            assert ev.real is not None
+            rs = ev.real
+            self.engine.edit_dest(self._dest_index[(key, rs.key)], weight=rs.weight,
+                                  u_threshold=rs.u_threshold, l_threshold=rs.l_threshold,
+                                  fwd=rs.fwd)
+        elif ev.op == "delete_server":
+            assert ev.server is not None
+            self._remove_dest(key, ev.server)
+
+    def _add_service(self, svc: VirtualService, servers: bool = True) -> None:
         where = f"service {svc.spec()}"
+        ops = self._sched_ops(svc, where)
+        idx = self.engine.add_service(
+            svc.proto, svc.addr, svc.port, ops, svc.persistent or 0, svc.flags,
+            svc.fwmark, svc.netmask_value,
+        )
+        self._svc_index[svc.key] = idx
+        self._svc_settings[svc.key] = svc
+        if servers:
+            for rs, _ in svc.replay():
+                self._add_dest(svc, idx, rs)
+
+    def _sched_ops(self, svc: VirtualService, where: str) -> Any:
         try:
-            ops = _sched.get(svc.scheduler)
+            return _sched.get(svc.scheduler)
         except KeyError:
             raise RulesError(
                 f"{where}: scheduler {svc.scheduler!r} is not implemented yet "
                 f"(available: {', '.join(_sched.available())})",
                 line=svc.line,
             ) from None
-        idx = self.engine.add_service(
-            svc.proto, svc.addr, svc.port, ops, svc.persistent or 0, svc.flags,
-            svc.fwmark, svc.netmask_value,
-        )
-        self._svc_index[svc.key] = idx
-        for rs, _ in svc.replay():
-            self._add_dest(svc, idx, rs)
+
+    def _edit_service(self, svc: VirtualService) -> None:
+        """ip_vs_edit_service: flags (-p, -o, -b), timeout and -M at once; another
+        scheduler is bound anew."""
+        ops = self._sched_ops(svc, f"service {svc.spec()}")
+        self.engine.edit_service(self._svc_index[svc.key], ops, svc.persistent or 0, svc.flags,
+                                 svc.netmask_value)
+        self._svc_settings[svc.key] = svc
+
+    def _delete_service(self, key: Any) -> None:
+        """ip_vs_del_service: its real servers go to the trash."""
+        for skey, rkey in [k for k in self._dest_index if k[0] == key]:
+            self._trash[(skey, rkey)] = (self._dest_index.pop((skey, rkey)), self._clock())
+        self.engine.remove_service(self._svc_index.pop(key))
+        del self._svc_settings[key]
+
+    def _remove_dest(self, key: Any, rkey: tuple[str, int]) -> None:
+        di = self._dest_index.pop((key, rkey))
+        self.engine.remove_dest(di)
+        self._trash[(key, rkey)] = (di, self._clock())
+
+    def _clock(self) -> int | None:
+        return self.engine.now if self.first_ts is not None else None
+
+    def _from_trash(self, key: Any, rkey: tuple[str, int]) -> int | None:
+        """ip_vs_trash_get_dest: the removed real server, if the kernel would still
+        hold it (it has connections, or was removed less than 180 s ago)."""
+        got = self._trash.pop((key, rkey), None)
+        if got is None:
+            return None
+        di, removed_at = got
+        info = self.engine.dest_info(di)
+        idle = info["activeconns"] + info["inactconns"] + info["persistconns"] == 0
+        if idle and removed_at is not None and self.engine.now - removed_at >= TRASH_FREE_NS:
+            return None
+        return di
 
     def _add_dest(self, svc: VirtualService, svc_idx: int, rs: RealServer) -> None:
         if rs.family != svc.family and rs.fwd != "tunnel":
             raise RulesError(f"real server {rs.addrport()}: address family differs from the service's",
                              line=svc.line)
-        di = self.engine.add_dest(
-            svc_idx,
-            rs.addr,
-            rs.port or svc.port,
-            rs.weight,
-            rs.fwd,
-            rs.u_threshold,
-            rs.l_threshold,
-            svc.link_at_head,
-        )
+        di = self._from_trash(svc.key, rs.key)
+        if di is not None:
+            self.engine.restore_dest(di, svc_idx, rs.weight, rs.fwd, rs.u_threshold,
+                                     rs.l_threshold, svc.link_at_head)
+        else:
+            di = self.engine.add_dest(
+                svc_idx,
+                rs.addr,
+                rs.port or svc.port,
+                rs.weight,
+                rs.fwd,
+                rs.u_threshold,
+                rs.l_threshold,
+                svc.link_at_head,
+            )
         self._dest_index[(svc.key, rs.key)] = di
 
     def _xmit_tables(self) -> None:
@@ -307,55 +399,56 @@ class Director:
 
     def reload(self, new: Rules) -> list[str]:
         """Bring the director to ``new`` rules without dropping connections, as a
-        sequence of ipvsadm commands would: services and real servers are added,
-        weights and thresholds edited in place (weight 0 drains: no new connections,
-        existing ones go on), real servers removed (their connections stay until they
-        expire, or end at their next packet with expire_nodest_conn). Returns one line
-        per change."""
+        sequence of ipvsadm commands would: services added, edited (-E: persistence,
+        -M, -o, -b and the scheduler take effect at once) or deleted (-D: it stops
+        matching; its packets find a port-zero service or none), real servers added,
+        edited in place (weight 0 drains: no new connections, existing ones go on) or
+        removed. A removed real server goes to the kernel's trash: added again, it
+        comes back with its connections and counters (ip_vs_trash_get_dest). With
+        expire_nodest_conn, a removed server's connections are flushed at once.
+        Returns one line per change."""
         eng = self.engine
         msgs: list[str] = []
         old_by_key = {s.key: s for s in self.rules.services}
         new_keys = {s.key for s in new.services}
         eff = new.timeouts.effective()
         eng.set_timeouts(eff.tcp, eff.tcpfin, eff.udp)
+        for key, old in old_by_key.items():
+            if key not in new_keys:
+                self._delete_service(key)
+                msgs.append(f"removed service {old.spec()}: it no longer matches; its real "
+                            "servers are in the trash")
         for svc in new.services:
             if svc.key not in self._svc_index:
                 self._add_service(svc)
                 msgs.append(f"added service {svc.spec()} ({len(svc.reals)} real servers)")
                 continue
             si = self._svc_index[svc.key]
-            old = old_by_key.get(svc.key)
-            if old is not None and old.scheduler != svc.scheduler:
-                msgs.append(f"warning: {svc.spec()}: scheduler change {old.scheduler} -> "
-                            f"{svc.scheduler} needs a restart; keeping {old.scheduler}")
+            cur = self._svc_settings[svc.key]
+            changed = [name for name in ("scheduler", "persistent", "netmask", "ops", "sched_flags")
+                       if getattr(cur, name) != getattr(svc, name)]
+            if changed:
+                self._edit_service(svc)
+                what = " ".join(f"{n} {getattr(cur, n)}->{getattr(svc, n)}" for n in changed)
+                msgs.append(f"{svc.spec()}: edited {what}")
             wanted = {rs.key for rs in svc.reals}
+            for (skey, rkey) in [k for k in self._dest_index if k[0] == svc.key]:
+                if rkey not in wanted:
+                    self._remove_dest(skey, rkey)
+                    msgs.append(f"{svc.spec()}: removed real server {rkey[0]}:{rkey[1]}")
             for rs, _ in svc.replay():
                 di = self._dest_index.get((svc.key, rs.key))
                 if di is None:
                     self._add_dest(svc, si, rs)
                     msgs.append(f"{svc.spec()}: added real server {rs.addrport()} weight {rs.weight}")
                     continue
-                cur = eng.dest_info(di)
-                changes = {k: getattr(rs, k) for k in ("weight", "u_threshold", "l_threshold")
-                           if cur[k] != getattr(rs, k)}
+                info = eng.dest_info(di)
+                changes = {k: getattr(rs, k) for k in ("weight", "u_threshold", "l_threshold", "fwd")
+                           if info[k] != getattr(rs, k)}
                 if changes:
                     eng.edit_dest(di, **changes)
-                    what = " ".join(f"{k} {cur[k]}->{v}" for k, v in changes.items())
+                    what = " ".join(f"{k} {info[k]}->{v}" for k, v in changes.items())
                     msgs.append(f"{svc.spec()}: real server {rs.addrport()} {what}")
-            for (skey, rkey), di in list(self._dest_index.items()):
-                if skey == svc.key and rkey not in wanted:
-                    eng.remove_dest(di)
-                    del self._dest_index[(skey, rkey)]
-                    msgs.append(f"{svc.spec()}: removed real server {rkey[0]}:{rkey[1]}")
-        for key, old in old_by_key.items():
-            if key in new_keys:
-                continue
-            for (skey, rkey), di in list(self._dest_index.items()):
-                if skey == key:
-                    eng.remove_dest(di)
-                    del self._dest_index[(skey, rkey)]
-            msgs.append(f"removed service {old.spec()}: its real servers are unlinked; "
-                        "new connections to it are dropped (drop_no_dest)")
         self.rules = new
         self._xmit_tables()
         return msgs
@@ -440,6 +533,50 @@ class Director:
     @property
     def timeouts(self) -> dict[str, int]:
         return self.engine.timeouts()
+
+
+def _history_matches(rules: Rules) -> bool:
+    """Whether replaying ``rules.events`` gives ``rules.services``: the same services
+    with the same settings and real servers in the same order."""
+    svcs: dict[Any, tuple[VirtualService, list[RealServer]]] = {}
+    for ev in rules.events:
+        if ev.op in ("add_service", "edit_service"):
+            if ev.settings is None or (ev.op == "edit_service" and ev.service not in svcs):
+                return False
+            svcs[ev.service] = (ev.settings, svcs[ev.service][1] if ev.op == "edit_service" else [])
+        elif ev.op == "delete_service":
+            svcs.pop(ev.service, None)
+        elif ev.op == "clear":
+            svcs.clear()
+        elif ev.op in ("add_server", "edit_server", "delete_server"):
+            if ev.service not in svcs:
+                return False
+            settings, reals = svcs[ev.service]
+            if ev.op == "add_server":
+                if ev.real is None:
+                    return False
+                if settings.link_at_head:
+                    reals.insert(0, ev.real)
+                else:
+                    reals.append(ev.real)
+                continue
+            at = [i for i, r in enumerate(reals) if r.key == ev.server]
+            if not at:
+                return False
+            if ev.op == "delete_server":
+                del reals[at[0]]
+            elif ev.real is None:
+                return False
+            else:
+                reals[at[0]] = ev.real
+    if [s.key for s in rules.services] != list(svcs):
+        return False
+    for s in rules.services:
+        settings, reals = svcs[s.key]
+        if reals != s.reals or any(getattr(settings, n) != getattr(s, n) for n in (
+                "scheduler", "persistent", "netmask", "ops", "sched_flags", "link_at_head")):
+            return False
+    return True
 
 
 def _int_option(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:

@@ -21,6 +21,7 @@ and real servers sorted by address the way libipvs' comparators sort them.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
 import re
@@ -264,6 +265,12 @@ class Event:
     service: ServiceKey | None = None
     server: ServerKey | None = None
     line: int | None = None
+    #: the settings the command gave, frozen at that moment (so that an engine can
+    #: apply the commands one by one, as ``ipvsadm -R`` does): the real server for
+    #: ``add_server``/``edit_server``, the service (without real servers) for
+    #: ``add_service``/``edit_service``
+    real: RealServer | None = field(default=None, compare=False)
+    settings: VirtualService | None = field(default=None, compare=False)
 
 
 # ---------------------------------------------------------------------------
@@ -614,7 +621,7 @@ class Rules:
         svc.link_at_head = self.order == "kernel"
         svc.reals, svc.add_order = [], []
         self.services.append(svc)
-        self.events.append(Event("add_service", svc.key, None, where.line))
+        self.events.append(Event("add_service", svc.key, None, where.line, settings=_settings(svc)))
         return svc
 
     def _adopt(self, given: VirtualService) -> None:
@@ -696,7 +703,7 @@ class Rules:
             trial.netmask,
         )
         svc.ops, svc.sched_flags = trial.ops, trial.sched_flags
-        self.events.append(Event("edit_service", svc.key, None, where.line))
+        self.events.append(Event("edit_service", svc.key, None, where.line, settings=_settings(svc)))
         return svc
 
     def delete_service(self, service: str | VirtualService) -> None:
@@ -815,7 +822,7 @@ class Rules:
         else:
             svc.reals.append(rs)
             svc.add_order.append(len(svc.reals) - 1)
-        self.events.append(Event("add_server", svc.key, rs.key, where.line))
+        self.events.append(Event("add_server", svc.key, rs.key, where.line, real=dataclasses.replace(rs)))
 
     def edit_server(
         self,
@@ -832,11 +839,8 @@ class Rules:
         settings are kept. (A rules-file ``-e`` line resets omitted ones, as ipvsadm.)"""
         where = _Where(self.source)
         svc = self._lookup(self._key_of(service, _NOWHERE), where)
-        canon, _fam = _parse_ip(addr, "real server address", where)
-        p = svc.port if port is None else _to_int(port, 0, 65535, "real server port", where)
-        old = svc.find_server(canon, p)
-        if old is None:
-            raise where.error(f"no real server {_addrport(canon, p)} in service {svc.spec()}")
+        i = self._server_index(svc, addr, port, where)
+        canon, p, old = svc.reals[i].addr, svc.reals[i].port, svc.reals[i]
         return self._edit_server(
             svc.key,
             canon,
@@ -864,7 +868,8 @@ class Rules:
         for i, rs in enumerate(svc.reals):
             if rs.key == new.key:
                 svc.reals[i] = new
-                self.events.append(Event("edit_server", svc.key, new.key, where.line))
+                self.events.append(Event("edit_server", svc.key, new.key, where.line,
+                                         real=dataclasses.replace(new)))
                 return new
         hint = ""
         if port is not None and new.port != port:
@@ -879,15 +884,26 @@ class Rules:
 
     def _delete_server(self, key: ServiceKey, addr: str, port: int | None, where: _Where) -> None:
         svc = self._lookup(key, where)
+        i = self._server_index(svc, addr, port, where)
+        rs = svc.reals.pop(i)
+        svc.add_order = [j - (j > i) for j in svc.add_order if j != i]
+        self.events.append(Event("delete_server", svc.key, rs.key, where.line))
+
+    @staticmethod
+    def _server_index(svc: VirtualService, addr: str, port: int | None, where: _Where) -> int:
+        """Where ``addr``:``port`` (``None``: the service's port) is in ``svc.reals``;
+        the one check -e and -d share (the server must exist)."""
         canon, _fam = _parse_ip(addr, "real server address", where)
         p = svc.port if port is None else _to_int(port, 0, 65535, "real server port", where)
         for i, rs in enumerate(svc.reals):
             if rs.key == (canon, p):
-                del svc.reals[i]
-                svc.add_order = [j - (j > i) for j in svc.add_order if j != i]
-                self.events.append(Event("delete_server", svc.key, rs.key, where.line))
-                return
+                return i
         raise where.error(f"no real server {_addrport(canon, p)} in service {svc.spec()}")
+
+
+def _settings(svc: VirtualService) -> VirtualService:
+    """A service's settings as they are now, without its real servers."""
+    return dataclasses.replace(svc, reals=[], add_order=[], sched_flags=tuple(svc.sched_flags))
 
 
 def _key_spec(key: ServiceKey) -> str:

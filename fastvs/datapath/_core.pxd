@@ -238,7 +238,9 @@ cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int r
         pa.c = c
         if FV_UNLIKELY(pp_is_new_conn(mp.proto, &pa)):
             pa.arg = st.conn_reuse_mode
-            if st.expire_nodest_conn and c.dest >= 0 and st.dests[c.dest].weight == 0:
+            if not st.conn_reuse_mode:
+                pass        # ip_vs_in: with conn_reuse_mode 0 neither check is made
+            elif st.expire_nodest_conn and c.dest >= 0 and st.dests[c.dest].weight == 0:
                 conn_expire_now(st, idx)
                 idx = CT_NONE
             elif st.conn_reuse_mode and pp_new_conn_expected(c.proto, &pa):

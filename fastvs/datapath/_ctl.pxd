@@ -3,11 +3,12 @@
 service table and its lookup, the firewall-mark classifier that feeds it, and the
 flood defenses (update_defense_level, ip_vs_random_dropentry, ip_vs_todrop).
 """
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int32_t
 from fastvs.datapath._types cimport *
 from fastvs.datapath._conntab cimport addr_eq, fv_hash_key
-from fastvs.datapath._state cimport EngineState, MarkRule
+from fastvs.datapath._state cimport EngineState, MarkRule, NS
 from fastvs.datapath._conn cimport conn_expire_now
+from fastvs.datapath._proto_sctp cimport SCTP_S_INIT1, SCTP_S_INIT, SCTP_S_ESTABLISHED
 
 
 # -- services ---------------------------------------------------------------------------
@@ -81,30 +82,52 @@ cdef inline bint is_local_addr(const EngineState* st, const uint32_t* addr) noex
 
 # -- flood defenses -------------------------------------------------------------------
 
+cdef inline bint todrop_entry(EngineState* st, const Conn* c) noexcept nogil:
+    """todrop_entry (ip_vs_conn.c, 6.1): an entry idle for at least 60 s whose
+    incoming packets number i in 1..8 is dropped by a countdown per i (the kernel's
+    static signed char todrop_counter[9], rates {0, 1, ..., 8}): every i-th such
+    entry goes, so the ones with fewer packets go first. With 0 packets (rate 0) or
+    more than 8, never."""
+    cdef uint32_t i
+    # time_before(cp->timeout + jiffies, cp->timer.expires + 60 * HZ): idle < 60 s
+    if st.now + c.timeout < c.expires + 60 * NS:
+        return False
+    i = c.in_pkts
+    if i < 1 or i > 8:
+        return False
+    st.todrop_counter[i] -= 1
+    if st.todrop_counter[i] > 0:
+        return False
+    st.todrop_counter[i] = <int8_t>i
+    return True
+
+
 cdef inline void update_defense(EngineState* st) noexcept nogil:
     """update_defense_level + the drop_entry part of defense_work_handler, once a
     second: with few free slots left, refuse some new connections (drop_packet) and
-    drop random half-open TCP entries (drop_entry)."""
+    drop random entries (drop_entry, ip_vs_random_dropentry)."""
     cdef uint32_t avail = st.ct.capacity - st.ct.count
     cdef bint low = avail < st.amemthresh
     cdef uint32_t _, idx, nscan
     cdef Conn* c
+    # drop_packet: mode 3 sets the rate only (the counter runs on from where it is,
+    # so the first new connection after the switch is refused: 0 - 1 is not > 0);
+    # mode 1 with memory low re-arms the counter to the rate on every tick
     if st.drop_packet_mode == 3:
-        st.drop_rate = st.am_droprate
+        st.drop_rate = <int32_t>st.am_droprate
     elif st.drop_packet_mode == 1 and low:
-        st.drop_rate = st.amemthresh // (st.amemthresh - avail)
-        if st.drop_rate < 1:
-            st.drop_rate = 1
-        if st.drop_counter == 0 or st.drop_counter > st.drop_rate:
-            st.drop_counter = st.drop_rate
+        st.drop_rate = <int32_t>(st.amemthresh // (st.amemthresh - avail))
+        st.drop_counter = st.drop_rate
     else:
         st.drop_rate = 0
     st.secure_tcp_on = st.secure_tcp_mode == 3 or (st.secure_tcp_mode == 1 and low)
     st.drop_entry_on = st.drop_entry_mode == 3 or (st.drop_entry_mode == 1 and low)
     if not st.drop_entry_on:
         return
-    # ip_vs_random_dropentry: look at 1/32 of the table at random; entries still in
-    # the handshake (SYN_RECV, SYNACK) and controlling nothing go
+    # ip_vs_random_dropentry: look at 1/32 of the table at random. An entry that
+    # controls others stays; a template goes unless assured (one of a one-packet
+    # service by todrop_entry); TCP in SYN_RECV/SYNACK and SCTP in INIT1/INIT go, in
+    # ESTABLISHED by todrop_entry; any other protocol's entry by todrop_entry
     nscan = st.ct.capacity >> 5
     if nscan == 0:
         nscan = st.ct.capacity
@@ -114,15 +137,36 @@ cdef inline void update_defense(EngineState* st) noexcept nogil:
         st.rnd ^= st.rnd << 17
         idx = <uint32_t>(st.rnd % st.ct.capacity)
         c = &st.ct.conns[idx]
-        if not (c.in_use & 2) or (c.in_use & 4) or c.n_control or c.proto != IPPROTO_TCP_:
+        if not (c.in_use & 2) or c.n_control:
             continue
-        if c.state == TCP_S_SYN_RECV or c.state == TCP_S_SYNACK:
-            conn_expire_now(st, idx)
-            st.entries_dropped += 1
+        if c.in_use & 4:
+            if c.svc >= 0 and st.svcs[c.svc].flags & SVC_F_ONEPACKET:
+                if not todrop_entry(st, c):
+                    continue
+            elif c.state & 1:                   # IP_VS_CTPL_S_ASSURED
+                continue
+        elif c.proto == IPPROTO_TCP_:
+            if c.state == TCP_S_ESTABLISHED:
+                if not todrop_entry(st, c):
+                    continue
+            elif c.state != TCP_S_SYN_RECV and c.state != TCP_S_SYNACK:
+                continue
+        elif c.proto == IPPROTO_SCTP_:
+            if c.state == SCTP_S_ESTABLISHED:
+                if not todrop_entry(st, c):
+                    continue
+            elif c.state != SCTP_S_INIT1 and c.state != SCTP_S_INIT:
+                continue
+        elif not todrop_entry(st, c):
+            continue
+        conn_expire_now(st, idx)
+        st.entries_dropped += 1
 
 
 cdef inline bint todrop(EngineState* st) noexcept nogil:
-    """ip_vs_todrop: with drop_rate N, one new connection in N is refused."""
+    """ip_vs_todrop (include/net/ip_vs.h): with drop_rate N, one new connection in N is
+    refused. The counter is a signed int, as the kernel's: it counts down, and at or
+    below zero the packet is dropped and the counter re-armed to the rate."""
     if not st.drop_rate:
         return False
     st.drop_counter -= 1

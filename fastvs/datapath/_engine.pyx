@@ -23,7 +23,7 @@ from fastvs.datapath._proto cimport pp_info, PP_N, PP_TCP, PP_UDP, PP_SCTP
 from fastvs.datapath._proto_tcp cimport fv_tcp_next_init
 from fastvs.datapath._state cimport EngineState, FragEntry, MarkRule, NS, FRAG_SETS, FRAG_WAYS
 from fastvs.datapath._fwd cimport fwd_name, FWD_N
-from fastvs.datapath._conn cimport expire_due, dest_bind
+from fastvs.datapath._conn cimport expire_due, dest_bind, conn_expire_now
 from fastvs.datapath._fwd cimport fwd_bind, fwd_bind_flags
 from fastvs.datapath._sync cimport sync_jiffies, SYNC_HZ
 from fastvs.datapath._conntab cimport ct_alloc, ct_link, ct_lookup_template
@@ -108,6 +108,11 @@ cdef extern from *:
 # only on a packet's own bytes, so doing them early changes no result.
 cdef enum:
     WINDOW = 8
+
+# A deleted service (ipvsadm -D) keeps its slot, so that its connections' indexes stay
+# valid, but leaves the service table: no lookup finds it (not an IP_VS_SVC_F_* bit)
+cdef enum:
+    SVC_F_GONE = 0x40000000
 
 
 cdef inline void dp_stage_parse(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
@@ -396,7 +401,7 @@ cdef class Engine:
         if self.st.svcs != NULL:
             for i in range(self.st.nsvcs):
                 ops = <SchedOps*>self.st.svcs[i].sched
-                if ops != NULL and ops.done_svc != NULL:
+                if ops != NULL and ops.done_svc != NULL and not self.st.svcs[i].flags & SVC_F_GONE:
                     ops.done_svc(&self.st.svcs[i], self.st.dests)
                 free(self.st.svcs[i].dest_list)
         free(self.st.svcs)
@@ -520,7 +525,8 @@ cdef class Engine:
             if fwmark == 0:
                 raise ValueError("a firewall-mark service needs a mark > 0")
             for i in range(self.st.nsvcs):
-                if self.st.svcs[i].fwmark == fwmark and self.st.svcs[i].af == af:
+                if (self.st.svcs[i].fwmark == fwmark and self.st.svcs[i].af == af
+                        and not self.st.svcs[i].flags & SVC_F_GONE):
                     raise ValueError(f"service fwmark {fwmark} exists")
             a16 = bytes(16)
             port = 0
@@ -567,6 +573,8 @@ cdef class Engine:
         cdef int32_t di
         cdef int32_t* lst
         self._check_svc(svc)
+        if self.st.svcs[svc].flags & SVC_F_GONE:
+            raise ValueError(f"service {svc} is deleted")
         if weight < 0:
             raise ValueError("weight must not be negative")
         if l_threshold > u_threshold and u_threshold:
@@ -603,41 +611,185 @@ cdef class Engine:
         self._dest_changed(svc)
         return di
 
-    def edit_dest(self, int dest, weight=None, u_threshold=None, l_threshold=None):
-        """ipvsadm -e: change a real server's weight or thresholds in place."""
-        cdef Dest* d
+    def edit_dest(self, int dest, weight=None, u_threshold=None, l_threshold=None, fwd=None):
+        """ipvsadm -e (__ip_vs_update_dest with add = 0): change a real server's weight,
+        thresholds or forwarding method in place (its connections keep the method they
+        were made with); the scheduler's upd_dest hook runs."""
         self._check_dest(dest)
-        d = &self.st.dests[dest]
+        self._set_dest(dest, weight, u_threshold, l_threshold, fwd)
+        self._dest_changed(self.st.dests[dest].svc)
+
+    cdef _set_dest(self, int dest, weight, u_threshold, l_threshold, fwd):
+        """The settings part of __ip_vs_update_dest, checked before anything changes."""
+        cdef Dest* d = &self.st.dests[dest]
+        cdef uint32_t ut = d.u_threshold if u_threshold is None else u_threshold
+        cdef uint32_t lt = d.l_threshold if l_threshold is None else l_threshold
+        if weight is not None and weight < 0:
+            raise ValueError("weight must not be negative")
+        if fwd is not None and fwd not in FWD_CODES:
+            raise ValueError(f"unknown forwarding method {fwd!r}")
+        if lt > ut and ut:
+            raise ValueError("lower threshold above upper threshold")
         if weight is not None:
-            if weight < 0:
-                raise ValueError("weight must not be negative")
             d.weight = weight
-        if u_threshold is not None:
-            if u_threshold == 0 or u_threshold > d.u_threshold:
-                d.flags &= ~DEST_F_OVERLOAD
-            d.u_threshold = u_threshold
-        if l_threshold is not None:
-            d.l_threshold = l_threshold
-        self._dest_changed(d.svc)
+        if fwd is not None:
+            d.fwd = FWD_CODES[fwd]
+        # the overload mark goes when the new upper threshold is off or above the
+        # connections the real server has now (ip_vs_dest_totalconns)
+        if ut == 0 or <int64_t>ut > <int64_t>d.activeconns + d.inactconns:
+            d.flags &= ~DEST_F_OVERLOAD
+        d.u_threshold = ut
+        d.l_threshold = lt
 
     def remove_dest(self, int dest):
-        """ipvsadm -d: unlink a real server. Its connections stay until they expire;
-        their packets are dropped, or with expire_nodest_conn the connection ends."""
+        """ipvsadm -d (__ip_vs_unlink_dest + __ip_vs_del_dest): unlink a real server
+        into the trash (:meth:`restore_dest` brings it back with its connections and
+        counters). Its connections stay until they expire; their packets are dropped,
+        or with expire_nodest_conn they are flushed now (ip_vs_expire_nodest_conn_flush,
+        queued by __ip_vs_del_dest)."""
         cdef Dest* d
-        cdef Service* s
-        cdef int32_t i, j = 0
         self._check_dest(dest)
         d = &self.st.dests[dest]
         if not (d.flags & DEST_F_AVAILABLE):
             raise ValueError("real server already removed")
+        self._unlink_dest(dest, True)
+        self._dest_changed(d.svc)
+        if self.st.expire_nodest_conn:
+            self._flush_nodest()
+
+    cdef _unlink_dest(self, int32_t dest, bint svcupd):
+        """__ip_vs_unlink_dest: out of the list; with ``svcupd`` the scheduler's
+        del_dest hook runs first (rr moves its cursor back to the dest before it)."""
+        cdef Dest* d = &self.st.dests[dest]
+        cdef Service* s = &self.st.svcs[d.svc]
+        cdef SchedOps* ops = <SchedOps*>s.sched
+        cdef int32_t i, j = 0
         d.flags &= ~DEST_F_AVAILABLE
-        s = &self.st.svcs[d.svc]
+        if svcupd and ops.del_dest != NULL:
+            ops.del_dest(s, self.st.dests, dest)
         for i in range(s.ndests):
             if s.dest_list[i] != dest:
                 s.dest_list[j] = s.dest_list[i]
                 j += 1
         s.ndests = j
-        self._dest_changed(d.svc)
+
+    def restore_dest(self, int dest, int svc, int weight=1, str fwd="masq",
+                     unsigned int u_threshold=0, unsigned int l_threshold=0, bint at_head=True):
+        """ipvsadm -a of a real server still in the trash (ip_vs_trash_get_dest, then
+        __ip_vs_update_dest with add = 1): the same real server comes back, linked
+        anew, with its connections and counters; moved into another service (a
+        re-created one), its traffic statistics start from zero."""
+        cdef Dest* d
+        cdef Service* s
+        cdef int32_t* lst
+        cdef int32_t i
+        self._check_dest(dest)
+        self._check_svc(svc)
+        d = &self.st.dests[dest]
+        if d.flags & DEST_F_AVAILABLE:
+            raise ValueError("real server is not removed")
+        if self.st.svcs[svc].flags & SVC_F_GONE:
+            raise ValueError(f"service {svc} is deleted")
+        self._set_dest(dest, weight, u_threshold, l_threshold, fwd)
+        if d.svc != svc:
+            memset(&d.stats, 0, sizeof(Stats))      # ip_vs_zero_stats on a new service
+            d.svc = svc
+        s = &self.st.svcs[svc]
+        lst = <int32_t*>realloc(s.dest_list, (s.ndests + 1) * sizeof(int32_t))
+        if lst == NULL:
+            raise MemoryError()
+        s.dest_list = lst
+        if at_head:
+            for i in range(s.ndests, 0, -1):
+                lst[i] = lst[i - 1]
+            lst[0] = dest
+        else:
+            lst[s.ndests] = dest
+        s.ndests += 1
+        d.flags |= DEST_F_AVAILABLE
+        self._dest_changed(svc)
+
+    def remove_service(self, int svc):
+        """ipvsadm -D (ip_vs_del_service): the service leaves the service table (its
+        packets find another service, port zero's, or none), its real servers go to
+        the trash without the scheduler's del_dest hook (__ip_vs_unlink_dest with
+        svcupd = 0), and the scheduler is unbound."""
+        cdef Service* s
+        cdef SchedOps* ops
+        self._check_svc(svc)
+        s = &self.st.svcs[svc]
+        if s.flags & SVC_F_GONE:
+            raise ValueError(f"service {svc} already deleted")
+        while s.ndests:
+            self._unlink_dest(s.dest_list[0], False)
+        ops = <SchedOps*>s.sched
+        if ops.done_svc != NULL:
+            ops.done_svc(s, self.st.dests)
+        s.sched_data = NULL
+        s.flags |= SVC_F_GONE
+        if s.fwmark:
+            self.st.nfwm_svcs -= 1
+            s.af = 0            # no packet's family: the fwmark lookup passes it by
+        elif s.port_be == 0:
+            self.st.nnull_svcs -= 1
+        self._rehash_svcs()
+        if self.st.expire_nodest_conn:
+            self._flush_nodest()
+
+    def edit_service(self, int svc, sched=None, persist_timeout=None, flags=None, netmask=None):
+        """ipvsadm -E (ip_vs_edit_service): new flags (-p, -o, -b), persistence timeout
+        and -M take effect for the next packets; a different scheduler is bound anew
+        (the old one's state goes, the new one's init_service sees the current list)."""
+        cdef Service* s
+        cdef SchedOps* ops
+        cdef SchedOps* old
+        cdef bytes mask16
+        self._check_svc(svc)
+        s = &self.st.svcs[svc]
+        if s.flags & SVC_F_GONE:
+            raise ValueError(f"service {svc} is deleted")
+        if netmask is not None:
+            if s.af == 4:
+                mask16 = int(netmask).to_bytes(4, "big") + bytes(12)
+            else:
+                plen = int(netmask)
+                mask16 = (((1 << 128) - 1) ^ ((1 << (128 - plen)) - 1)).to_bytes(16, "big")
+            memcpy(s.netmask, <const char*>mask16, 16)
+        if persist_timeout is not None:
+            s.persist_timeout = persist_timeout
+        if flags is not None:
+            s.flags = (<uint32_t>flags) & ~(<uint32_t>SVC_F_GONE)
+        if sched is not None:
+            ops = <SchedOps*>PyCapsule_GetPointer(sched, b"fastvs.SchedOps")
+            old = <SchedOps*>s.sched
+            if ops != old:
+                if old.done_svc != NULL:
+                    old.done_svc(s, self.st.dests)
+                s.sched_data = NULL
+                s.sched = ops
+                s.sched_cursor = -1
+                if ops.init_svc != NULL:
+                    ops.init_svc(s, self.st.dests)
+
+    cdef _flush_nodest(self):
+        """ip_vs_expire_nodest_conn_flush: every entry whose real server is no longer
+        available and that controls nothing goes, and then a template left
+        controlling nothing. (The kernel runs it from a work queued on removal.)"""
+        cdef uint32_t i
+        cdef Conn* c
+        cdef int pass_
+        for pass_ in range(2):
+            for i in range(self.st.ct.capacity):
+                c = &self.st.ct.conns[i]
+                if not (c.in_use & 2) or c.dest < 0 or c.n_control:
+                    continue
+                if self.st.dests[c.dest].flags & DEST_F_AVAILABLE:
+                    continue
+                if pass_ == 1 and not (c.flags & CONN_F_TEMPLATE):
+                    continue
+                conn_expire_now(&self.st, i)
+            # the entries' timers run now: templates lose what they controlled
+            expire_due(&self.st)
 
     cdef _dest_changed(self, int svc):
         cdef Service* s = &self.st.svcs[svc]
@@ -682,7 +834,7 @@ cdef class Engine:
         if tbl == NULL:
             raise MemoryError()
         for i in range(self.st.nsvcs):
-            if self.st.svcs[i].fwmark:
+            if self.st.svcs[i].fwmark or self.st.svcs[i].flags & SVC_F_GONE:
                 continue
             pos = fv_hash_key(self.st.svcs[i].addr, zero, self.st.svcs[i].port_be, 0,
                               self.st.svcs[i].proto, self.st.ct.seed) & (nb - 1)
@@ -904,6 +1056,8 @@ cdef class Engine:
         cdef Service* s
         for i in range(self.st.nsvcs):
             s = &self.st.svcs[i]
+            if s.flags & SVC_F_GONE:
+                continue
             reals = []
             for j in range(s.ndests):
                 reals.append(self._dest_info(s.dest_list[j]))

@@ -7,7 +7,7 @@ Only types and constants live here; the functions that use them are in the role
 modules (``_ctl``, ``_conn``, ``_core``, ``_frag``, ``_fwd``), all inline, so that the
 batch loop in ``_engine.pyx`` compiles into one C unit with them.
 """
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int32_t, int64_t
 from fastvs.datapath._types cimport Dest, Service, Conn, PacketMeta, SyncState, V_NCODES
 from fastvs.datapath._conntab cimport ConnTable
 from fastvs.datapath._proto cimport PP_N, PP_MAX_STATES
@@ -82,8 +82,9 @@ ctypedef struct EngineState:
     bint drop_entry_on
     uint32_t amemthresh
     uint32_t am_droprate
-    uint32_t drop_rate
-    uint32_t drop_counter
+    int32_t drop_rate          # signed, as netns_ipvs's drop_rate / drop_counter
+    int32_t drop_counter
+    int8_t todrop_counter[9]   # todrop_entry's countdowns, by incoming packets (0..8)
     int64_t next_defense       # the defense timer runs once a second of packet time
     uint64_t rnd               # xorshift state for the random entry scan
     uint64_t entries_dropped

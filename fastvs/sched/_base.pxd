@@ -4,7 +4,8 @@ A scheduler module fills one SchedOps and exports it as a PyCapsule named ``OPS`
 ``fastvs.sched`` finds it by name. The engine calls ``pick`` only for a packet that
 opens a connection (``m.now`` is the clock then, ``m.saddr``/``m.daddr``/ports the
 packet's), and ``dest_changed`` after the real-server list or a weight changed (the
-kernel's add_dest / upd_dest / del_dest hooks). ``svc.flags`` carries the -b scheduler
+kernel's add_dest / upd_dest / del_dest hooks; ``del_dest`` runs before a removal as
+well, while the dest is still in the list, for rr). ``svc.flags`` carries the -b scheduler
 flags (SVC_F_SCHED1..3). A scheduler that keeps tables allocates them in ``init_svc``
 into ``svc.sched_data`` and frees them in ``done_svc``; nothing may allocate in
 ``pick``. ``pick`` returns an index into ``dests`` or -1 for "no destination".
@@ -14,6 +15,7 @@ from fastvs.datapath._types cimport Service, Dest, PacketMeta, DEST_F_OVERLOAD
 
 ctypedef int32_t (*sched_pick_fn)(Service* svc, Dest* dests, const PacketMeta* m) noexcept nogil
 ctypedef void (*sched_update_fn)(Service* svc, Dest* dests) noexcept nogil
+ctypedef void (*sched_del_fn)(Service* svc, Dest* dests, int32_t dest) noexcept nogil
 
 ctypedef struct SchedOps:
     const char* name
@@ -21,6 +23,8 @@ ctypedef struct SchedOps:
     sched_update_fn init_svc        # may be NULL; may allocate svc.sched_data
     sched_update_fn dest_changed    # may be NULL; after add/edit/remove of a dest
     sched_update_fn done_svc        # may be NULL; frees svc.sched_data
+    # may be NULL; ``dest`` is about to leave the list (still in it); dest_changed follows
+    sched_del_fn del_dest
 
 cdef inline int64_t dest_overhead(const Dest* d) noexcept nogil:
     """ip_vs_dest_conn_overhead: active connections weigh 256 inactive ones."""

@@ -26,8 +26,9 @@ fastvs specifics:
   the kernel's behaviour when its GFP_ATOMIC allocation fails -- and the
   connection still goes to the chosen server; ``cache_full()`` counts these.
 - A removed server's entries stay until replaced or collected (as in the kernel,
-  which checks IP_VS_DEST_F_AVAILABLE); a server added again is a new server in
-  fastvs, so those entries do not come back to life as they can in the kernel.
+  which checks IP_VS_DEST_F_AVAILABLE); a server added again while still in the
+  trash is the same server (ip_vs_trash_get_dest), so those entries come back to
+  life, as in the kernel.
 """
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t

@@ -210,6 +210,14 @@ cdef void mh_init(Service* svc, Dest* dests) noexcept nogil:
     svc.sched_data = s
 
 
+cdef void mh_del_dest(Service* svc, Dest* dests, int32_t dest) noexcept nogil:
+    # a server that leaves the list and comes back (from the trash) is added anew:
+    # __ip_vs_update_dest with add = 1 sets last_weight to its weight, even 0
+    cdef MhState* s = <MhState*>svc.sched_data
+    if s != NULL and dest < s.nlast:
+        s.last_weight[dest] = -1
+
+
 cdef void mh_done(Service* svc, Dest* dests) noexcept nogil:
     cdef MhState* s = <MhState*>svc.sched_data
     if s != NULL:
@@ -224,6 +232,7 @@ MH.pick = mh_pick
 MH.init_svc = mh_init
 MH.done_svc = mh_done
 MH.dest_changed = mh_changed
+MH.del_dest = mh_del_dest
 
 NAME = "mh"
 OPS = PyCapsule_New(&MH, b"fastvs.SchedOps", NULL)

@@ -24,8 +24,18 @@ cdef void rr_init(Service* svc, Dest* dests) noexcept nogil:
     svc.sched_cursor = -1
 
 
+cdef void rr_del_dest(Service* svc, Dest* dests, int32_t dest) noexcept nogil:
+    # ip_vs_rr_del_dest: when the cursor is the dest being unlinked, it moves back to
+    # the entry before it (p->next->prev after list_del), or the head, so that the
+    # next pick is the removed dest's successor, not the list's first
+    cdef int32_t pos
+    if svc.sched_cursor == dest:
+        pos = list_pos(svc, dest)
+        svc.sched_cursor = svc.dest_list[pos - 1] if pos > 0 else -1
+
+
 cdef void rr_changed(Service* svc, Dest* dests) noexcept nogil:
-    # ip_vs_rr_del_dest: a removed cursor dest falls back to the head
+    # (a cursor that is no longer in the list can only be the head's: safety)
     if svc.sched_cursor >= 0 and list_pos(svc, svc.sched_cursor) < 0:
         svc.sched_cursor = -1
 
@@ -36,6 +46,7 @@ RR.pick = rr_pick
 RR.init_svc = rr_init
 RR.done_svc = NULL
 RR.dest_changed = rr_changed
+RR.del_dest = rr_del_dest
 
 NAME = "rr"
 OPS = PyCapsule_New(&RR, b"fastvs.SchedOps", NULL)

@@ -85,6 +85,9 @@ cdef int32_t wrr_pick(Service* svc, Dest* dests, const PacketMeta* m) noexcept n
             # a last pass from the first dest found nothing, or the only
             # traversal started at the head: nobody is available
             if last_pass or last < 0:
+                # err_over: the walk ended at the list head, and mark->cl = dest
+                # leaves the cursor there
+                svc.sched_cursor = -1
                 return -1
             restarted = True
         last_pass = svc.wrr_cw <= svc.wrr_di

@@ -125,6 +125,8 @@ class Bench:
             self.d.engine.remove_dest(r["index"])
             rs = next(x for x in self.lists[vip] if x.addr == addr)
             rs.available = False
+            if hasattr(self.models[vip], "removing"):
+                self.models[vip].removing(self.lists[vip], rs)
             self.lists[vip].remove(rs)
             if hasattr(self.models[vip], "changed"):
                 self.models[vip].changed(self.lists[vip])

@@ -65,6 +65,13 @@ class RR:
         if self.last is not None and self.last not in dests:
             self.last = None
 
+    def removing(self, dests: list[RS], rs: RS) -> None:
+        """ip_vs_rr_del_dest: the cursor on the removed server moves to the one
+        before it (or the head), so the walk goes on with the server after it."""
+        if self.last is rs:
+            i = dests.index(rs)
+            self.last = dests[i - 1] if i > 0 else None
+
     def pick(self, dests: list[RS], **_: object) -> RS | None:
         start = dests.index(self.last) + 1 if self.last in dests else 0
         order = dests[start:] + dests[:start]
@@ -119,6 +126,7 @@ class WRR:
             if self.cw <= 0:
                 self.cw = self.mw
                 if last_pass or last < 0:
+                    self.pos = -1  # err_over: the walk ended at the head (mark->cl)
                     return None
                 restarted = True
             last_pass = self.cw <= self.di

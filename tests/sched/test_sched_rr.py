@@ -26,8 +26,29 @@ def test_overloaded_server_is_skipped() -> None:
     b.check_counters()
 
 
-def test_removed_cursor_falls_back_to_the_head() -> None:
-    b = Bench("rr", [(real(1), 1), (real(2), 1), (real(3), 1)])
-    b.run_random(2)
+def test_removed_cursor_continues_with_its_successor() -> None:
+    """ip_vs_rr_del_dest (ip_vs_rr.c): a removed cursor server hands the cursor to the
+    entry before it (p->next->prev once unlinked), so rr goes on with the server that
+    followed the removed one instead of starting again at the head."""
+    b = Bench("rr", [(real(1), 1), (real(2), 1), (real(3), 1)])   # list 3 2 1
+    picks = [b.connect("100.64.0.1", 40000 + i, i)[0] for i in range(2)]
+    assert picks == [real(3), real(2)]
     b.remove(real(2))
-    b.run_random(20, seed=3)
+    picks = [b.connect("100.64.0.1", 41000 + i, 10 + i)[0] for i in range(3)]
+    assert picks == [real(1), real(3), real(1)]
+
+
+def test_removed_first_server_under_the_cursor_goes_to_the_head() -> None:
+    b = Bench("rr", [(real(1), 1), (real(2), 1), (real(3), 1)])   # list 3 2 1
+    assert b.connect("100.64.0.1", 40000, 0)[0] == real(3)
+    b.remove(real(3))
+    assert [b.connect("100.64.0.1", 41000 + i, 10 + i)[0] for i in range(3)] == [real(2), real(1), real(2)]
+
+
+def test_removals_and_model_agree() -> None:
+    b = Bench("rr", [(real(1), 1), (real(2), 1), (real(3), 1), (real(4), 2)])
+    b.run_random(2)
+    b.remove(real(3))
+    b.run_random(5, seed=3)
+    b.remove(real(1))
+    b.run_random(20, seed=4)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reference.sched_harness import Bench, real
+from reference.sched_harness import Bench, S, real
 
 
 def test_first_round_then_weighted_cycle() -> None:
@@ -32,3 +32,23 @@ def test_overloaded_servers_skipped() -> None:
     b = Bench("wrr", [(real(1), 5, 3), (real(2), 1), (real(3), 2)])
     picks = b.run_random(40)
     assert picks.count(real(1)) == 3
+
+
+def test_all_overloaded_leaves_the_cursor_at_the_head() -> None:
+    """err_over in ip_vs_wrr_schedule: a walk that ends past the list's last server
+    with every server overloaded leaves mark->cl at the list head (not at the last
+    server picked), so once the servers recover the next walk starts from the head.
+    List r2 (w 1, -x 1), r1 (w 2, -x 2): r2 r1 r1, then nobody (cw 1, then the reset
+    to 2 with last_pass: err_over at the head); 62 s later (the SYN_RECV entries gone)
+    cw 2 from the head picks r1 (from r1 it would have stepped to cw 1 and picked r2)."""
+    b = Bench("wrr", [(real(1), 2, 2), (real(2), 1, 1)])
+    got = [b.connect("100.64.0.1", 40000 + i, i) for i in range(4)]
+    assert got == [(real(2), real(2)), (real(1), real(1)), (real(1), real(1)), (None, None)]
+    assert b.connect("100.64.0.1", 41000, 62 * S) == (real(1), real(1))
+
+
+def test_all_overloaded_model_agrees_over_many_cycles() -> None:
+    b = Bench("wrr", [(real(1), 4, 2), (real(2), 3, 1), (real(3), 2, 2), (real(4), 1, 1)])
+    for k in range(6):
+        b.run_random(9, seed=10 + k)
+        b.run_random(3, seed=20 + k, step=61 * S)
