@@ -15,9 +15,9 @@ from fastvs.datapath._state cimport EngineState, XmitArgs, NS
 from fastvs.datapath._proto cimport (pp_state, pp_active, pp_is_new_conn, pp_new_conn_expected,
                                      pp_schedule, nat_snat, hop_decrease)
 from fastvs.datapath._icmp cimport icmp_is_error, icmp_inner, icmp_csum_ok, icmp_nat
-from fastvs.datapath._conn cimport (conn_new, conn_stats, conn_expire_now, template_ok, count_in,
-                                    count_out)
-from fastvs.datapath._ctl cimport svc_lookup, is_local_addr, todrop
+from fastvs.datapath._conn cimport (conn_new, conn_stats, conn_expire, conn_expire_now, template_ok,
+                                    count_in, count_out)
+from fastvs.datapath._ctl cimport svc_lookup, is_local_addr, todrop, PORT_FTP_BE, PORT_FTPDATA_BE
 from fastvs.datapath._frag cimport frag_remember, frag_follow
 from fastvs.datapath._fwd cimport fwd_xmit
 from fastvs.sched._base cimport SchedOps
@@ -57,10 +57,20 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
     c.timeout = st.timeout[a.slot][new_state]
 
 
+cdef inline int leave(const Service* svc, const PacketMeta* m) noexcept nogil:
+    """ip_vs_leave, when no connection could be made: packets for other ports of a VIP
+    with an FTP service are not IPVS's ("not ipvs job to decide to drop the
+    packets"); the rest is dropped (the kernel also sends ICMP port unreachable)."""
+    if svc.port_be == PORT_FTP_BE and m.dport_be != PORT_FTP_BE:
+        return V_PASS_NOT_SERVICE
+    return V_DROP_NO_DEST
+
+
 cdef inline cold_int conn_schedule(EngineState* st, int32_t s, PacketMeta* m, uint32_t fwmark,
                                    uint32_t* out_idx) noexcept nogil:
-    """ip_vs_schedule / ip_vs_sched_persist. Returns 0 with the new connection in
-    ``out_idx``, or a drop verdict."""
+    """The protocol's conn_schedule from the flood check on: ip_vs_todrop, then
+    ip_vs_schedule / ip_vs_sched_persist. Returns 0 with the new connection in
+    ``out_idx``, V_PASS_NOT_SERVICE for a packet IPVS lets through, or a drop verdict."""
     cdef Service* svc = &st.svcs[s]
     cdef SchedOps* ops = <SchedOps*>svc.sched
     cdef int32_t di
@@ -73,10 +83,19 @@ cdef inline cold_int conn_schedule(EngineState* st, int32_t s, PacketMeta* m, ui
     m.now = st.now
     if todrop(st):
         return V_DROP_DEFENSE
+    # ip_vs_schedule: active FTP data from a real server (client port 20) is never
+    # scheduled
+    if m.sport_be == PORT_FTPDATA_BE:
+        return V_PASS_NOT_SERVICE
     if not (svc.flags & SVC_F_PERSISTENT):
+        # a non-persistent service takes its own port only (a port-21 service reached
+        # by an FTP data port, a port-zero service: "port zero only supported in
+        # persistent services")
+        if not svc.fwmark and m.dport_be != svc.port_be:
+            return leave(svc, m)
         di = ops.pick(svc, st.dests, m)
         if di < 0:
-            return V_DROP_NO_DEST
+            return leave(svc, m)
         dport = st.dests[di].port_be if st.dests[di].port_be else m.dport_be
         idx = conn_new(st, s, di, m.proto, m.af, m.saddr, m.sport_be, m.daddr, m.dport_be,
                        dport, 0, 3 * NS)
@@ -85,21 +104,25 @@ cdef inline cold_int conn_schedule(EngineState* st, int32_t s, PacketMeta* m, ui
         conn_stats(st, &st.ct.conns[idx])
         out_idx[0] = idx
         return 0
-    # persistence: the template <proto, client net, 0, vaddr, vport> names the dest
+    # persistence: the template <proto, client net, 0, vaddr, vport> names the dest;
+    # for an FTP service (port 21) vport is 0, so that its data connections (to port
+    # 20 or an unprivileged port) share the control connection's template
     snet[0] = m.saddr[0] & svc.netmask[0]
     snet[1] = m.saddr[1] & svc.netmask[1]
     snet[2] = m.saddr[2] & svc.netmask[2]
     snet[3] = m.saddr[3] & svc.netmask[3]
-    if svc.fwmark:
+    tproto = m.proto
+    memcpy(tvaddr, m.daddr, 16)
+    tvport = 0
+    if m.dport_be == svc.port_be:
+        if svc.port_be != PORT_FTP_BE:
+            tvport = m.dport_be
+    elif svc.fwmark:
+        # <IPPROTO_IP, caddr, 0, fwmark, 0>
         tproto = 0
         memset(tvaddr, 0, 16)
         tvaddr[0] = ((fwmark & 0xff) << 24) | ((fwmark & 0xff00) << 8) \
             | ((fwmark >> 8) & 0xff00) | (fwmark >> 24)
-        tvport = 0
-    else:
-        tproto = m.proto
-        memcpy(tvaddr, m.daddr, 16)
-        tvport = m.dport_be if svc.port_be else 0
     t = ct_lookup_template(&st.ct, tproto, snet, tvaddr, tvport)
     if t != CT_NONE and not template_ok(st, &st.ct.conns[t]):
         ct_unhash(&st.ct, t)        # invalidated; it goes when its timer runs
@@ -107,9 +130,13 @@ cdef inline cold_int conn_schedule(EngineState* st, int32_t s, PacketMeta* m, ui
     if t == CT_NONE:
         di = ops.pick(svc, st.dests, m)
         if di < 0:
-            return V_DROP_NO_DEST
+            return leave(svc, m)
+        # the template's own port: the dest's, but 0 for FTP and port-zero services
+        dport = 0
+        if m.dport_be == svc.port_be and svc.port_be != PORT_FTP_BE:
+            dport = st.dests[di].port_be
         t = conn_new(st, s, di, tproto, m.af, snet, 0, tvaddr, tvport,
-                     st.dests[di].port_be, CONN_F_TEMPLATE, <int64_t>svc.persist_timeout * NS)
+                     dport, CONN_F_TEMPLATE, <int64_t>svc.persist_timeout * NS)
         if t == CT_NONE:
             return V_DROP_CONN_FULL
     tc = &st.ct.conns[t]
@@ -128,6 +155,31 @@ cdef inline cold_int conn_schedule(EngineState* st, int32_t s, PacketMeta* m, ui
     return 0
 
 
+cdef inline cold_int one_packet(EngineState* st, uint8_t* p, PacketMeta* m,
+                                uint32_t idx) noexcept nogil:
+    """A UDP datagram of a one-packet service (-o, IP_VS_SVC_F_ONEPACKET): its
+    connection (IP_VS_CONN_F_ONE_PACKET) is counted and used for this datagram only.
+    The kernel never hashes it (ip_vs_conn_hash refuses it) and ip_vs_conn_put expires
+    it at once (timer 0), so the next datagram of the same flow is scheduled anew and
+    counts as another connection; replies find no connection."""
+    cdef Conn* c = &st.ct.conns[idx]
+    cdef XmitArgs xa
+    cdef int v
+    count_in(st, c, m.l3len, True)
+    set_state(st, c, DIR_INPUT, m)
+    if not st.keep_ttl and m.ttl <= 1:
+        v = V_DROP_TTL
+    else:
+        st.last_dest = c.dest
+        xa.st = st
+        xa.p = p
+        xa.m = m
+        xa.c = c
+        v = fwd_xmit(c.fwd, &xa)
+    conn_expire(st, idx)        # unbinds it from its dest and its template
+    return v
+
+
 cdef inline cold_int not_ipvs(EngineState* st, uint8_t* p, const PacketMeta* m, int code) noexcept nogil:
     """Traffic IPVS leaves alone. Offline it is written unchanged; in the director's
     view it is delivered locally (addressed to a VIP) or routed on with TTL - 1."""
@@ -142,6 +194,27 @@ cdef inline cold_int not_ipvs(EngineState* st, uint8_t* p, const PacketMeta* m, 
     return V_PASS_ROUTED
 
 
+cdef inline bint dest_available(const EngineState* st, const Conn* c) noexcept nogil:
+    """ip_vs_in_stats / ip_vs_out_stats count only while the connection's real server
+    is available (IP_VS_DEST_CF_AVAILABLE): not after it was removed."""
+    return c.dest >= 0 and (st.dests[c.dest].flags & DEST_F_AVAILABLE) != 0
+
+
+cdef inline cold_int response_not_masq(EngineState* st, uint8_t* p, const PacketMeta* m,
+                                       uint32_t idx) noexcept nogil:
+    """handle_response for a connection that is not NAT (after_nat): nothing to
+    rewrite, but the reply is counted, steps the state (the first one clears the
+    connection's no-output mark) and goes on as routed."""
+    cdef Conn* c = &st.ct.conns[idx]
+    if not st.keep_ttl:
+        hop_decrease(p, m)
+    if dest_available(st, c):
+        count_out(st, c, m.l3len, True)
+    set_state(st, c, DIR_OUTPUT, m)
+    ct_expire_at(&st.ct, idx, st.now + c.timeout)
+    return V_PASS_NOT_MASQ
+
+
 cdef inline int handle_response(EngineState* st, uint8_t* p, const PacketMeta* m,
                                 uint32_t idx) noexcept nogil:
     """A real server's reply (ip_vs_out_hook -> handle_response), after ip_forward
@@ -150,11 +223,10 @@ cdef inline int handle_response(EngineState* st, uint8_t* p, const PacketMeta* m
     if not st.keep_ttl and m.ttl <= 1:
         return V_DROP_TTL
     if c.fwd != FWD_MASQ:
-        if not st.keep_ttl:
-            hop_decrease(p, m)
-        return V_PASS_NOT_MASQ
+        return response_not_masq(st, p, m, idx)
     nat_snat(p, m, c, not st.keep_ttl)
-    count_out(st, c, m.l3len, True)
+    if dest_available(st, c):
+        count_out(st, c, m.l3len, True)
     if m.frag == 2:
         frag_remember(st, m, idx, CT_DIR_OUT)
     set_state(st, c, DIR_OUTPUT, m)
@@ -163,12 +235,15 @@ cdef inline int handle_response(EngineState* st, uint8_t* p, const PacketMeta* m
 
 
 cdef inline int icmp_packet(EngineState* st, uint8_t* p, PacketMeta* m) noexcept nogil:
-    """ip_vs_in_icmp / ip_vs_out_icmp: an error quoting a connection's packet is
-    translated and counted against that connection; other ICMP is not IPVS's."""
+    """ip_vs_in_icmp(_v6) / ip_vs_out_icmp(_v6): an error quoting a connection's
+    packet is counted against that connection and translated (NAT) or sent on by the
+    connection's own method (ip_vs_icmp_xmit: direct routing, tunnel); other ICMP is
+    not IPVS's."""
     cdef PacketMeta im
     cdef uint32_t idx
     cdef int direction = CT_DIR_IN
     cdef Conn* c
+    cdef XmitArgs xa
     if not icmp_is_error(m, p[m.l4off]):
         return not_ipvs(st, p, m, V_PASS_PROTO)
     if icmp_inner(p, m, &im) != 0:
@@ -178,7 +253,27 @@ cdef inline int icmp_packet(EngineState* st, uint8_t* p, PacketMeta* m) noexcept
         return not_ipvs(st, p, m, V_PASS_PROTO)
     c = &st.ct.conns[idx]
     if c.fwd != FWD_MASQ:
-        return not_ipvs(st, p, m, V_PASS_PROTO)
+        if direction == CT_DIR_OUT:
+            # handle_response_icmp, after_nat: counted, then routed on as it is
+            if not st.keep_ttl:
+                if m.ttl <= 1:
+                    return V_DROP_TTL
+                hop_decrease(p, m)
+            if dest_available(st, c):
+                count_out(st, c, m.l3len, True)
+            return V_PASS_NOT_MASQ
+        # ip_vs_in_icmp: no checksum check (only NAT's), counted, and
+        # ip_vs_icmp_xmit hands it to the connection's packet_xmit as it is
+        if dest_available(st, c):
+            count_in(st, c, m.l3len, True)
+        if not st.keep_ttl and m.ttl <= 1:
+            return V_DROP_TTL
+        st.last_dest = c.dest
+        xa.st = st
+        xa.p = p
+        xa.m = m
+        xa.c = c
+        return fwd_xmit(c.fwd, &xa)
     if not m.cut and not icmp_csum_ok(p, m):
         return V_DROP_ICMP_CSUM
     if not st.keep_ttl:
@@ -187,10 +282,12 @@ cdef inline int icmp_packet(EngineState* st, uint8_t* p, PacketMeta* m) noexcept
         hop_decrease(p, m)
     if direction == CT_DIR_IN:
         # about a reply the client side could not take: on to the real server
-        count_in(st, c, m.l3len, True)
+        if dest_available(st, c):
+            count_in(st, c, m.l3len, True)
         icmp_nat(p, m, &im, c, False)
         return V_FWD_IN
-    count_out(st, c, m.l3len, True)
+    if dest_available(st, c):
+        count_out(st, c, m.l3len, True)
     icmp_nat(p, m, &im, c, True)
     return V_FWD_OUT
 
@@ -250,17 +347,19 @@ cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int r
             return not_ipvs(st, p, mp, V_PASS_NOT_SERVICE)
         # the protocol's conn_schedule: may this packet make a connection?
         pa.m = mp
-        pa.arg = st.sloppy_sctp
+        pa.arg = st.sloppy_sctp | (st.sloppy_tcp << 1)
         rc = pp_schedule(mp.proto, &pa)
         if rc == V_PASS_NOT_SERVICE:
             return not_ipvs(st, p, mp, rc)
         if rc:
             return rc
-        if mp.sport_be == 0x1400:        # client port 20 (FTP data) is never scheduled
-            return not_ipvs(st, p, mp, V_PASS_NOT_SERVICE)
         rc = conn_schedule(st, s, mp, fwmark, &idx)
+        if rc == V_PASS_NOT_SERVICE:
+            return not_ipvs(st, p, mp, rc)
         if rc:
             return rc
+        if FV_UNLIKELY(st.svcs[s].flags & SVC_F_ONEPACKET) and mp.proto == IPPROTO_UDP_:
+            return one_packet(st, p, mp, idx)
 
     c = &st.ct.conns[idx]
     count_in(st, c, mp.l3len, True)

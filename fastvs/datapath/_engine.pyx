@@ -282,7 +282,7 @@ cdef class Engine:
                     expire_nodest_conn=None, conn_reuse_mode=None,
                     expire_quiescent_template=None, tunnel_mtu=None, drop_entry=None,
                     drop_packet=None, amemthresh=None, am_droprate=None, sloppy_sctp=None,
-                    secure_tcp=None):
+                    secure_tcp=None, sloppy_tcp=None):
         """Options named after the kernel's sysctls. Flood defenses: ``drop_entry``,
         ``drop_packet`` and ``secure_tcp`` are 0 (off), 1 (automatic: on while fewer than ``amemthresh``
         connection slots are free) or 3 (always); fastvs turns drop_entry on
@@ -318,6 +318,8 @@ cdef class Engine:
             self.st.secure_tcp_mode = 1 if secure_tcp == 2 else secure_tcp
         if sloppy_sctp is not None:
             self.st.sloppy_sctp = bool(sloppy_sctp)
+        if sloppy_tcp is not None:
+            self.st.sloppy_tcp = bool(sloppy_tcp)
         if amemthresh is not None:
             self.st.amemthresh = max(1, int(amemthresh))
         if am_droprate is not None:
@@ -421,6 +423,8 @@ cdef class Engine:
             self.st.nfwm_svcs += 1
         elif port == 0:
             self.st.nnull_svcs += 1
+        elif port == 21:
+            self.st.nftp_svcs += 1      # ftpsvc_counter (any protocol, as the kernel's)
         self.st.nsvcs += 1
         if ops.init_svc != NULL:
             ops.init_svc(s, self.st.dests)
