@@ -12,6 +12,7 @@ from fastvs.datapath._types cimport *
 from fastvs.datapath._conntab cimport (ct_hash_pkt, ct_lookup, ct_unhash, ct_expire_at,
                                        ct_lookup_template, CT_NONE, CT_DIR_IN, CT_DIR_OUT)
 from fastvs.datapath._state cimport EngineState, XmitArgs, NS
+from fastvs.datapath._proto_sctp cimport SCTP_S_ESTABLISHED
 from fastvs.datapath._proto cimport (pp_state, pp_active, pp_is_new_conn, pp_new_conn_expected,
                                      pp_schedule, nat_snat, hop_decrease)
 from fastvs.datapath._icmp cimport icmp_is_error, icmp_inner, icmp_csum_ok, icmp_nat
@@ -21,6 +22,17 @@ from fastvs.datapath._ctl cimport svc_lookup, is_local_addr, todrop, PORT_FTP_BE
 from fastvs.datapath._frag cimport frag_remember, frag_follow
 from fastvs.datapath._fwd cimport fwd_xmit
 from fastvs.sched._base cimport SchedOps
+
+
+cdef inline cold_void control_assure(EngineState* st, const Conn* c, uint8_t new_state) noexcept nogil:
+    """ip_vs_control_assure_ct: a persistence template is marked assured
+    (IP_VS_CTPL_S_ASSURED, listed as ASSURED) when a connection it controls gets
+    established (set_tcp_state, set_sctp_state) or, for UDP, sees a reply
+    (udp_state_transition; called from handle_response)."""
+    if (c.proto == IPPROTO_TCP_ and new_state == TCP_S_ESTABLISHED) \
+            or (c.proto == IPPROTO_SCTP_ and new_state == SCTP_S_ESTABLISHED) \
+            or c.proto == IPPROTO_UDP_:
+        st.ct.conns[c.control - 1].state |= 1
 
 
 cdef inline void set_state(EngineState* st, Conn* c, int direction,
@@ -52,6 +64,8 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
                 d.activeconns += 1
                 d.inactconns -= 1
                 c.flags &= ~CONN_F_INACTIVE
+        if c.control:
+            control_assure(st, c, new_state)
         c.state = new_state
     # (a connection exists only for a registered protocol: the dispatcher set a.slot)
     c.timeout = st.timeout[a.slot][new_state]
@@ -210,6 +224,8 @@ cdef inline cold_int response_not_masq(EngineState* st, uint8_t* p, const Packet
         hop_decrease(p, m)
     if dest_available(st, c):
         count_out(st, c, m.l3len, True)
+    if c.control and c.proto == IPPROTO_UDP_:
+        control_assure(st, c, 0)
     set_state(st, c, DIR_OUTPUT, m)
     ct_expire_at(&st.ct, idx, st.now + c.timeout)
     return V_PASS_NOT_MASQ
@@ -229,6 +245,8 @@ cdef inline int handle_response(EngineState* st, uint8_t* p, const PacketMeta* m
         count_out(st, c, m.l3len, True)
     if m.frag == 2:
         frag_remember(st, m, idx, CT_DIR_OUT)
+    if FV_UNLIKELY(c.control != 0) and c.proto == IPPROTO_UDP_:
+        control_assure(st, c, 0)
     set_state(st, c, DIR_OUTPUT, m)
     ct_expire_at(&st.ct, idx, st.now + c.timeout)
     return V_FWD_OUT

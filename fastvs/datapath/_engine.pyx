@@ -720,7 +720,7 @@ cdef class Engine:
 
     cdef dict _conn_info(self, Conn* c):
         if c.flags & CONN_F_TEMPLATE:
-            state = "NONE"
+            state = "ASSURED" if c.state & 1 else "NONE"     # ip_vs_ctpl_state_name_table
         else:
             names = STATE_NAMES.get(PROTO_NAMES.get(c.proto, "").lower(), ())
             state = names[c.state] if c.state < len(names) else "ERR!"
