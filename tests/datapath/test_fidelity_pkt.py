@@ -6,7 +6,10 @@ golden captures: x8-onepacket, x9-ftp-persist, x10-sloppy-tcp (tests/golden/CASE
 
 from __future__ import annotations
 
+import struct
+
 import dpkt
+import pytest
 
 from fastvs import verdicts as V
 from fastvs.control.director import Director, parse_neigh
@@ -95,7 +98,7 @@ FTP = f"""
 def test_persistent_ftp_service_takes_data_connections_port_kept() -> None:
     """ip_vs_service_find (ip_vs_ctl.c:437-446): TCP to port 20 or an unprivileged port
     of a VIP with a port-21 service (ftpsvc_counter) finds the FTP service;
-    ip_vs_sched_persist (ip_vs_core.c:300-317) builds its template with vport 0 for
+    ip_vs_sched_persist (ip_vs_core.c:308-320) builds its template with vport 0 for
     the FTP port and for the data port alike, and keeps the data port (:386-388)."""
     d = director(FTP)
     out, v = d.process_packets([tcp(CL, 41000, VIP, 21, "S")])
@@ -123,8 +126,8 @@ def test_ftp_data_connection_first_makes_the_template() -> None:
 
 
 def test_non_persistent_ftp_service_lets_data_connections_pass() -> None:
-    """ip_vs_schedule (ip_vs_core.c:517): a non-persistent service takes only its own
-    port; ip_vs_leave (:663-664) accepts the rest of an FTP service's VIP."""
+    """ip_vs_schedule (ip_vs_core.c:516): a non-persistent service takes only its own
+    port; ip_vs_leave (:648) accepts the rest of an FTP service's VIP."""
     d = director(f"-A -t {VIP}:21 -s rr\n-a -t {VIP}:21 -r {R1}:21 -m\n")
     syn = tcp(CL, 43000, VIP, 30000, "S")
     out, v = d.process_packets([syn])
@@ -135,7 +138,7 @@ def test_non_persistent_ftp_service_lets_data_connections_pass() -> None:
 
 
 def test_client_port_20_is_never_scheduled() -> None:
-    """ip_vs_schedule (ip_vs_core.c:463): "Never schedule Active FTPDATA connections"."""
+    """ip_vs_schedule (ip_vs_core.c:479): "Never schedule Active FTPDATA connections"."""
     d = director(FTP)
     syn = tcp(CL, 20, VIP, 21, "S")
     out, v = d.process_packets([syn])
@@ -174,7 +177,7 @@ def test_icmp_error_about_a_tunnel_connection_is_tunnelled() -> None:
 
 
 def test_icmp_error_from_the_server_side_of_a_dr_connection_is_counted_and_routed() -> None:
-    """ip_vs_out_icmp -> handle_response_icmp (ip_vs_core.c:861-862, after_nat): not
+    """ip_vs_out_icmp -> handle_response_icmp (ip_vs_core.c:862-863, after_nat): not
     translated, counted as output."""
     rules = f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1}:80 -g\n"
     d = director(rules, neigh=parse_neigh(f"{R1} 02:52:c0:a8:00:0a\n"))
@@ -187,7 +190,7 @@ def test_icmp_error_from_the_server_side_of_a_dr_connection_is_counted_and_route
 
 
 def test_reply_through_the_director_on_a_dr_connection_counts_and_steps_state() -> None:
-    """handle_response (ip_vs_core.c:1269-1315): a connection that is not NAT skips the
+    """handle_response (ip_vs_core.c:1269-1314): a connection that is not NAT skips the
     rewrite but is counted (ip_vs_out_stats) and steps its state on output."""
     rules = f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1}:80 -g\n"
     d = director(rules, neigh=parse_neigh(f"{R1} 02:52:c0:a8:00:0a\n"))
@@ -207,7 +210,7 @@ VIP6, R6, C6 = "2001:db8::1", "2001:db8:1::10", "2001:db8:2::5"
 
 
 def test_icmpv6_parameter_problem_about_a_connection_is_translated() -> None:
-    """ip_vs_in_icmp_v6 / ip_vs_out_icmp_v6 (ip_vs_core.c:1849, 1013): only
+    """ip_vs_in_icmp_v6 / ip_vs_out_icmp_v6 (ip_vs_core.c:1849, 1014): only
     ICMPV6_INFOMSG_MASK (types >= 128) marks a message as not an error."""
     d = director(f"-A -t [{VIP6}]:80 -s rr\n-a -t [{VIP6}]:80 -r [{R6}]:8080 -m\n")
     fwd, _ = d.process_packets([tcp6(C6, 40000, VIP6, 80, "S")])
@@ -236,7 +239,7 @@ def test_icmpv6_bad_checksum_about_a_nat_connection_is_dropped() -> None:
 
 # -- 10. statistics only while the real server is available -------------------------------
 def test_reply_statistics_stop_when_the_real_server_is_removed() -> None:
-    """ip_vs_out_stats (ip_vs_core.c:178) counts only with IP_VS_DEST_CF_AVAILABLE; the
+    """ip_vs_out_stats (ip_vs_core.c:163) counts only with IP_VS_DEST_CF_AVAILABLE; the
     reply itself is still translated (handle_response does not look)."""
     d = director(f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1}:8080 -m\n")
     d.process_packets([tcp(CL, 1000, VIP, 80, "S")])
@@ -267,10 +270,8 @@ def test_sloppy_tcp_lets_any_segment_without_rst_make_a_connection() -> None:
 
 
 def test_sloppy_tcp_option_on_the_command_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from fastvs.capture.pcap import Writer  # noqa: F401  (the CLI writes pcaps)
     from fastvs.cli import main
 
-    import struct
     rules = tmp_path / "r.txt"
     rules.write_text(f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1}:8080 -m\n")
     pcap = tmp_path / "in.pcap"
@@ -302,3 +303,60 @@ def test_ipv6_tcp_state_reads_the_header_after_extension_headers() -> None:
     fin = tcp6(C6, 40000, VIP6, 80, "FA", ext=ext, ext_nh=0)
     d.process_packets([fin], [2 * S])
     assert d.lookup("tcp", C6, 40000, VIP6, 80)["state"] == "CLOSE_WAIT"
+
+
+# -- differences found in the read, pinned -------------------------------------------------
+def test_icmpv6_error_behind_a_fragment_header_is_dropped() -> None:
+    """ip_vs_in_icmp_v6 (ip_vs_core.c:1856): "Fragment header that is before ICMP header
+    tells us that: it's not an error message since they can't be fragmented"."""
+    d = director(f"-A -t [{VIP6}]:80 -s rr\n-a -t [{VIP6}]:80 -r [{R6}]:8080 -m\n")
+    fwd, _ = d.process_packets([tcp6(C6, 40000, VIP6, 80, "S")])
+    err = icmp6_error("2001:db8:1::1", C6, fwd[0], icmp_type=1, code=4)
+    ip = bytearray(err[14:])
+    frag = bytes([58, 0, 0, 1, 0, 0, 0, 7])  # next header ICMPv6, offset 0, MF
+    ip[6] = 44
+    ip = ip[:40] + frag + ip[40:]
+    ip[4:6] = (len(ip) - 40).to_bytes(2, "big")
+    _, v = d.process_packets([err[:14] + bytes(ip)], [S])
+    assert v == [V.DROP_L4_MALFORMED]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ip_vs_check_template (ip_vs_conn.c) invalidates a template whose real server is "
+    "gone by rehashing it with vport and dport 65535 and cport 0: the kernel lists it "
+    "until its timer runs; fastvs unhashes it, so the listing drops it at once"))
+def test_invalidated_template_stays_listed_with_port_65535() -> None:
+    d = director(f"-A -t {VIP}:80 -s rr -p 300\n-a -t {VIP}:80 -r {R1}:80 -m\n-a -t {VIP}:80 -r {R2}:80 -m\n")
+    out, _ = d.process_packets([tcp(CL, 1000, VIP, 80, "S")])
+    gone = dst_of(out[0])[0]
+    d.engine.remove_dest(next(r["index"] for r in d.engine.services()[0]["reals"] if r["addr"] == gone))
+    d.process_packets([tcp(CL, 1001, VIP, 80, "S")], [S])
+    tpl = [c for c in d.connections() if c["template"]]
+    assert any(c["vport"] == 65535 and c["dport"] == 65535 and c["daddr"] == gone for c in tpl)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "__ip_vs_get_out_rt -> ensure_mtu_is_adequate checks the route MTU for NAT and "
+    "direct routing too (a DF datagram above it is dropped, ICMP fragmentation needed); "
+    "fastvs models a route MTU only toward tunnels (--tunnel-mtu)"))
+def test_nat_route_mtu_drops_big_df_datagrams() -> None:
+    d = director(f"-A -u {VIP}:53 -s rr\n-a -u {VIP}:53 -r {R1}:53 -m\n")
+    big = bytearray(udp(CL, 5000, VIP, 53, b"z" * 1600))
+    big[14 + 6] |= 0x40
+    big[14 + 10:14 + 12] = b"\0\0"
+    big[14 + 10:14 + 12] = dpkt.in_cksum(bytes(big[14:34])).to_bytes(2, "big")
+    _, v = d.process_packets([bytes(big)])
+    assert v == [V.DROP_MTU]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ip_vs_in_icmp's tunnel case (ip_vs_core.c:1649-1662, 1740-1808): an error about the "
+    "director's own IPIP packet to a tunnel real server is consumed and the kernel sends "
+    "its own ICMP to the client (icmp_send); fastvs sends no packets of its own and "
+    "passes the error"))
+def test_error_about_our_ipip_packet_is_consumed() -> None:
+    d = director(f"-A -u {VIP}:53 -s rr\n-a -u {VIP}:53 -r {R1} -i\n", tunnel_source="10.0.0.254")
+    out, _ = d.process_packets([udp(CL, 5000, VIP, 53)])
+    err = icmp_error("192.168.0.1", "10.0.0.254", out[0], icmp_type=3, code=4, quote_len=48)
+    _, v = d.process_packets([err], [S])
+    assert v[0] >= V.DROP_BASE
