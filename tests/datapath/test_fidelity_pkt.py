@@ -1,6 +1,6 @@
 """Packet-path behaviours of a Linux 6.1 IPVS director that issue 11 found missing: the
-kernel function (and line, in Debian's linux-source-6.1, the kernel kernlab runs) that
-decides each is named in the test. Those the kernel lab can show (IPv4 NAT) are also
+kernel function that decides each is named in the test, with its lines in Debian's
+linux-source-6.1 (6.1.192-3). Those the kernel lab can show (IPv4 NAT) are also
 golden captures: x8-onepacket, x9-ftp-persist, x10-sloppy-tcp (tests/golden/CASES.md).
 """
 
@@ -360,3 +360,15 @@ def test_error_about_our_ipip_packet_is_consumed() -> None:
     err = icmp_error("192.168.0.1", "10.0.0.254", out[0], icmp_type=3, code=4, quote_len=48)
     _, v = d.process_packets([err], [S])
     assert v[0] >= V.DROP_BASE
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "__ip_vs_conn_in_get (ip_vs_conn.c:277): a packet with client port 0 matches only an "
+    "entry flagged NO_CPORT (sync), so a client sending from port 0 never finds its own "
+    "connection: its SYN makes a new one each time, its ACK is not IPVS's; fastvs finds "
+    "the connection like any other"))
+def test_client_port_zero_never_finds_its_connection() -> None:
+    d = director(f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1}:80 -m\n")
+    d.process_packets([tcp(CL, 0, VIP, 80, "S")])
+    _, v = d.process_packets([tcp(CL, 0, VIP, 80, "A")], [S])
+    assert v == [V.DROP_TCP_NO_CONN]
