@@ -35,12 +35,11 @@ cdef inline cold_void control_assure(EngineState* st, const Conn* c, uint8_t new
         st.ct.conns[c.control - 1].state |= 1
 
 
-cdef inline hot_int set_state(EngineState* st, Conn* c, int direction,
-                              const PacketMeta* m) noexcept nogil:
+cdef inline void set_state(EngineState* st, Conn* c, int direction,
+                           const PacketMeta* m) noexcept nogil:
     """ip_vs_set_state: the protocol's state transition, then the dest's counters
     (a connection moving between active and inactive states moves between them) and
-    the new state's timeout. Always inlined (hot_int; returns 0): with its five
-    callers GCC would otherwise call it per packet (+12 instructions per packet)."""
+    the new state's timeout."""
     cdef ProtoArgs a
     cdef uint8_t new_state
     cdef bint now_active
@@ -70,7 +69,6 @@ cdef inline hot_int set_state(EngineState* st, Conn* c, int direction,
         c.state = new_state
     # (a connection exists only for a registered protocol: the dispatcher set a.slot)
     c.timeout = st.timeout[a.slot][new_state]
-    return 0
 
 
 cdef inline int leave(const Service* svc, const PacketMeta* m) noexcept nogil:
@@ -82,11 +80,10 @@ cdef inline int leave(const Service* svc, const PacketMeta* m) noexcept nogil:
     return V_DROP_NO_DEST
 
 
-cdef inline cold_int conn_schedule(EngineState* st, int32_t s, PacketMeta* m, uint32_t fwmark,
-                                   uint32_t* out_idx) noexcept nogil:
-    """The protocol's conn_schedule from the flood check on: ip_vs_todrop, then
-    ip_vs_schedule / ip_vs_sched_persist. Returns 0 with the new connection in
-    ``out_idx``, V_PASS_NOT_SERVICE for a packet IPVS lets through, or a drop verdict."""
+cdef inline int schedule(EngineState* st, int32_t s, PacketMeta* m, uint32_t fwmark,
+                         uint32_t* out_idx) noexcept nogil:
+    """ip_vs_todrop, then ip_vs_schedule / ip_vs_sched_persist: 0 with the new
+    connection in ``out_idx``, V_PASS_NOT_SERVICE, or a drop verdict."""
     cdef Service* svc = &st.svcs[s]
     cdef SchedOps* ops = <SchedOps*>svc.sched
     cdef int32_t di
@@ -182,7 +179,7 @@ cdef inline cold_int one_packet(EngineState* st, uint8_t* p, PacketMeta* m,
     cdef XmitArgs xa
     cdef int v
     count_in(st, c, m.l3len, True)
-    set_state(st, c, DIR_INPUT, m)
+    # (no ip_vs_set_state: UDP's leaves the state as it is, and the entry goes now)
     if not st.keep_ttl and m.ttl <= 1:
         v = V_DROP_TTL
     else:
@@ -210,48 +207,51 @@ cdef inline cold_int not_ipvs(EngineState* st, uint8_t* p, const PacketMeta* m, 
     return V_PASS_ROUTED
 
 
+cdef inline cold_int conn_schedule(EngineState* st, int32_t s, uint8_t* p, PacketMeta* m,
+                                   uint32_t fwmark, uint32_t* out_idx) noexcept nogil:
+    """The protocol's conn_schedule from the flood check on: ip_vs_todrop, then
+    ip_vs_schedule / ip_vs_sched_persist. Returns 0 with the new connection in
+    ``out_idx``, or the packet's verdict: a drop, not IPVS's, or (one-packet
+    scheduling) the verdict of the datagram already sent."""
+    cdef int rc = schedule(st, s, m, fwmark, out_idx)
+    if rc == V_PASS_NOT_SERVICE:
+        return not_ipvs(st, p, m, rc)
+    if rc == 0 and (st.svcs[s].flags & SVC_F_ONEPACKET) and m.proto == IPPROTO_UDP_:
+        return one_packet(st, p, m, out_idx[0])      # (never 0: no verdict of xmit is)
+    return rc
+
+
 cdef inline bint dest_available(const EngineState* st, const Conn* c) noexcept nogil:
     """ip_vs_in_stats / ip_vs_out_stats count only while the connection's real server
     is available (IP_VS_DEST_CF_AVAILABLE): not after it was removed."""
     return c.dest >= 0 and (st.dests[c.dest].flags & DEST_F_AVAILABLE) != 0
 
 
-cdef inline cold_int response_not_masq(EngineState* st, uint8_t* p, const PacketMeta* m,
-                                       uint32_t idx) noexcept nogil:
-    """handle_response for a connection that is not NAT (after_nat): nothing to
-    rewrite, but the reply is counted, steps the state (the first one clears the
-    connection's no-output mark) and goes on as routed."""
-    cdef Conn* c = &st.ct.conns[idx]
-    if not st.keep_ttl:
-        hop_decrease(p, m)
-    if dest_available(st, c):
-        count_out(st, c, m.l3len, True)
-    if c.control and c.proto == IPPROTO_UDP_:
-        control_assure(st, c, 0)
-    set_state(st, c, DIR_OUTPUT, m)
-    ct_expire_at(&st.ct, idx, st.now + c.timeout)
-    return V_PASS_NOT_MASQ
-
-
 cdef inline int handle_response(EngineState* st, uint8_t* p, const PacketMeta* m,
                                 uint32_t idx) noexcept nogil:
     """A real server's reply (ip_vs_out_hook -> handle_response), after ip_forward
-    has checked and decremented the TTL."""
+    has checked and decremented the TTL. A connection that is not NAT skips the
+    rewrite (after_nat) but is counted and steps its state all the same (its first
+    reply clears the no-output mark), and the reply goes on as routed."""
     cdef Conn* c = &st.ct.conns[idx]
+    cdef int v = V_FWD_OUT
     if not st.keep_ttl and m.ttl <= 1:
         return V_DROP_TTL
-    if c.fwd != FWD_MASQ:
-        return response_not_masq(st, p, m, idx)
-    nat_snat(p, m, c, not st.keep_ttl)
+    if FV_LIKELY(c.fwd == FWD_MASQ):
+        nat_snat(p, m, c, not st.keep_ttl)
+        if m.frag == 2:
+            frag_remember(st, m, idx, CT_DIR_OUT)
+    else:
+        if not st.keep_ttl:
+            hop_decrease(p, m)
+        v = V_PASS_NOT_MASQ
     if dest_available(st, c):
         count_out(st, c, m.l3len, True)
-    if m.frag == 2:
-        frag_remember(st, m, idx, CT_DIR_OUT)
-    if FV_UNLIKELY(c.control != 0) and c.proto == IPPROTO_UDP_:
+    if m.proto == IPPROTO_UDP_ and c.control:      # (m.proto: no load for TCP)
         control_assure(st, c, 0)
     set_state(st, c, DIR_OUTPUT, m)
     ct_expire_at(&st.ct, idx, st.now + c.timeout)
-    return V_FWD_OUT
+    return v
 
 
 cdef inline int icmp_packet(EngineState* st, uint8_t* p, PacketMeta* m) noexcept nogil:
@@ -377,13 +377,9 @@ cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int r
             return not_ipvs(st, p, mp, rc)
         if rc:
             return rc
-        rc = conn_schedule(st, s, mp, fwmark, &idx)
-        if rc == V_PASS_NOT_SERVICE:
-            return not_ipvs(st, p, mp, rc)
+        rc = conn_schedule(st, s, p, mp, fwmark, &idx)
         if rc:
             return rc
-        if FV_UNLIKELY(st.svcs[s].flags & SVC_F_ONEPACKET) and mp.proto == IPPROTO_UDP_:
-            return one_packet(st, p, mp, idx)
 
     c = &st.ct.conns[idx]
     count_in(st, c, mp.l3len, True)
