@@ -71,6 +71,14 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
     c.timeout = st.timeout[a.slot][new_state]
 
 
+cdef inline int one_packet_mark(const Service* svc, const PacketMeta* m) noexcept nogil:
+    """-1 for a UDP datagram of a one-packet service (IP_VS_CONN_F_ONE_PACKET: only
+    UDP, ip_vs_schedule/ip_vs_sched_persist), else 0."""
+    if FV_UNLIKELY(svc.flags & SVC_F_ONEPACKET) and m.proto == IPPROTO_UDP_:
+        return -1
+    return 0
+
+
 cdef inline int leave(const Service* svc, const PacketMeta* m) noexcept nogil:
     """ip_vs_leave, when no connection could be made: packets for other ports of a VIP
     with an FTP service are not IPVS's ("not ipvs job to decide to drop the
@@ -83,7 +91,8 @@ cdef inline int leave(const Service* svc, const PacketMeta* m) noexcept nogil:
 cdef inline int schedule(EngineState* st, int32_t s, PacketMeta* m, uint32_t fwmark,
                          uint32_t* out_idx) noexcept nogil:
     """ip_vs_todrop, then ip_vs_schedule / ip_vs_sched_persist: 0 with the new
-    connection in ``out_idx``, V_PASS_NOT_SERVICE, or a drop verdict."""
+    connection in ``out_idx`` (-1: a one-packet one), V_PASS_NOT_SERVICE, or a drop
+    verdict."""
     cdef Service* svc = &st.svcs[s]
     cdef SchedOps* ops = <SchedOps*>svc.sched
     cdef int32_t di
@@ -104,7 +113,7 @@ cdef inline int schedule(EngineState* st, int32_t s, PacketMeta* m, uint32_t fwm
         # a non-persistent service takes its own port only (a port-21 service reached
         # by an FTP data port, a port-zero service: "port zero only supported in
         # persistent services")
-        if not svc.fwmark and m.dport_be != svc.port_be:
+        if m.dport_be != svc.port_be and not svc.fwmark:
             return leave(svc, m)
         di = ops.pick(svc, st.dests, m)
         if di < 0:
@@ -116,7 +125,7 @@ cdef inline int schedule(EngineState* st, int32_t s, PacketMeta* m, uint32_t fwm
             return V_DROP_CONN_FULL
         conn_stats(st, &st.ct.conns[idx])
         out_idx[0] = idx
-        return 0
+        return one_packet_mark(svc, m)
     # persistence: the template <proto, client net, 0, vaddr, vport> names the dest;
     # for an FTP service (port 21) vport is 0, so that its data connections (to port
     # 20 or an unprivileged port) share the control connection's template
@@ -165,7 +174,7 @@ cdef inline int schedule(EngineState* st, int32_t s, PacketMeta* m, uint32_t fwm
     ct_expire_at(&st.ct, t, st.now + tc.timeout)      # ip_vs_conn_put(ct)
     conn_stats(st, &st.ct.conns[idx])
     out_idx[0] = idx
-    return 0
+    return one_packet_mark(svc, m)
 
 
 cdef inline cold_int one_packet(EngineState* st, uint8_t* p, PacketMeta* m,
@@ -214,10 +223,12 @@ cdef inline cold_int conn_schedule(EngineState* st, int32_t s, uint8_t* p, Packe
     ``out_idx``, or the packet's verdict: a drop, not IPVS's, or (one-packet
     scheduling) the verdict of the datagram already sent."""
     cdef int rc = schedule(st, s, m, fwmark, out_idx)
+    if FV_LIKELY(rc == 0):
+        return 0
+    if rc < 0:
+        return one_packet(st, p, m, out_idx[0])      # (never 0: no verdict of xmit is)
     if rc == V_PASS_NOT_SERVICE:
         return not_ipvs(st, p, m, rc)
-    if rc == 0 and (st.svcs[s].flags & SVC_F_ONEPACKET) and m.proto == IPPROTO_UDP_:
-        return one_packet(st, p, m, out_idx[0])      # (never 0: no verdict of xmit is)
     return rc
 
 
@@ -371,7 +382,7 @@ cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int r
             return not_ipvs(st, p, mp, V_PASS_NOT_SERVICE)
         # the protocol's conn_schedule: may this packet make a connection?
         pa.m = mp
-        pa.arg = st.sloppy_sctp | (st.sloppy_tcp << 1)
+        pa.arg = st.sloppy
         rc = pp_schedule(mp.proto, &pa)
         if rc == V_PASS_NOT_SERVICE:
             return not_ipvs(st, p, mp, rc)

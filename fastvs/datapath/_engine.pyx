@@ -317,9 +317,9 @@ cdef class Engine:
         if secure_tcp is not None:
             self.st.secure_tcp_mode = 1 if secure_tcp == 2 else secure_tcp
         if sloppy_sctp is not None:
-            self.st.sloppy_sctp = bool(sloppy_sctp)
+            self.st.sloppy = (self.st.sloppy & ~1) | (1 if sloppy_sctp else 0)
         if sloppy_tcp is not None:
-            self.st.sloppy_tcp = bool(sloppy_tcp)
+            self.st.sloppy = (self.st.sloppy & ~2) | (2 if sloppy_tcp else 0)
         if amemthresh is not None:
             self.st.amemthresh = max(1, int(amemthresh))
         if am_droprate is not None:

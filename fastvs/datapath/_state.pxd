@@ -57,8 +57,9 @@ ctypedef struct EngineState:
     uint64_t svc_mask
     # per registered protocol (_proto.pxd's slots), per state: ns
     int64_t timeout[PP_N][PP_MAX_STATES]
-    bint sloppy_sctp
-    bint sloppy_tcp            # net.ipv4.vs.sloppy_tcp: any non-RST segment may schedule
+    # the conn_schedule argument: bit 0 net.ipv4.vs.sloppy_sctp, bit 1 sloppy_tcp
+    # (any TCP segment without RST may schedule)
+    int sloppy
     int64_t now                # ns; never runs backwards
     bint started
     # options
