@@ -131,6 +131,7 @@ def cmd_process(a: argparse.Namespace) -> int:
             drop_entry=a.drop_entry,
             drop_packet=a.drop_packet,
             secure_tcp=a.secure_tcp,
+            sloppy_tcp=a.sloppy_tcp,
         )
     for w in caught:
         print(f"fastvs: warning: {w.message}", file=sys.stderr)
@@ -481,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="flood defense: refuse 1 in N new connections when nearly full")
     pr.add_argument("--secure-tcp", type=int, choices=(0, 1, 3), default=0,
                     help="flood defense: the kernel's tcp_states_dos state table when nearly full")
+    pr.add_argument("--sloppy-tcp", action="store_true",
+                    help="any TCP segment without RST may make a connection, not only a SYN "
+                    "(sysctl net.ipv4.vs.sloppy_tcp)")
     pr.add_argument("--marks", metavar="FILE",
                     help="firewall marks for -f services: lines 'MARK PROTO NETWORK [PORT]'")
     pr.add_argument("--rules-order", choices=("kernel", "file"), default="kernel",

@@ -45,6 +45,9 @@ CASES: dict[str, dict] = {
     "x5-stray": {"director_view": True},  # non-IPVS traffic: the director's own view
     "x6-malformed": {},
     "x7-lc-wlc-200": {},
+    "x8-onepacket": {"director_view": True},  # the answers without a connection are routed
+    "x9-ftp-persist": {},
+    "x10-sloppy-tcp": {"sloppy_tcp": True},  # recorded with net.ipv4.vs.sloppy_tcp=1
 }
 # control-plane cases (issue 11): c1 was recorded with net.ipv4.vs.drop_packet=3
 CASES.update({
@@ -79,6 +82,9 @@ KNOWN: dict[str, tuple[str, dict[str, int], dict[str, int]]] = {
         "icmp 10.78.0.1 > 10.78.0.11 type=11 code=0 ttl=64 len=61 quoting (udp 10.78.0.11:5353 > 10.77.0.23:5001 ttl=1)": 1,
         "icmp 10.77.0.100 > 10.77.0.24 type=11 code=0 ttl=64 len=60 quoting (udp 10.77.0.24:5002 > 10.77.0.100:53 ttl=0)": 1,
         "icmp 10.77.0.100 > 10.77.0.25 type=11 code=0 ttl=64 len=68 quoting (tcp 10.77.0.25:40003 > 10.77.0.100:80 [S] ttl=1)": 1,
+    }, {}),
+    "x8-onepacket": (X2_REASON, {
+        "icmp 10.77.0.100 > 10.77.0.5 type=11 code=0 ttl=64 len=60 quoting (udp 10.77.0.5:7000 > 10.77.0.100:53 ttl=1)": 1,
     }, {}),
     "x5-stray": (X5_REASON, {
         "tcp 10.77.0.100:80 > 10.77.0.30:42000 [R] ttl=64 len=40": 1,  # reply to a bare ACK

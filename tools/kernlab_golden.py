@@ -44,6 +44,9 @@ time, so capture timestamps and the VM's wall clock agree; no case relies on a t
                    version, TCP data offset < 5 or too big, short TCP/UDP headers, bad UDP
                    length, wrong L4 checksums, a snap-length-cut record, fragments
   x7-lc-wlc-200    200 TCP and UDP flows interleaved over an lc and a wlc service
+  x8-onepacket     one-packet scheduling (-o) on UDP services, with and without -p
+  x9-ftp-persist   a persistent FTP service catching the client's data connections
+  x10-sloppy-tcp   net.ipv4.vs.sloppy_tcp=1: non-SYN segments make connections
 
 Control-plane cases (recorded at --pps 20):
 
@@ -554,12 +557,105 @@ def case_x7() -> tuple[Capture, str]:
     return cap, "200 TCP/UDP flows interleaved over lc and wlc services (weights 1/3/2/0, 2/5), with RSTs and closes in between"
 
 
+def case_x8() -> tuple[Capture, str]:
+    cap = Capture(f"""
+-A -u {VIP}:53 -s rr -o
+-a -u {VIP}:53 -r 10.78.0.11:5353 -m -w 1
+-a -u {VIP}:53 -r 10.78.0.12:5353 -m -w 1
+-A -u {VIP}:123 -s rr -p 60 -o
+-a -u {VIP}:123 -r 10.78.0.11:123 -m -w 1
+-a -u {VIP}:123 -r 10.78.0.12:123 -m -w 1
+-A -u {VIP}:161 -s rr
+-a -u {VIP}:161 -r 10.78.0.11:161 -m -w 1
+-a -u {VIP}:161 -r 10.78.0.12:161 -m -w 1
+""", director_view=True)
+    # one-packet: every datagram of one flow is scheduled on its own (rr alternates),
+    # no connection stays, each counts as a connection
+    for i in range(5):
+        cap.c_udp("10.77.0.2", 5000, VIP, 53, b"q%d" % i)
+    # the real servers' answers find no connection: routed on as they are (TTL - 1)
+    for rip in ("10.78.0.11", "10.78.0.12"):
+        cap.raw(rip, ipv4(rip, "10.77.0.2", 17, udp_dgram(rip, 5353, "10.77.0.2", 5000, b"answer"),
+                          ident=cap.next_id()), server_side=True)
+    # persistent and one-packet: the template keeps the client on one real server
+    for i in range(4):
+        cap.c_udp("10.77.0.3", 6000 + i % 2, VIP, 123, b"t%d" % i)
+    cap.c_udp("10.77.0.4", 6000, VIP, 123, b"other client")
+    cap.c_udp("10.77.0.3", 6000, VIP, 123, b"again")
+    # TTL 1: the one-packet connection is made and counted, the datagram dies
+    cap.c_udp("10.77.0.5", 7000, VIP, 53, b"ttl1", ttl=1)
+    cap.c_udp("10.77.0.5", 7000, VIP, 53, b"ttl-ok")
+    # a normal UDP service next to them keeps its connections
+    for i in range(3):
+        cap.c_udp("10.77.0.6", 8000, VIP, 161, b"n%d" % i)
+        cap.s_udp("10.77.0.6", 8000, VIP, 161, b"r%d" % i)
+    return cap, "one-packet scheduling (-o): UDP datagrams scheduled one by one, with and without persistence, no entries kept"
+
+
+def case_x9() -> tuple[Capture, str]:
+    cap = Capture(f"""
+-A -t {VIP}:21 -s rr -p 300
+-a -t {VIP}:21 -r 10.78.0.11:2121 -m -w 1
+-a -t {VIP}:21 -r 10.78.0.12:2121 -m -w 1
+-a -t {VIP}:21 -r 10.78.0.13:2121 -m -w 1
+""")
+    a, b, c = "10.77.0.2", "10.77.0.3", "10.77.0.4"
+    # control connection, then passive data to an unprivileged VIP port and active-style
+    # data to VIP port 20: the same real server (the template has vport 0), port kept
+    cap.handshake(a, 41000, VIP, 21)
+    cap.c_tcp(a, 41000, VIP, 21, "PA", payload=b"PASV\r\n")
+    cap.s_tcp(a, 41000, VIP, 21, "PA", payload=b"227 ok\r\n")
+    cap.handshake(a, 41001, VIP, 30000)
+    cap.c_tcp(a, 41001, VIP, 30000, "PA", payload=b"data")
+    cap.s_tcp(a, 41001, VIP, 30000, "FA")
+    cap.c_tcp(a, 41001, VIP, 30000, "FA")
+    cap.s_tcp(a, 41001, VIP, 30000, "A")
+    cap.handshake(a, 41002, VIP, 20)
+    cap.handshake(a, 41003, VIP, 1024)
+    # a data connection first: it makes the template, the control connection follows it
+    cap.handshake(b, 42000, VIP, 65000)
+    cap.handshake(b, 42001, VIP, 21)
+    # another client: the next real server, every port with it
+    cap.handshake(c, 43000, VIP, 21)
+    cap.handshake(c, 43001, VIP, 5000)
+    cap.c_tcp(c, 43000, VIP, 21, "FA")
+    cap.s_tcp(c, 43000, VIP, 21, "FA")
+    cap.c_tcp(c, 43000, VIP, 21, "A")
+    return cap, "persistent FTP service (port 21): data connections to VIP ports 20 and >= 1024 follow the control connection's template, port kept"
+
+
+def case_x10() -> tuple[Capture, str]:
+    cap = Capture(_tcp_rules("rr", 2, udp=False), sloppy_tcp=True)
+    a = "10.77.0.2"
+    # mid-stream segments make connections (sloppy_tcp): ACK, data, FIN, no flags
+    cap.c_tcp(a, 44000, VIP, 80, "A")
+    cap.s_tcp(a, 44000, VIP, 80, "A")
+    cap.c_tcp(a, 44000, VIP, 80, "PA", payload=b"hello")
+    cap.s_tcp(a, 44000, VIP, 80, "PA", payload=b"world")
+    cap.c_tcp(a, 44001, VIP, 80, "PA", payload=b"data first")
+    cap.c_tcp(a, 44002, VIP, 80, "FA")
+    cap.c_tcp(a, 44003, VIP, 80, "-")
+    cap.c_tcp(a, 44003, VIP, 80, "A")
+    # RST never makes one (no answer from the stack to a RST)
+    cap.c_tcp(a, 44004, VIP, 80, "R")
+    cap.c_tcp(a, 44005, VIP, 80, "RA")
+    # a normal handshake still works, and a SYN-ACK from a client makes one too
+    cap.handshake(a, 44006, VIP, 80)
+    cap.c_tcp(a, 44007, VIP, 80, "SA")
+    cap.c_tcp(a, 44000, VIP, 80, "FA")
+    cap.s_tcp(a, 44000, VIP, 80, "FA")
+    cap.c_tcp(a, 44000, VIP, 80, "A")
+    return cap, "net.ipv4.vs.sloppy_tcp=1: ACK, data, FIN and flagless segments make connections, RST does not"
+
+
 CASES = {
     "x1-udp-csum0": case_x1, "x2-ttl": case_x2, "x3-reuse-lc": case_x3,
     "x4-reuse-lc-mode0": case_x4, "x5-stray": case_x5, "x6-malformed": case_x6,
-    "x7-lc-wlc-200": case_x7,
+    "x7-lc-wlc-200": case_x7, "x8-onepacket": case_x8, "x9-ftp-persist": case_x9,
+    "x10-sloppy-tcp": case_x10,
 }
-SYSCTL = {"x4-reuse-lc-mode0": "net.ipv4.vs.conn_reuse_mode = 0\n"}
+SYSCTL = {"x4-reuse-lc-mode0": "net.ipv4.vs.conn_reuse_mode = 0\n",
+          "x10-sloppy-tcp": "net.ipv4.vs.sloppy_tcp = 1\n"}
 
 
 # -- control-plane cases (issue 11 items 5 and 7) ----------------------------------------

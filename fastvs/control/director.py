@@ -54,6 +54,10 @@ class Director:
     refuse one new connection in N, N growing as the table fills) and ``secure_tcp``
     (default 0; 1 or 3 switch to the kernel's tcp_states_dos table, where only the real
     server's answer moves a half-open connection on).
+
+    ``sloppy_tcp`` (the kernel's net.ipv4.vs.sloppy_tcp, default off): any TCP segment
+    without RST may make a connection, not only a SYN (tcp_conn_schedule), e.g. to
+    take over flows another director started.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class Director:
         drop_packet: int = 0,
         secure_tcp: int = 0,
         amemthresh: int | None = None,
+        sloppy_tcp: bool = False,
     ) -> None:
         check_options(capacity=capacity, seed=seed, truncated=truncated, tunnel_mtu=tunnel_mtu,
                       tunnel_source=tunnel_source, drop_entry=drop_entry,
@@ -98,6 +103,7 @@ class Director:
             drop_packet=drop_packet,
             secure_tcp=secure_tcp,
             amemthresh=amemthresh,
+            sloppy_tcp=sloppy_tcp,
         )
         if marks:
             self.engine.set_marks(marks)

@@ -36,6 +36,18 @@ cdef inline cold_i32 svc_find(const EngineState* st, uint8_t proto, const uint32
         pos = (pos + 1) & st.svc_mask
 
 
+cdef enum:
+    PORT_FTP_BE = 0x1500       # 21 (FTPPORT), as it lies in memory (network order)
+    PORT_FTPDATA_BE = 0x1400   # 20 (FTPDATA)
+
+
+cdef inline bint ftp_data_port(uint16_t port_be) noexcept nogil:
+    """ip_vs_service_find's FTP data test: port 20, or one that needs no privilege to
+    bind (not inet_port_requires_bind_service: at or above ip_unprivileged_port_start,
+    1024 by default)."""
+    return port_be == PORT_FTPDATA_BE or (((port_be & 0xff) << 8) | (port_be >> 8)) >= 1024
+
+
 cdef inline bint masked_eq(const uint32_t* a, const uint32_t* net, const uint32_t* mask) noexcept nogil:
     return ((a[0] & mask[0]) == net[0] and (a[1] & mask[1]) == net[1]
             and (a[2] & mask[2]) == net[2] and (a[3] & mask[3]) == net[3])
@@ -56,8 +68,9 @@ cdef inline uint32_t classify(const EngineState* st, const PacketMeta* m) noexce
 
 
 cdef inline int32_t svc_lookup(const EngineState* st, const PacketMeta* m, uint32_t* fwmark) noexcept nogil:
-    """ip_vs_service_find: by firewall mark first, then <proto, addr, port>, then the
-    catch-all port zero."""
+    """ip_vs_service_find: by firewall mark first, then <proto, addr, port>, then (TCP
+    to an FTP data port, while a port-21 service exists) the VIP's FTP service, then
+    the catch-all port zero."""
     cdef int32_t s, i
     fwmark[0] = 0
     if st.nfwm_svcs and st.nmarks:
@@ -67,6 +80,10 @@ cdef inline int32_t svc_lookup(const EngineState* st, const PacketMeta* m, uint3
                 if st.svcs[i].fwmark == fwmark[0] and st.svcs[i].af == m.af:
                     return i
     s = svc_find(st, m.proto, m.daddr, m.dport_be)
+    if s < 0 and st.nftp_svcs and m.proto == IPPROTO_TCP_ and ftp_data_port(m.dport_be):
+        # with a service on port 21 (ftpsvc_counter), TCP to the VIP's port 20 or to an
+        # unprivileged port may be an FTP data connection: the FTP service takes it
+        s = svc_find(st, m.proto, m.daddr, PORT_FTP_BE)
     if s < 0 and st.nnull_svcs:
         s = svc_find(st, m.proto, m.daddr, 0)
     return s

@@ -416,7 +416,7 @@ cdef class Engine:
                     expire_nodest_conn=None, conn_reuse_mode=None,
                     expire_quiescent_template=None, tunnel_mtu=None, drop_entry=None,
                     drop_packet=None, amemthresh=None, am_droprate=None, sloppy_sctp=None,
-                    secure_tcp=None):
+                    secure_tcp=None, sloppy_tcp=None):
         """Options named after the kernel's sysctls. Flood defenses: ``drop_entry``,
         ``drop_packet`` and ``secure_tcp`` are 0 (off), 1 (automatic: on while fewer than ``amemthresh``
         connection slots are free) or 3 (always); fastvs turns drop_entry on
@@ -451,7 +451,9 @@ cdef class Engine:
         if secure_tcp is not None:
             self.st.secure_tcp_mode = 1 if secure_tcp == 2 else secure_tcp
         if sloppy_sctp is not None:
-            self.st.sloppy_sctp = bool(sloppy_sctp)
+            self.st.sloppy = (self.st.sloppy & ~1) | (1 if sloppy_sctp else 0)
+        if sloppy_tcp is not None:
+            self.st.sloppy = (self.st.sloppy & ~2) | (2 if sloppy_tcp else 0)
         if amemthresh is not None:
             self.st.amemthresh = max(1, int(amemthresh))
         if am_droprate is not None:
@@ -556,6 +558,8 @@ cdef class Engine:
             self.st.nfwm_svcs += 1
         elif port == 0:
             self.st.nnull_svcs += 1
+        elif port == 21:
+            self.st.nftp_svcs += 1      # ftpsvc_counter (any protocol, as the kernel's)
         self.st.nsvcs += 1
         if ops.init_svc != NULL:
             ops.init_svc(s, self.st.dests)
@@ -1118,7 +1122,7 @@ cdef class Engine:
 
     cdef dict _conn_info(self, Conn* c):
         if c.flags & CONN_F_TEMPLATE:
-            state = ("NONE", "ASSURED")[c.state] if c.state < 2 else "ERR!"
+            state = "ASSURED" if c.state & 1 else "NONE"     # ip_vs_ctpl_state_name_table
         else:
             names = STATE_NAMES.get(PROTO_NAMES.get(c.proto, "").lower(), ())
             state = names[c.state] if c.state < len(names) else "ERR!"

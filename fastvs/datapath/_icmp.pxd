@@ -22,9 +22,14 @@ from fastvs.datapath._proto cimport pp_handles
 
 
 cdef inline bint icmp_is_error(const PacketMeta* m, uint8_t icmp_type) noexcept nogil:
-    if m.af == 4:      # destination unreachable, source quench, time exceeded
+    """The errors IPVS looks into: ip_vs_in_icmp / ip_vs_out_icmp take destination
+    unreachable, source quench and time exceeded; ip_vs_in_icmp_v6 /
+    ip_vs_out_icmp_v6 every ICMPv6 type without ICMPV6_INFOMSG_MASK (below 128:
+    unreachable, packet too big, time exceeded, parameter problem, and the
+    unassigned error types)."""
+    if m.af == 4:
         return icmp_type == 3 or icmp_type == 4 or icmp_type == 11
-    return icmp_type == 1 or icmp_type == 2 or icmp_type == 3   # unreach, too big, time
+    return icmp_type < 128
 
 
 cdef inline int icmp_inner(const uint8_t* p, const PacketMeta* m, PacketMeta* im) noexcept nogil:

@@ -409,7 +409,7 @@ cdef inline int sctp_op_nat(ProtoArgs* a) noexcept nogil:
 cdef inline int sctp_op_schedule(ProtoArgs* a) noexcept nogil:
     """conn_schedule: 0 when the packet may make a connection, else its verdict"""
     # sctp_conn_schedule accepts a packet it will not schedule: not IPVS's
-    return 0 if sctp_can_schedule(a.m.tcpflags, a.arg) else V_PASS_NOT_SERVICE
+    return 0 if sctp_can_schedule(a.m.tcpflags, a.arg & 1) else V_PASS_NOT_SERVICE  # bit 0: sloppy_sctp
 
 
 cdef inline int sctp_op_is_new_conn(ProtoArgs* a) noexcept nogil:

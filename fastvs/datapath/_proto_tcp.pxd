@@ -190,9 +190,10 @@ cdef inline int tcp_op_nat(ProtoArgs* a) noexcept nogil:
 
 cdef inline int tcp_op_schedule(ProtoArgs* a) noexcept nogil:
     """conn_schedule: 0 when the packet may make a connection, else its verdict"""
-    # tcp_conn_schedule: only a SYN without RST makes a connection; anything
-    # else for a service without one is dropped
-    if (a.m.tcpflags & TH_RST) or not (a.m.tcpflags & TH_SYN):
+    # tcp_conn_schedule: only a SYN without RST makes a connection, or with sysctl
+    # sloppy_tcp (``a.arg`` bit 1) any segment without RST; anything else for a
+    # service without one is dropped
+    if (a.m.tcpflags & TH_RST) or not ((a.arg & 2) or (a.m.tcpflags & TH_SYN)):
         return V_DROP_TCP_NO_CONN
     return 0
 

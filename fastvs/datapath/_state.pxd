@@ -57,7 +57,9 @@ ctypedef struct EngineState:
     uint64_t svc_mask
     # per registered protocol (_proto.pxd's slots), per state: ns
     int64_t timeout[PP_N][PP_MAX_STATES]
-    bint sloppy_sctp
+    # the conn_schedule argument: bit 0 net.ipv4.vs.sloppy_sctp, bit 1 sloppy_tcp
+    # (any TCP segment without RST may schedule)
+    int sloppy
     int64_t now                # ns; never runs backwards
     bint started
     # options
@@ -71,6 +73,7 @@ ctypedef struct EngineState:
     int32_t nmarks
     int32_t nfwm_svcs          # fwmark services
     int32_t nnull_svcs         # port-zero (catch-all) services
+    int32_t nftp_svcs          # services on port 21 (ftpsvc_counter: FTP data lookups)
     bint expire_quiescent_template
     uint32_t tun_mtu           # route MTU toward tunnel real servers
     # flood defenses (ip_vs_ctl.c update_defense_level), driven by table occupancy:

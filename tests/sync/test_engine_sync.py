@@ -207,6 +207,26 @@ def test_template_becomes_assured() -> None:
     assert t["state"] == "ASSURED"
 
 
+def test_one_packet_entries_are_not_sent_but_their_template_is() -> None:
+    """ip_vs_sync_conn (v1): a ONE_PACKET connection is skipped ("goto control") and its
+    template, counting each datagram in its in_pkts, is sent by the template's own
+    threshold; v0 sends neither."""
+    rules = RULES_TXT.replace("-A -u 10.1.0.3:53 -s rr -p 10", "-A -u 10.1.0.3:53 -s rr -p 10 -o")
+
+    def run(version: int) -> list[SyncConn]:
+        d = Director(parse_rules(rules), seed=3)
+        d.enable_sync_master(version=version, threshold=1, period=0)
+        for i in range(3):
+            d.process_packets([udp("10.0.0.7", 6000 + i, "10.1.0.3", 53)], [(1 + i) * S])
+        assert not [c for c in d.connections() if not c["template"]]
+        return events_to_records(d.take_sync_events())
+
+    recs = run(1)
+    assert recs and all(r.flags & F_TEMPLATE for r in recs)
+    assert {(r.caddr, r.cport, r.daddr) for r in recs} == {("10.0.0.7", 0, "10.2.0.4")}
+    assert run(0) == []
+
+
 @pytest.mark.parametrize("kw,flag", [
     (dict(version=2), "sync_version"),
     (dict(threshold=50, period=50), "sync_threshold"),
