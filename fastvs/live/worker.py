@@ -66,7 +66,7 @@ class Worker:
                  for (name, _), i, s in zip(cfg.sides(), ifaces, arp, strict=True)]
         self.neigh = Neighbours(
             table=self.l2, sides=sides, answer_for=vips | set(cfg.addrs),
-            own_addrs=list(cfg.addrs), resolve_set=rips | set(cfg.client_gw),
+            own_addrs=list(cfg.addrs) if self.role == "master" else [], resolve_set=rips | set(cfg.client_gw),
             answer=cfg.arp_reply and wid == 0 and self.role == "master", log=self.log)
         self.neigh.join_groups()
         self.sync: Any = None
@@ -157,6 +157,9 @@ class Worker:
         if role == old:
             return
         self.role = role
+        # a backup does not own --addr: its ARP requests / solicitations go out as probes
+        # (sender 0.0.0.0 / ::), else the real servers would learn its MAC for their gateway
+        self.neigh.own_addrs = list(self.cfg.addrs) if role == "master" else []
         if self.wid == 0:
             self.neigh.answer = self.cfg.arp_reply and role == "master"
             if role == "master":
