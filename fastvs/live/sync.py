@@ -336,29 +336,33 @@ def conn_rows(conns: list[BackupConn], now: float, rules: Any, threshold: int) -
     ``real`` the indexes of the bound real server in ``rules`` (-1: unbound),
     ``in_pkts`` = sync_threshold (ip_vs_proc_conn)."""
     out = np.zeros(len(conns), BACKUP_CONN_DTYPE)
+    if not conns:
+        return out
     svcs, reals = _svc_index(rules)
-    for i, c in enumerate(conns):
-        row = out[i]
-        row["af"], row["protocol"], row["state"] = c.af, c.protocol, c.state
-        row["flags"], row["fwmark"] = c.flags, c.fwmark
-        row["cport"], row["vport"], row["dport"] = c.cport, c.vport, c.dport
-        row["caddr"] = np.void(_pton16(c.af, c.caddr))
-        row["vaddr"] = np.void(_pton16(c.af, c.vaddr))
-        row["daddr"] = np.void(_pton16(c.af, c.daddr))
-        row["timeout_s"] = c.timeout
-        row["expire_ns"] = max(0, int(round((c.expires - now) * 1e9)))
-        row["in_pkts"] = threshold
+    # column by column: a structured row assignment costs microseconds per field
+    for name in ("af", "protocol", "state", "flags", "fwmark", "cport", "vport", "dport"):
+        out[name] = [getattr(c, name) for c in conns]
+    out["timeout_s"] = [c.timeout for c in conns]
+    for name in ("caddr", "vaddr", "daddr"):
+        raw = b"".join(_pton16(c.af, getattr(c, name)) for c in conns)
+        out[name] = np.frombuffer(raw, "V16")
+    out["expire_ns"] = [max(0, int(round((c.expires - now) * 1e9))) for c in conns]
+    out["in_pkts"] = threshold
+    idx: list[tuple[int, int]] = []
+    for c in conns:
         si = ri = -1
         d = c.dest
         if d is not None:
-            s = d.svc
-            key = ("fwmark", s.fwmark, s.family) if s.proto == "fwmark" else (s.proto, s.addr, s.port, s.family)
+            sv = d.svc
+            key = ("fwmark", sv.fwmark, sv.family) if sv.proto == "fwmark" else (sv.proto, sv.addr, sv.port, sv.family)
             si = svcs.get(key, -1)
             if si >= 0:
                 ri = reals[si].get((d.addr, d.port), -1)
                 if ri < 0:
                     si = -1
-        row["svc"], row["real"] = si, ri
+        idx.append((si, ri))
+    out["svc"] = [i for i, _ in idx]
+    out["real"] = [j for _, j in idx]
     return out
 
 
