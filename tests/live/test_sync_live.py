@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastvs.control.rules import parse_rules
 from fastvs.errors import FastvsError, OptionError
@@ -398,3 +400,74 @@ def test_owner_is_the_fanout_model() -> None:
 
 def test_struct_sizes() -> None:
     assert struct.calcsize("4s4si") == 12  # ip_mreqn
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=1600), workers=st.integers(1, 4))
+def test_any_datagram_is_applied_or_counted(data: bytes, workers: int) -> None:
+    """Whatever arrives: no exception; a datagram with a drop is counted as bad."""
+    sink = Sink()
+    rx = SyncReceiver(SyncOptions(role="backup", ifname="lo"), RULES, sink, workers=workers, socks=[], mtu=1500)
+    touched: dict[int, Any] = {}
+    for d in (data, b"\x00\x00" + len(data).to_bytes(2, "big")[:2] + data[4:] if len(data) >= 4 else data):
+        rx.datagram(d, 10.0, touched)
+    rx._insert(list(touched.values()), 10.0, 0)
+    c = rx.all_counts()
+    assert c["sync_rx_datagrams"] == 2
+    assert c["sync_rx_bad"] <= 2 and c["sync_rx_inserted"] == sum(len(r) for r in sink.rows)
+    if c["sync_rx_bad"]:
+        assert any(k.startswith("sync_rx_drop_") for k in c)
+
+
+class FakeDirector:
+    """The Director's sync face (enable_sync_master, take_sync_events, insert_sync_conns)."""
+
+    def __init__(self) -> None:
+        self.enabled: dict[str, Any] | None = None
+        self.pending = np.zeros(0, SYNC_EVENT_DTYPE)
+        self.inserted = Sink()
+
+    def enable_sync_master(self, **kw: Any) -> None:
+        self.enabled = kw
+
+    def take_sync_events(self) -> np.ndarray:
+        out, self.pending = self.pending, np.zeros(0, SYNC_EVENT_DTYPE)
+        return out
+
+    def insert_sync_conns(self, rows: np.ndarray, now_ns: int) -> int:
+        return self.inserted(rows, now_ns)
+
+
+@pytest.mark.netns
+def test_live_sync_roles_end_to_end(pair: NsPair) -> None:
+    from fastvs.live.sync import LiveSync
+
+    da, db = FakeDirector(), FakeDirector()
+    oa = SyncOptions(role="master", ifname="va", syncid=5, threshold=2, period=20)
+    ob = SyncOptions(role="backup", ifname="vb", syncid=5)
+    a = in_netns(pair.a, lambda: LiveSync(oa, da, RULES))
+    b = in_netns(pair.b, lambda: LiveSync(ob, db, RULES))
+    try:
+        assert da.enabled == {"version": 1, "threshold": 2, "period": 20, "refresh_period": 0,
+                              "retries": 0, "persist_mode": False}
+        da.pending = events(3)
+        a.take_events(0.0)
+        a.tick(1.0)
+        assert a.counters()["sync_tx_messages"] == 0
+        a.set_role("backup")  # a demotion sends what is pending
+        assert a.counters()["sync_tx_messages"] == 1 and not a.master
+        wait_for(lambda: (b.receiver.poll(), len(db.inserted.all()))[1], 10, "the backup's insert",
+                 until=lambda n: n == 3)
+        # roles swapped: b sends, a (now a backup) applies
+        assert b.set_role("master") and not b.set_role("master")
+        db.pending = events(2, cport0=30000)
+        b.take_events(5.0)
+        b.tick(7.0)  # 2 s after its first record
+        wait_for(lambda: (a.receiver.poll(), len(da.inserted.all()))[1], 10, "the new backup's insert",
+                 until=lambda n: n == 2)
+        assert a.counters()["role_changes"] == 1 and b.counters()["sync_master"] == 1
+        with pytest.raises(OptionError):
+            a.set_role("primary")
+    finally:
+        a.close()
+        b.close()
