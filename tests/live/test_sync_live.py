@@ -471,3 +471,29 @@ def test_live_sync_roles_end_to_end(pair: NsPair) -> None:
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.netns
+def test_ipv6_group(pair: NsPair) -> None:
+    """--mcast-group ff02::81: the kernel's IPv6 sync (mcast_af AF_INET6), out of the
+    interface's link-local address."""
+    from netns import sh
+
+    for n, dev in ((pair.a, "va"), (pair.b, "vb")):
+        sh("ip", "netns", "exec", n, "sysctl", "-qw", f"net.ipv6.conf.{dev}.accept_dad=0")
+        sh("ip", "netns", "exec", n, "ip", "link", "set", dev, "down")
+        sh("ip", "netns", "exec", n, "ip", "link", "set", dev, "up")
+    o = SyncOptions(role="master", ifname="va", group="ff02::81")
+    o.check()
+    s = wait_for(lambda: in_netns(pair.a, lambda: send_socket(o)), 10, "a link-local address on va")
+    tx, sink = SyncSender(o, s), Sink()
+    assert tx.batcher.builder.maxlen == 1500 - 48
+    rx = _backup(pair, sink, group="ff02::81")
+    try:
+        tx.feed(events(3), now=0.0)
+        tx.flush()
+        _drain(rx, 1)
+        assert len(sink.all()) == 3 and rx.counts["sync_rx_bad"] == 0
+    finally:
+        tx.close()
+        rx.close()
