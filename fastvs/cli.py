@@ -136,6 +136,10 @@ def cmd_process(a: argparse.Namespace) -> int:
         print(f"fastvs: warning: {w.message}", file=sys.stderr)
     for ns, path in rules_at:
         director.rules_at(ns, _load_rules(path, a.rules_order))
+    sync_master = _sync_master(a, director, inp)
+    sync_in = _sync_in(a, rules) if a.sync_in else None
+    sync_rows = sync_in[1] if sync_in is not None else None
+    sync_inserted = 0
 
     t0 = time.perf_counter()
     reader = open_capture(inp, chunk_bytes=a.chunk_mb << 20, keep_going=a.keep_going)
@@ -149,7 +153,14 @@ def cmd_process(a: argparse.Namespace) -> int:
         dropped = Writer(a.dropped, like=reader, format=fmt) if a.dropped else None
         with reader:
             for batch in reader:
+                if sync_rows is not None and len(batch):
+                    # the backup takes over at the first packet: its entries' time left
+                    # counts from there
+                    sync_inserted = director.insert_sync_conns(sync_rows, int(batch.ts[0]))
+                    sync_rows = None
                 director.process(batch)
+                if sync_master is not None:
+                    sync_master.feed(director.take_sync_events())
                 if writer is not None:
                     writer.write(batch)
                 if dropped is not None:
@@ -160,6 +171,8 @@ def cmd_process(a: argparse.Namespace) -> int:
             writer.close()
         if dropped is not None:
             dropped.close()
+        if sync_master is not None:
+            sync_master.write(a.sync_out)
     except BaseException:
         reader.close()
         if writer is not None:
@@ -179,6 +192,17 @@ def cmd_process(a: argparse.Namespace) -> int:
     summary["seconds"] = round(elapsed, 6)
     summary["bad_records"] = reader.bad_records
     summary["reloads"] = [f"t+{(at - (director.first_ts or at)) / 1e9:g}s {line}" for at, line in director.reload_log]
+    if sync_master is not None:
+        summary["sync_out"] = {"path": a.sync_out, "messages": len(sync_master.messages),
+                               "records": sync_master.records,
+                               "lost": director.engine.sync_events_lost}
+    if sync_in is not None:
+        rep = sync_in[0]
+        summary["sync_in"] = {"path": a.sync_in, "datagrams": rep.datagrams,
+                              "records": rep.records, "entries": len(sync_in[1]),
+                              "inserted": sync_inserted,
+                              "skipped": int(director.engine.insert_skipped),
+                              "drops": dict(sorted(rep.drops.items()))}
     services = director.services()
     conns = director.connections() if a.conns or a.json else []
     if a.json:
@@ -202,6 +226,75 @@ def cmd_process(a: argparse.Namespace) -> int:
     out.write("\n")
     out.write(_summary_text(summary, director.counters()))
     return 0
+
+
+def _sync_master(a: argparse.Namespace, director: Any, inp: str) -> Any:
+    """--sync-out and the sync sysctls: a SyncMaster fed by the director's engine (the
+    kernel's master decision runs in the engine's loop), or None."""
+    import ipaddress
+
+    if not 0 <= a.syncid <= 255:
+        raise OptionError("syncid", f"must be between 0 and 255, not {a.syncid}")
+    threshold, period = a.sync_threshold
+    if a.sync_maxlen is not None and not 1 <= a.sync_maxlen <= 65507:
+        raise OptionError("sync_maxlen", f"must be between 1 and 65507, not {a.sync_maxlen}")
+    if a.sync_in_syncid is not None and not 0 <= a.sync_in_syncid <= 255:
+        raise OptionError("sync_in_syncid", f"must be between 0 and 255, not {a.sync_in_syncid}")
+    try:
+        ip = ipaddress.ip_address(a.sync_src)
+    except ValueError:
+        raise OptionError("sync_src", f"not an IPv4 address: {a.sync_src!r}") from None
+    if ip.version != 4:
+        raise OptionError("sync_src", f"not an IPv4 address: {a.sync_src!r}")
+    kw = dict(version=a.sync_version, threshold=threshold, period=period,
+              refresh_period=a.sync_refresh_period, retries=a.sync_retries,
+              persist_mode=a.sync_persist_mode)
+    _check_sync_values(kw)  # also without --sync-out: as the kernel's sysctls take them
+    if a.sync_out is None:
+        return None
+    _check_output_dir("sync_out", a.sync_out)
+    for opt, other in (("output", a.output), ("dropped", a.dropped), ("input", inp)):
+        if other and os.path.abspath(other) == os.path.abspath(a.sync_out):
+            raise OptionError("sync_out", f"the same file as --{opt}" if opt != "input"
+                              else "the same file as the input capture")
+    from fastvs.sync.master import SyncMaster
+    from fastvs.sync.proto import sync_maxlen
+
+    director.enable_sync_master(**kw)
+    maxlen = sync_maxlen(configured=a.sync_maxlen) if a.sync_maxlen else sync_maxlen()
+    return SyncMaster(a.syncid, version=a.sync_version, maxlen=maxlen, src=a.sync_src)
+
+
+def _check_sync_values(kw: dict[str, Any]) -> None:
+    from fastvs.control.director import _int_option
+
+    for name, key, lo, hi in (("sync_threshold", "threshold", 0, 2**31 - 1),
+                              ("sync_threshold", "period", 0, 2**31 - 1),
+                              ("sync_retries", "retries", 0, 3),
+                              ("sync_refresh_period", "refresh_period", 0, 86400 * 365)):
+        _int_option(name, kw[key], lo, hi)
+    if kw["period"] and kw["threshold"] >= kw["period"]:
+        raise OptionError("sync_threshold", f"the threshold ({kw['threshold']}) must be below "
+                          f"the period ({kw['period']}), or the period 0")
+
+
+def _sync_in(a: argparse.Namespace, rules: Any) -> Any:
+    """--sync-in: (the decode report, BACKUP_CONN_DTYPE rows of what the backup held at
+    the capture's last sync message)."""
+    from fastvs.sync.backup import BackupTable
+    from fastvs.sync.decode import decode_capture
+
+    if os.path.isdir(a.sync_in):
+        raise CaptureError(f"{a.sync_in}: is a directory")
+    if not os.path.exists(a.sync_in):
+        raise CaptureError(f"{a.sync_in}: no such file")
+    syncid = a.syncid if a.sync_in_syncid is None else a.sync_in_syncid
+    table = BackupTable(rules, sync_threshold=a.sync_threshold[0])
+    try:
+        rep = decode_capture(a.sync_in, syncid=syncid, table=table)
+    except OSError as e:
+        raise CaptureError(f"{a.sync_in}: {e.strerror or e}") from None
+    return rep, rep.table.to_array(rep.now)
 
 
 # the latest --rules-at time: far beyond any capture, and an int64 of nanoseconds
@@ -236,6 +329,15 @@ def _summary_text(s: dict[str, Any], counters: dict[str, int]) -> str:
             lines.append(f"  {name:<24} {n}")
     for line in s.get("reloads", []):
         lines.append(f"  rules change: {line}")
+    if "sync_in" in s:
+        si = s["sync_in"]
+        drops = ", ".join(f"{k} {v}" for k, v in si["drops"].items()) or "none"
+        lines.append(f"  sync in: {si['inserted']} connections taken over from {si['path']} "
+                     f"({si['datagrams']} datagrams, {si['records']} records; dropped: {drops})")
+    if "sync_out" in s:
+        so = s["sync_out"]
+        lines.append(f"  sync out: {so['records']} records in {so['messages']} messages "
+                     f"written to {so['path']}")
     if s.get("bad_records"):
         lines.append(f"  bad capture records skipped {s['bad_records']}")
     if s.get("output"):
@@ -383,6 +485,35 @@ def build_parser() -> argparse.ArgumentParser:
                     help="firewall marks for -f services: lines 'MARK PROTO NETWORK [PORT]'")
     pr.add_argument("--rules-order", choices=("kernel", "file"), default="kernel",
                     help="real-server list order: as ipvsadm -R builds it (default) or file order")
+    sy = pr.add_argument_group(
+        "connection sync (the kernel's sync daemon, ip_vs_sync.c)",
+        "--sync-out writes the sync messages a master would have sent while handling the "
+        "input; --sync-in starts the director with the connections a backup built from a "
+        "sync capture (a failover replay).")
+    sy.add_argument("--sync-out", metavar="SYNC.pcap",
+                    help="write the master's sync messages (UDP to 224.0.0.81:8848) here")
+    sy.add_argument("--syncid", type=int, default=0,
+                    help="sync id of the messages (0-255, default 0); also --sync-in's filter")
+    sy.add_argument("--sync-version", type=int, choices=(0, 1), default=1,
+                    help="message version (sysctl sync_version, default 1)")
+    sy.add_argument("--sync-threshold", type=int, nargs=2, metavar=("T", "P"), default=[3, 50],
+                    help="send a connection at its T-th input packet and every P after "
+                    "(sysctl sync_threshold, default 3 50)")
+    sy.add_argument("--sync-refresh-period", type=int, default=0, metavar="S",
+                    help="re-send a connection when its timer moved by this many seconds "
+                    "(sysctl sync_refresh_period, default 0: off)")
+    sy.add_argument("--sync-retries", type=int, default=0, metavar="N",
+                    help="re-sends within a refresh period (sysctl sync_retries, 0-3)")
+    sy.add_argument("--sync-persist-mode", action="store_true",
+                    help="send only the templates of persistent connections (sync_persist_mode)")
+    sy.add_argument("--sync-maxlen", type=int, default=None, metavar="N",
+                    help="longest message, UDP payload bytes (default 1472)")
+    sy.add_argument("--sync-src", default="0.0.0.0", metavar="ADDR",
+                    help="source address of the written sync datagrams (default 0.0.0.0)")
+    sy.add_argument("--sync-in", metavar="SYNC.pcap",
+                    help="start with the connections a backup built from these sync messages")
+    sy.add_argument("--sync-in-syncid", type=int, default=None, metavar="N",
+                    help="the backup's sync id for --sync-in (default --syncid; 0: any)")
     pr.add_argument("--chunk-mb", type=int, default=4, help="read the capture in chunks of this size")
     pr.add_argument("--keep-going", action="store_true", help="skip a truncated last record instead of failing")
     pr.add_argument("-q", "--quiet", action="store_true")

@@ -235,6 +235,66 @@ class Director:
         except (ValueError, TypeError) as e:  # a batch the engine cannot take: a bug upstream
             raise EngineError(f"the engine refused a batch of {hi - lo} packets: {e}") from e
 
+    # -- connection sync (ip_vs_sync.c) ---------------------------------------------------
+    def enable_sync_master(
+        self,
+        *,
+        version: int = 1,
+        threshold: int = 3,
+        period: int = 50,
+        refresh_period: int = 0,
+        retries: int = 0,
+        persist_mode: bool = False,
+    ) -> None:
+        """Act as a sync master (the kernel's sync daemon with its sysctls): after every
+        batch, :meth:`take_sync_events` gives the connection records a master sends,
+        for :class:`fastvs.sync.master.SyncMaster`. Bad values raise OptionError."""
+        checks = (("sync_version", version, 0, 1), ("sync_threshold", threshold, 0, 2**31 - 1),
+                  ("sync_period", period, 0, 2**31 - 1), ("sync_retries", retries, 0, 3),
+                  ("sync_refresh_period", refresh_period, 0, 86400 * 365))
+        for name, val, lo, hi in checks:
+            _int_option(name, val, lo, hi)
+        if period and threshold >= period:
+            raise OptionError("sync_threshold",
+                              f"the threshold ({threshold}) must be below the period ({period}), "
+                              "or the period 0")
+        self.engine.set_sync(True, version=version, threshold=threshold, period=period,
+                             refresh_period=refresh_period, retries=retries,
+                             persist_mode=bool(persist_mode))
+
+    def disable_sync_master(self) -> None:
+        self.engine.set_sync(None)
+
+    def take_sync_events(self) -> np.ndarray:
+        """The sync records since the last call (fastvs.sync.master.SYNC_EVENT_DTYPE)."""
+        return self.engine.take_sync_events()
+
+    def insert_sync_conns(self, rows: np.ndarray, now_ns: int) -> int:
+        """Start with the connections a backup holds (``--sync-in``): ``rows`` of
+        fastvs.sync.backup.BACKUP_CONN_DTYPE (``BackupTable.to_array``), whose ``svc`` /
+        ``real`` index this director's ``rules.services[svc].reals[real]`` (-1:
+        unbound: forwarded by the entry's own address, port and method, counted on no
+        real server). ``expire_ns`` is the time left at ``now_ns`` (the engine's clock
+        moves there). Returns how many entries were made (the rest:
+        ``engine.insert_skipped``)."""
+        from fastvs.sync.backup import BACKUP_CONN_DTYPE
+
+        if rows.dtype != BACKUP_CONN_DTYPE:
+            raise TypeError("rows must be of fastvs.sync.backup.BACKUP_CONN_DTYPE")
+        out = np.array(rows, dtype=BACKUP_CONN_DTYPE, copy=True).reshape(-1)
+        svcs = self.rules.services
+        for i in range(len(out)):
+            si, ri = int(out["svc"][i]), int(out["real"][i])
+            esvc = edest = -1
+            if 0 <= si < len(svcs):
+                svc = svcs[si]
+                esvc = self._svc_index.get(svc.key, -1)
+                if 0 <= ri < len(svc.reals):
+                    edest = self._dest_index.get((svc.key, svc.reals[ri].key), -1)
+            out["svc"][i] = esvc
+            out["real"][i] = edest
+        return int(self.engine.insert_conns(out, int(now_ns)))
+
     # -- rules changes ---------------------------------------------------------------------
     def rules_at(self, when_ns: int, rules: Rules, *, relative: bool = True) -> None:
         """Apply ``rules`` (as :meth:`reload` does) at ``when_ns``: nanoseconds after the

@@ -10,6 +10,7 @@ from fastvs.datapath._conntab cimport (ct_alloc, ct_link, ct_unhash, ct_free, ct
                                        CT_NONE)
 from fastvs.datapath._state cimport EngineState, NS
 from fastvs.datapath._fwd cimport fwd_bind
+from fastvs.datapath._sync cimport sync_conn, sync_conn_made
 
 
 cdef inline void dest_bind(Dest* d, Conn* c) noexcept nogil:
@@ -46,10 +47,18 @@ cdef inline void dest_unbind(Dest* d, Conn* c) noexcept nogil:
 
 cdef inline void conn_expire(EngineState* st, uint32_t idx) noexcept nogil:
     """ip_vs_conn_expire. A template that still controls connections waits another
-    60 s (and keeps 60 s as its timeout, as the kernel's does)."""
+    60 s (and keeps 60 s as its timeout, as the kernel's does); a master sends it
+    again then (expire_later: ip_vs_sync_conn with sync_threshold), at the time its
+    timer ran."""
     cdef Conn* c = &st.ct.conns[idx]
+    cdef int64_t now
     if c.n_control > 0:
         c.timeout = 60 * NS
+        if st.sync != NULL:
+            now = st.now
+            st.now = c.expires
+            sync_conn(st, idx, st.sync.threshold)
+            st.now = now
         c.expires = st.now + c.timeout
         return
     if c.control:
@@ -107,6 +116,8 @@ cdef inline cold_u32 conn_new(EngineState* st, int32_t s, int32_t di, uint8_t pr
     c.expires = st.now + c.timeout
     dest_bind(d, c)
     ct_link(&st.ct, idx)
+    if st.sync != NULL:
+        sync_conn_made(st, idx)
     return idx
 
 

@@ -20,6 +20,7 @@ from fastvs.datapath._conn cimport (conn_new, conn_stats, conn_expire_now, templ
 from fastvs.datapath._ctl cimport svc_lookup, is_local_addr, todrop
 from fastvs.datapath._frag cimport frag_remember, frag_follow
 from fastvs.datapath._fwd cimport fwd_xmit
+from fastvs.datapath._sync cimport sync_in_packet, control_assure
 from fastvs.sched._base cimport SchedOps
 
 
@@ -37,6 +38,13 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
     a.direction = direction
     a.arg = st.secure_tcp_on
     new_state = <uint8_t>pp_state(c.proto, &a)
+    # ip_vs_control_assure_ct, called by the protocols' transitions: into ESTABLISHED
+    # (TCP, SCTP: state 8), or any reply (UDP)
+    if FV_UNLIKELY(c.control != 0):
+        if ((new_state != c.state and ((c.proto == IPPROTO_TCP_ and new_state == TCP_S_ESTABLISHED)
+                                       or (c.proto == IPPROTO_SCTP_ and new_state == 8)))
+                or (c.proto == IPPROTO_UDP_ and direction == DIR_OUTPUT)):
+            control_assure(st, c)
     # the record's first line is written only on a change: an established flow's
     # packets leave it clean (no write-back of it from a large table)
     if new_state != c.state:
@@ -268,13 +276,20 @@ cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int r
     ct_expire_at(&st.ct, idx, st.now + c.timeout)
     # ip_vs_nat_xmit: the route to the real server decrements the TTL first
     if not st.keep_ttl and mp.ttl <= 1:
-        return V_DROP_TTL
-    if mp.frag == 2:
-        frag_remember(st, mp, idx, CT_DIR_IN)
-    st.last_dest = c.dest
-    # the method bound to the connection when it was made (ip_vs_bind_xmit)
-    xa.st = st
-    xa.p = p
-    xa.m = mp
-    xa.c = c
-    return fwd_xmit(c.fwd, &xa)
+        rc = V_DROP_TTL
+    else:
+        if mp.frag == 2:
+            frag_remember(st, mp, idx, CT_DIR_IN)
+        st.last_dest = c.dest
+        # the method bound to the connection when it was made (ip_vs_bind_xmit)
+        xa.st = st
+        xa.p = p
+        xa.m = mp
+        xa.c = c
+        rc = fwd_xmit(c.fwd, &xa)
+    # the tail of ip_vs_in_hook, whatever packet_xmit did: the packet counts toward the
+    # sync threshold, and a master decides what to send (_sync.pxd)
+    c.in_pkts += 1
+    if FV_UNLIKELY(st.sync != NULL):
+        sync_in_packet(st, idx)
+    return rc

@@ -23,7 +23,10 @@ from fastvs.datapath._proto cimport pp_info, PP_N, PP_TCP, PP_UDP, PP_SCTP
 from fastvs.datapath._proto_tcp cimport fv_tcp_next_init
 from fastvs.datapath._state cimport EngineState, FragEntry, MarkRule, NS, FRAG_SETS, FRAG_WAYS
 from fastvs.datapath._fwd cimport fwd_name, FWD_N
-from fastvs.datapath._conn cimport expire_due
+from fastvs.datapath._conn cimport expire_due, dest_bind
+from fastvs.datapath._fwd cimport fwd_bind, fwd_bind_flags
+from fastvs.datapath._sync cimport sync_jiffies, SYNC_HZ
+from fastvs.datapath._conntab cimport ct_alloc, ct_link, ct_lookup_template
 from fastvs.datapath._ctl cimport svc_find, update_defense
 from fastvs.datapath._core cimport dp_packet
 from fastvs.sched._base cimport SchedOps
@@ -199,6 +202,128 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
     return written
 
 
+
+# -- connections from a backup's table (--sync-in) ---------------------------------------
+
+# One row of fastvs.sync.backup.BACKUP_CONN_DTYPE (numpy's packed layout), with ``svc``
+# and ``real`` as the engine's service and real-server indexes (-1: unbound)
+cdef packed struct SyncRow:
+    uint8_t af
+    uint8_t protocol
+    uint16_t state
+    uint32_t flags
+    uint16_t cport
+    uint16_t vport
+    uint16_t dport
+    uint32_t fwmark
+    uint32_t timeout_s
+    int64_t expire_ns
+    uint32_t in_pkts
+    int32_t svc
+    int32_t real
+    uint32_t caddr[4]
+    uint32_t vaddr[4]
+    uint32_t daddr[4]
+
+
+cdef Py_ssize_t insert_rows(EngineState* st, const SyncRow* rows, Py_ssize_t n,
+                            uint64_t* skipped) noexcept nogil:
+    """ip_vs_proc_conn's creation of a backup's entries (ip_vs_conn_new +
+    ip_vs_bind_dest for an entry made from a sync record), in bulk: each row becomes a
+    connection or template with its state, flags, timeout and time left, counted on its
+    real server (active, inactive, persistent); ``real`` -1 leaves it unbound: it is
+    forwarded by its own address, port and method, and counts on no real server. A
+    backup does not link connections to their templates. Rows the engine cannot take
+    (a protocol or state it does not know, an entry already present, no time left) are
+    skipped and counted; a full table stops the insert. Returns the entries made."""
+    cdef Py_ssize_t i, done = 0
+    cdef const SyncRow* r
+    cdef PacketMeta m
+    cdef ProtoArgs a
+    cdef uint32_t idx
+    cdef int direction
+    cdef uint8_t fwd
+    cdef uint16_t flags
+    cdef bint tpl
+    cdef Conn* c
+    for i in range(n):
+        r = &rows[i]
+        tpl = (r.flags & CONN_F_TEMPLATE) != 0
+        fwd = r.flags & CONN_F_FWD_MASK
+        if ((r.af != 4 and r.af != 6) or r.expire_ns <= 0 or r.real >= st.ndests
+                or (r.real < 0 and fwd >= FWD_N)):
+            skipped[0] += 1
+            continue
+        if tpl:
+            # a mark template's protocol is 0 (IPPROTO_IP); states NONE, ASSURED
+            if r.state >= 2 or (r.protocol != 0 and pp_info(r.protocol, &a) == PP_NOPROTO):
+                skipped[0] += 1
+                continue
+            if ct_lookup_template(&st.ct, r.protocol, r.caddr, r.vaddr,
+                                  _port_be_c(r.vport)) != CT_NONE:
+                skipped[0] += 1
+                continue
+        else:
+            if pp_info(r.protocol, &a) == PP_NOPROTO or r.state >= a.nstates:
+                skipped[0] += 1
+                continue
+            memset(&m, 0, sizeof(m))
+            memcpy(m.saddr, r.caddr, 16)
+            memcpy(m.daddr, r.vaddr, 16)
+            m.sport_be = _port_be_c(r.cport)
+            m.dport_be = _port_be_c(r.vport)
+            m.proto = r.protocol
+            m.af = r.af
+            direction = CT_DIR_IN
+            if (ct_lookup(&st.ct, &m, ct_hash_pkt(&st.ct, &m), &direction) != CT_NONE
+                    and direction == CT_DIR_IN):
+                skipped[0] += 1
+                continue
+        idx = ct_alloc(&st.ct)
+        if idx == CT_NONE:
+            break
+        c = &st.ct.conns[idx]
+        memcpy(c.caddr, r.caddr, 16)
+        memcpy(c.vaddr, r.vaddr, 16)
+        memcpy(c.daddr, r.daddr, 16)
+        c.cport_be = _port_be_c(r.cport)
+        c.cport_again = c.cport_be
+        c.vport_be = _port_be_c(r.vport)
+        c.dport_be = _port_be_c(r.dport)
+        c.proto = r.protocol
+        c.af = r.af
+        c.state = <uint8_t>r.state
+        # the record's flags, NOOUTPUT and the method as the binding gives them
+        flags = <uint16_t>(r.flags & (CONN_F_SYNC | CONN_F_INACTIVE | CONN_F_NO_CPORT
+                                      | CONN_F_TEMPLATE | CONN_F_ONE_PACKET))
+        c.flags = flags
+        c.control = 0
+        c.n_control = 0
+        c.timeout = <int64_t>r.timeout_s * NS
+        c.expires = st.now + r.expire_ns
+        c.in_pkts = r.in_pkts
+        c.old_state = c.state
+        if r.real >= 0:
+            fwd_bind(c, &st.dests[r.real])
+            c.dest = r.real
+            c.svc = st.dests[r.real].svc
+            dest_bind(&st.dests[r.real], c)
+        else:
+            c.fwd = fwd
+            fwd_bind_flags(fwd, c)
+            c.dest = -1
+            c.svc = r.svc if 0 <= r.svc < st.nsvcs else -1
+        ct_link(&st.ct, idx)
+        if st.sync != NULL and st.sync.endtime != NULL:
+            st.sync.endtime[idx] = sync_jiffies(st.now) & ~(<uint64_t>3)
+        done += 1
+    return done
+
+
+cdef inline uint16_t _port_be_c(uint16_t port) noexcept nogil:
+    return <uint16_t>(((port & 0xff) << 8) | (port >> 8))
+
+
 # -- the Python face ------------------------------------------------------------------------
 
 cdef bytes _addr16(str addr, int* af):
@@ -236,6 +361,7 @@ cdef class Engine:
     Not thread-safe; use one engine per core (shard flows by 5-tuple hash).
     """
     cdef EngineState st
+    cdef readonly uint64_t insert_skipped
 
     def __cinit__(self, unsigned int capacity=1 << 20, seed=None):
         memset(&self.st, 0, sizeof(EngineState))
@@ -276,6 +402,7 @@ cdef class Engine:
         free(self.st.svc_hash)
         free(self.st.frags)
         free(self.st.marks)
+        self._sync_free()
 
     # -- options -------------------------------------------------------------------------
     def set_options(self, *, keep_ttl=None, director_view=None, truncated=None,
@@ -564,6 +691,125 @@ cdef class Engine:
         self.st.svc_hash = tbl
         self.st.svc_mask = nb - 1
 
+    # -- connection sync (ip_vs_sync.c) -----------------------------------------------------
+    cdef void _sync_free(self):
+        if self.st.sync != NULL:
+            free(self.st.sync.endtime)
+            free(self.st.sync.ev)
+            free(self.st.sync)
+            self.st.sync = NULL
+
+    def set_sync(self, enabled=True, *, int version=1, int threshold=3, int period=50,
+                 int refresh_period=0, int retries=0, persist_mode=False):
+        """Make this engine a sync master (the kernel's ``ipvsadm --start-daemon master``
+        with its sysctls: sync_version, sync_threshold = (threshold, period),
+        sync_refresh_period in seconds, sync_retries, sync_persist_mode): after each
+        input packet that reached its transmit it decides, as ip_vs_sync_conn does,
+        which connections to send, and keeps them for :meth:`take_sync_events`.
+        ``set_sync(None)`` or ``set_sync(False)`` turns it off (the default; records not
+        taken are lost). Refused as the kernel's sysctl handlers refuse: threshold <
+        period unless period is 0, retries 0..3, version 0 or 1."""
+        cdef SyncState* s
+        cdef SyncState* old
+        if version not in (0, 1):
+            raise ValueError(f"sync version must be 0 or 1, not {version}")
+        if threshold < 0 or period < 0:
+            raise ValueError("sync threshold and period must not be negative")
+        if period and threshold >= period:
+            raise ValueError(f"sync threshold ({threshold}) must be below the period ({period}), "
+                             "or the period 0")
+        if not 0 <= retries <= 3:
+            raise ValueError(f"sync retries must be 0..3, not {retries}")
+        if not 0 <= refresh_period <= 86400 * 365:
+            raise ValueError(f"sync refresh period must be 0..31536000 seconds, not {refresh_period}")
+        if sizeof(SyncEvent) != 78:
+            raise RuntimeError("SyncEvent does not match SYNC_EVENT_DTYPE")
+        if enabled is None or not enabled:
+            self._sync_free()
+            return
+        old = self.st.sync
+        s = <SyncState*>calloc(1, sizeof(SyncState))
+        if s == NULL:
+            raise MemoryError()
+        s.version = version
+        s.threshold = threshold
+        s.period = period
+        s.refresh_j = <uint64_t>refresh_period * SYNC_HZ
+        s.retries = retries
+        s.persist_mode = bool(persist_mode)
+        if refresh_period:
+            if old != NULL and old.endtime != NULL:
+                s.endtime = old.endtime
+                old.endtime = NULL
+            else:
+                s.endtime = <uint64_t*>calloc(self.st.ct.capacity, sizeof(uint64_t))
+                if s.endtime == NULL:
+                    free(s)
+                    raise MemoryError()
+        if old != NULL:
+            # records not yet taken stay
+            s.ev, s.nev, s.cap, s.lost = old.ev, old.nev, old.cap, old.lost
+            old.ev = NULL
+            self._sync_free()
+        self.st.sync = s
+
+    @property
+    def sync(self):
+        """The master's settings (as :meth:`set_sync` takes them), or None when off."""
+        cdef SyncState* s = self.st.sync
+        if s == NULL:
+            return None
+        return {"version": s.version, "threshold": s.threshold, "period": s.period,
+                "refresh_period": s.refresh_j // SYNC_HZ, "retries": s.retries,
+                "persist_mode": bool(s.persist_mode)}
+
+    @property
+    def sync_events_lost(self):
+        """Records dropped because more than 4M waited between two takes."""
+        return self.st.sync.lost if self.st.sync != NULL else 0
+
+    def take_sync_events(self):
+        """The records to send since the last call, in order, as an array of
+        fastvs.sync.master.SYNC_EVENT_DTYPE (empty when sync is off); then forgets
+        them."""
+        import numpy as np
+        from fastvs.sync.master import SYNC_EVENT_DTYPE
+        cdef SyncState* s = self.st.sync
+        if s == NULL or s.nev == 0:
+            return np.zeros(0, SYNC_EVENT_DTYPE)
+        out = np.empty(s.nev, SYNC_EVENT_DTYPE)
+        cdef uint8_t[::1] raw = out.view(np.uint8)
+        memcpy(&raw[0], s.ev, <size_t>s.nev * sizeof(SyncEvent))
+        s.nev = 0
+        return out
+
+    def insert_conns(self, rows, int64_t now_ns):
+        """Add connections and templates as a backup holds them (``--sync-in``):
+        ``rows`` of fastvs.sync.backup.BACKUP_CONN_DTYPE whose ``svc`` and ``real`` are
+        this engine's service and real-server indexes (-1: unbound), ``expire_ns`` the
+        time left from ``now_ns`` (the engine's clock moves there, never back). Returns
+        how many were made; rows it cannot take are counted in ``insert_skipped``."""
+        import numpy as np
+        from fastvs.sync.backup import BACKUP_CONN_DTYPE
+        cdef Py_ssize_t done
+        cdef uint64_t skipped = 0
+        arr = np.ascontiguousarray(rows)
+        if arr.dtype != BACKUP_CONN_DTYPE or arr.ndim != 1:
+            raise ValueError("rows must be a 1-d array of fastvs.sync.backup.BACKUP_CONN_DTYPE")
+        if arr.dtype.itemsize != sizeof(SyncRow):
+            raise RuntimeError("SyncRow does not match BACKUP_CONN_DTYPE")
+        if not self.st.started or now_ns > self.st.now:
+            self.st.now = now_ns
+            self.st.started = True
+        if len(arr) == 0:
+            return 0
+        cdef const uint8_t[::1] raw = arr.view(np.uint8)
+        cdef Py_ssize_t nrows = len(arr)
+        with nogil:
+            done = insert_rows(&self.st, <const SyncRow*>&raw[0], nrows, &skipped)
+        self.insert_skipped += skipped
+        return done
+
     # -- the data path ---------------------------------------------------------------------
     def process(self, uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t[::1] caplen,
                 const uint32_t[::1] wirelen, const int64_t[::1] ts,
@@ -716,7 +962,7 @@ cdef class Engine:
 
     cdef dict _conn_info(self, Conn* c):
         if c.flags & CONN_F_TEMPLATE:
-            state = "NONE"
+            state = ("NONE", "ASSURED")[c.state] if c.state < 2 else "ERR!"
         else:
             names = STATE_NAMES.get(PROTO_NAMES.get(c.proto, "").lower(), ())
             state = names[c.state] if c.state < len(names) else "ERR!"

@@ -8,7 +8,7 @@ modules (``_ctl``, ``_conn``, ``_core``, ``_frag``, ``_fwd``), all inline, so th
 batch loop in ``_engine.pyx`` compiles into one C unit with them.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
-from fastvs.datapath._types cimport Dest, Service, Conn, PacketMeta, V_NCODES
+from fastvs.datapath._types cimport Dest, Service, Conn, PacketMeta, SyncState, V_NCODES
 from fastvs.datapath._conntab cimport ConnTable
 from fastvs.datapath._proto cimport PP_N, PP_MAX_STATES
 
@@ -88,6 +88,7 @@ ctypedef struct EngineState:
     uint64_t rnd               # xorshift state for the random entry scan
     uint64_t entries_dropped
     int32_t last_dest          # the real server of the packet just processed, or -1
+    SyncState* sync            # the connection-sync master (_sync.pxd); NULL: off
     # counters
     uint64_t counts[V_NCODES]
 

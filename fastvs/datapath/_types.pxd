@@ -130,11 +130,24 @@ cdef enum:
     FWD_TUNNEL = 2
     FWD_DROUTE = 3
 
-# Connection flags (IP_VS_CONN_F_*)
+# Connection flags (IP_VS_CONN_F_*; the forwarding method's bits live in Conn.fwd)
 cdef enum:
+    CONN_F_FWD_MASK = 0x0007
     CONN_F_NOOUTPUT = 0x0004
+    CONN_F_SYNC = 0x0020     # made from a sync record (a backup's entry)
+    CONN_F_HASHED = 0x0040
     CONN_F_INACTIVE = 0x0100
+    CONN_F_NO_CPORT = 0x0800
     CONN_F_TEMPLATE = 0x1000
+    CONN_F_ONE_PACKET = 0x2000
+    # the kernel's NOOUTPUT bit, as sync records carry it: the engine keeps NOOUTPUT in
+    # 0x0004 (the kernel's BYPASS, inside the method's bits, which Conn.fwd holds)
+    KCONN_F_NOOUTPUT = 0x0080
+
+# Template states (IP_VS_CTPL_S_*): ip_vs_control_assure_ct sets ASSURED
+cdef enum:
+    CTPL_S_NONE = 0
+    CTPL_S_ASSURED = 1
 
 # Service flags (IP_VS_SVC_F_*)
 cdef enum:
@@ -227,7 +240,8 @@ ctypedef struct Conn:
     uint8_t state
     uint8_t fwd
     uint16_t flags
-    uint16_t in_use          # bit 0 allocated, bit 1 hashed, bit 2 a template
+    uint8_t in_use           # bit 0 allocated, bit 1 hashed, bit 2 a template
+    uint8_t old_state        # the state last sent to backups (cp->old_state)
     # second cache line
     int32_t dest             # index into Dest array, -1 for none
     int32_t svc
@@ -239,7 +253,7 @@ ctypedef struct Conn:
     uint32_t heap_pos        # this connection's place in the timer heap
     uint32_t control         # the controlling template's index + 1, 0 for none
     int32_t n_control        # a template: connections it controls
-    uint32_t pad_
+    uint32_t in_pkts         # input packets (cp->in_pkts: the sync threshold counts them)
 
 # The arguments of a registered protocol's operations (struct ip_vs_protocol's
 # members, include/net/ip_vs.h): one struct for all, so every operation of every
@@ -270,3 +284,35 @@ ctypedef struct ProtoArgs:
     int nstates
     const char* const* state_names
     const int* timeouts      # seconds, per state
+
+
+# The connection-sync master (ip_vs_sync.c; _sync.pxd): the kernel's sysctls, and the
+# records to send, appended per batch to a C buffer that Engine.take_sync_events()
+# hands out as an array of fastvs.sync.master.SYNC_EVENT_DTYPE (same packed layout).
+cdef packed struct SyncEvent:
+    int64_t ts_ns
+    uint8_t af
+    uint8_t protocol
+    uint16_t state
+    uint32_t flags
+    uint16_t cport           # host byte order
+    uint16_t vport
+    uint16_t dport
+    uint32_t fwmark
+    uint32_t timeout_s
+    uint32_t caddr[4]        # as in Conn (network order; IPv4 in the first word)
+    uint32_t vaddr[4]
+    uint32_t daddr[4]
+
+ctypedef struct SyncState:
+    int version              # sync_version: 0 or 1
+    uint32_t threshold       # sync_threshold
+    uint32_t period          # sync_period
+    uint64_t refresh_j       # sync_refresh_period, jiffies (0: off)
+    uint32_t retries         # sync_retries
+    bint persist_mode        # sync_persist_mode
+    uint64_t* endtime        # per connection slot: cp->sync_endtime (refresh period only)
+    SyncEvent* ev            # the records to send since the last take
+    uint32_t nev
+    uint32_t cap
+    uint64_t lost            # records that found the buffer at its bound
