@@ -169,12 +169,12 @@ vrrp_instance VI_FASTVS {{
 class Director:
     """One director namespace: fastvs forward (starting as a backup) and keepalived."""
 
-    def __init__(self, topo: FailoverTopology, i: int, rules: Path) -> None:
+    def __init__(self, topo: FailoverTopology, i: int, rules: Path, workers: int = 1) -> None:
         self.topo, self.i = topo, i
         self.ns = topo.directors[i]
         self.sock = topo.tmp / f"control-{i}.sock"
         self.fwd = Forwarder(topo, rules, "--control", str(self.sock), "--sync-backup", "dh",
-                             "--syncid", str(SYNCID), director=self.ns, flush=i == 0, ready_timeout=40)
+                             "--syncid", str(SYNCID), "--workers", str(workers), director=self.ns, flush=i == 0, ready_timeout=40)
         self.notify_log = topo.tmp / f"notify-{i}.log"
         notify = topo.tmp / f"notify-{i}.sh"
         notify.write_text(f"#!/bin/sh\necho \"$(date +%s.%N) $1\" >> {self.notify_log}\n"
@@ -241,7 +241,8 @@ def _wrk(out: str) -> tuple[int, int]:
     return requests, failed
 
 
-def test_failover_keeps_established_connections() -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_failover_keeps_established_connections(workers: int) -> None:
     if shutil.which("keepalived") is None:
         pytest.skip("keepalived not installed (apt-get install keepalived)")
     with FailoverTopology() as topo:
@@ -251,7 +252,7 @@ def test_failover_keeps_established_connections() -> None:
         rules = topo.tmp / "rules"
         rules.write_text(topo.rules_text() + f"-A -t {VIP}:{SLOW_PORT} -s rr\n" + "".join(
             f"-a -t {VIP}:{SLOW_PORT} -r {ip}:{SLOW_PORT} -m -w 1\n" for ip in RS_IPS))
-        ds = [Director(topo, i, rules) for i in range(2)]
+        ds = [Director(topo, i, rules, workers) for i in range(2)]
         a, b = ds
         logs: list[str] = []
         try:
@@ -307,8 +308,8 @@ def test_failover_keeps_established_connections() -> None:
         window = (max(failed_probes) - min(failed_probes) + 0.2) if failed_probes else 0.0
         outside = [t for t in failed_probes if not t_kill - 0.5 <= t <= t_master + 3.0]
         detection = t_master - t_kill
-        print(f"\nfailover: backup had the {N_DOWN + N_IDLE} long-lived connections {sync_took:.1f} s "
-              f"after they opened; master killed; d2 master {detection:.2f} s later (VRRP advert_int "
+        print(f"\nfailover ({workers} worker{'s' if workers > 1 else ''} per director): the backup held "
+              f"the {N_DOWN + N_IDLE} long-lived connections (waited {sync_took:.1f} s); master killed; d2 master {detection:.2f} s later (VRRP advert_int "
               f"{ADVERT_INT} s: 3 intervals + skew, and the notify script)")
         print(f"established connections lost: {len(lost)} of {N_DOWN + N_IDLE} (resets {resets}); "
               f"downloads {[d['bytes'] for d in downloads]} bytes in {[d['seconds'] for d in downloads]} s")
