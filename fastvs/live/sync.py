@@ -46,6 +46,7 @@ announces its addresses at once and again one second later.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import ipaddress
 import select
 import socket
@@ -77,6 +78,7 @@ from fastvs.sync.proto import (
 
 ROLES = ("master", "backup")
 SYNC_PORTS_MAX = 64  # IPVS_SYNC_PORTS_MAX: start_sync_thread clamps sync_ports to 1..64
+REFRESH_LAG = 1.5  # s after the engine's copy of an entry ran out (it advances every second)
 MAX_DATAGRAMS_PER_POLL = 256  # a backup reads at most this many datagrams between batches
 ANNOUNCE_AGAIN_S = 1.0  # a new master announces its addresses again after this long
 _PROTO_NUM = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "sctp": IPPROTO_SCTP}
@@ -388,8 +390,13 @@ class SyncReceiver:
         self.applying = True  # False as a master: datagrams are read and counted only
         self.counts: dict[str, int] = {
             "sync_rx_datagrams": 0, "sync_rx_bad": 0, "sync_rx_records": 0,
-            "sync_rx_other_worker": 0, "sync_rx_inserted": 0, "sync_rx_ignored": 0}
+            "sync_rx_other_worker": 0, "sync_rx_inserted": 0, "sync_rx_ignored": 0,
+            "sync_rx_refreshed": 0}
         self.drops: dict[str, int] = {}
+        # what the engine was given, by when its copy runs out (see refresh)
+        self._engine_exp: dict[int, float] = {}
+        self._engine_heap: list[tuple[float, int, BackupConn]] = []
+        self._next_refresh = 0.0
         self._ep = select.epoll()
         for s in self.socks:
             self._ep.register(s.fileno(), select.EPOLLIN)
@@ -465,6 +472,31 @@ class SyncReceiver:
         if self.insert is not None:
             n = self.insert(rows, now_ns)
             self.counts["sync_rx_inserted"] += int(n if n is not None else len(rows))
+        for c in conns:
+            if c.seq not in self._engine_exp:
+                self._engine_exp[c.seq] = c.expires
+                heapq.heappush(self._engine_heap, (c.expires, c.seq, c))
+
+    def refresh(self, now: float, now_ns: int) -> int:
+        """Give the engine again the entries whose engine copy has run out while the
+        table kept them alive. The engine's bulk insert makes new entries only (an
+        entry already present is left as it is), so the updates of a connection
+        (a later timer, as the master re-sends it every sync period) reach the engine
+        when its first copy expired: the connection is back within ``REFRESH_LAG`` s.
+        Returns how many were given again."""
+        if now < self._next_refresh:
+            return 0
+        self._next_refresh = now + 0.5
+        heap, again = self._engine_heap, []
+        while heap and heap[0][0] <= now - REFRESH_LAG:
+            _, seq, c = heapq.heappop(heap)
+            del self._engine_exp[seq]
+            if self.table._all.get(seq) is c and c.expires > now:  # noqa: SLF001
+                again.append(c)
+        if again:
+            self.counts["sync_rx_refreshed"] += len(again)
+            self._insert(again, now, now_ns)
+        return len(again)
 
     def all_counts(self) -> dict[str, int]:
         out = dict(self.counts)
@@ -534,6 +566,8 @@ class LiveSync:
     def tick(self, now: float) -> None:
         if self.role == "master":
             self.sender.tick(now)
+        elif self.receiver.insert is not None:
+            self.receiver.refresh(now, time.monotonic_ns())
 
     def counters(self) -> dict[str, int]:
         out = dict(self.counts)

@@ -206,8 +206,9 @@ class Worker:
                 if wanted:
                     neigh.request(wanted)
                 now = time.monotonic()
-                if sync is not None and sync.role == "master":
-                    sync.take_events(now)
+                if sync is not None:
+                    if sync.role == "master":
+                        sync.take_events(now)
                     sync.tick(now)
                 if self.role_wanted is not None:
                     role, self.role_wanted = self.role_wanted, None

@@ -497,3 +497,53 @@ def test_ipv6_group(pair: NsPair) -> None:
     finally:
         tx.close()
         rx.close()
+
+
+class FakeEngine:
+    """insert_conns as the engine does it: new entries only (one present is skipped),
+    each with its time left; ``alive(now)`` what has not run out."""
+
+    def __init__(self) -> None:
+        self.exp: dict[tuple[str, int], float] = {}
+        self.skipped = 0
+
+    def insert(self, rows: np.ndarray, now_ns: int) -> int:
+        now, done = now_ns / 1e9, 0
+        for r in rows:
+            key = (_ip(r["caddr"]), int(r["cport"]))
+            if self.exp.get(key, -1.0) > now:
+                self.skipped += 1
+                continue
+            self.exp[key] = now + int(r["expire_ns"]) / 1e9
+            done += 1
+        return done
+
+    def alive(self, now: float) -> set[tuple[str, int]]:
+        return {k for k, t in self.exp.items() if t > now}
+
+
+def test_refresh_gives_the_engine_what_it_skipped() -> None:
+    """A connection the master keeps re-sending stays in the engine past its first
+    timer: the engine skips the update (present), the receiver gives it again once the
+    first copy ran out (within REFRESH_LAG)."""
+    from fastvs.live.sync import REFRESH_LAG
+
+    eng = FakeEngine()
+    rx = SyncReceiver(SyncOptions(role="backup", ifname="lo"), RULES, eng.insert, socks=[], mtu=1500)
+
+    def msg(t: float, cport: int) -> None:
+        touched: dict[int, Any] = {}
+        rx.datagram(encode_message([SyncConn(6, "10.0.0.9", cport, "10.0.0.100", 80, "10.1.0.11", 80,
+                                             state=ESTABLISHED, timeout=10)]), t, touched)
+        rx._insert(list(touched.values()), t, int(t * 1e9))
+
+    msg(0.0, 5000)
+    msg(0.0, 5001)  # not re-sent: goes at 10 s everywhere
+    msg(5.0, 5000)  # the master's refresh: the table has it until 15 s, the engine until 10 s
+    assert eng.skipped == 1
+    assert rx.refresh(9.0, int(9e9)) == 0
+    assert rx.refresh(10.0 + REFRESH_LAG, int((10.0 + REFRESH_LAG) * 1e9)) == 1
+    assert eng.alive(12.0) == {("10.0.0.9", 5000)}
+    assert abs(eng.exp[("10.0.0.9", 5000)] - 15.0) < 1e-6
+    assert rx.counts["sync_rx_refreshed"] == 1
+    assert rx.refresh(20.0, int(20e9)) == 0  # the table's timer ran out too: gone
