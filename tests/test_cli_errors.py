@@ -522,3 +522,78 @@ def test_engine_failure_is_exit_4(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert err.strip().splitlines() == [f"fastvs: cannot allocate a connection table for {1 << 30} "
                                         "connections (try a smaller --capacity)"]
     assert_no_output(out)
+
+
+# -- connection sync (--sync-out, --sync-in) ---------------------------------------------------
+SYNC_BAD = [
+    (["--syncid", "256"], "--syncid", "between 0 and 255"),
+    (["--syncid", "-1"], "--syncid", "between 0 and 255"),
+    (["--sync-version", "2"], "--sync-version", "invalid choice"),
+    (["--sync-threshold", "50", "50"], "--sync-threshold", "below the period"),
+    (["--sync-threshold", "-1", "50"], "--sync-threshold", "between 0 and"),
+    (["--sync-threshold", "3"], "--sync-threshold", "expected 2 arguments"),
+    (["--sync-retries", "4"], "--sync-retries", "between 0 and 3"),
+    (["--sync-refresh-period", "-5"], "--sync-refresh-period", "between 0 and"),
+    (["--sync-maxlen", "0"], "--sync-maxlen", "between 1 and 65507"),
+    (["--sync-maxlen", "70000"], "--sync-maxlen", "between 1 and 65507"),
+    (["--sync-src", "2001:db8::1"], "--sync-src", "not an IPv4 address"),
+    (["--sync-src", "nowhere"], "--sync-src", "not an IPv4 address"),
+    (["--sync-in-syncid", "300"], "--sync-in-syncid", "between 0 and 255"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("args,flag,words", SYNC_BAD, ids=[" ".join(a[0]) for a in SYNC_BAD])
+def test_process_bad_sync_option(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                 args: list[str], flag: str, words: str) -> None:
+    out = tmp_path / "out.pcap"
+    sync = tmp_path / "sync.pcap"
+    code, err = main_run(["process", PCAP, "-r", RULES, "-o", out, "--sync-out", sync, "-q", *args], capsys)
+    assert_option_error(code, err, flag, words)
+    assert_no_output(out)
+    assert_no_output(sync)
+
+
+def test_process_sync_out_same_as_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.pcap"
+    code, err = main_run(["process", PCAP, "-r", RULES, "-o", out, "--sync-out", out, "-q"], capsys)
+    assert_option_error(code, err, "--sync-out", "same file as --output")
+    assert_no_output(out)
+
+
+def test_process_sync_out_directory_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.pcap"
+    sync = tmp_path / "no" / "sync.pcap"
+    code, err = main_run(["process", PCAP, "-r", RULES, "-o", out, "--sync-out", sync, "-q"], capsys)
+    assert_option_error(code, err, "--sync-out", "no such directory")
+    assert_no_output(out)
+
+
+@pytest.mark.parametrize("what", ["missing", "directory", "garbage"])
+def test_process_sync_in_bad_capture(tmp_path: Path, what: str) -> None:
+    out = tmp_path / "out.pcap"
+    sync = tmp_path / "sync.pcap"
+    if what == "directory":
+        sync.mkdir()
+    elif what == "garbage":
+        sync.write_bytes(b"this is not a capture at all")
+    r = run("process", PCAP, "-r", RULES, "-o", out, "--sync-in", sync, "-q")
+    assert_error(r, EXIT_CAPTURE, str(sync))
+    assert_no_output(out)
+
+
+def test_process_sync_in_malformed_datagrams_are_counted(tmp_path: Path) -> None:
+    """A sync capture whose datagrams are not sync messages: counted, never fatal."""
+    from fastvs.capture.batch import PacketBatch
+    from fastvs.capture.pcap import Writer
+    from fastvs.sync.frames import build_frame
+
+    sync = tmp_path / "sync.pcap"
+    frames = [build_frame(b"\x00\x07\x00\x30" + bytes(8), "10.0.0.9", ident=1),
+              build_frame(b"\xff" * 3, "10.0.0.9", ident=2)]
+    with Writer(sync, linktype=1) as w:
+        w.write(PacketBatch.from_packets(frames, ts_ns=[1_000_000_000, 2_000_000_000]))
+    r = run("process", PCAP, "-r", RULES, "--sync-in", sync, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    si = doc["summary"]["sync_in"]
+    assert si["datagrams"] == 2 and si["inserted"] == 0 and sum(si["drops"].values()) >= 2

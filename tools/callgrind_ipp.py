@@ -22,6 +22,10 @@ Cases (the traffic of ``fastvs.bench.run.Traffic``, director of ``make_director`
 * ``syn-10k``: 10k SYNs of new flows on a fresh director (scheduling, connection
   creation).
 
+A case name with ``+sync`` (``est-1k+sync``) runs it on a sync master (the kernel's
+default sysctls: ``Director.enable_sync_master()``), taking the records after every
+batch as ``fastvs process --sync-out`` does (the take is outside the counted call).
+
 The child mode (``--child CASE N``) is what runs under valgrind.
 """
 
@@ -59,18 +63,26 @@ def child(case: str, passes: int) -> None:
         split,
     )
 
+    case, _, variant = case.partition("+")
+    sync = variant == "sync"
     kind, flows, packets = CASES[case]
     if kind == "syn":
         t = Traffic(flows)
         pristine = t.syn()
         for _ in range(passes):
             d = make_director(4, "wlc", capacity_for(flows))
+            if sync:
+                d.enable_sync_master()
             work = pristine.copy()
             for s in split(batch_of(work, T0_NS), BATCH):
                 d.process(s)
+                if sync:
+                    d.take_sync_events()
         return
     t = Traffic(flows)
     d = make_director(4, "wlc", capacity_for(flows))
+    if sync:
+        d.enable_sync_master()
     t.warm(d)
     frames, _ = t.established(packets, replies=kind == "mixed")
     pristine = frames.copy()
@@ -82,6 +94,8 @@ def child(case: str, passes: int) -> None:
         np.copyto(work, pristine)
         for s in subs:
             d.process(s)
+            if sync:
+                d.take_sync_events()
     bad = np.count_nonzero(b.verdict >= 64)
     if bad:
         raise SystemExit(f"{case}: {bad} packets dropped")
@@ -113,9 +127,10 @@ def main() -> None:
         child(a.child[0], int(a.child[1]))
         return
     for case in a.cases:
-        if case not in CASES:
-            raise SystemExit(f"unknown case {case!r}; cases: {', '.join(CASES)}")
-        kind, flows, packets = CASES[case]
+        name, _, variant = case.partition("+")
+        if name not in CASES or variant not in ("", "sync"):
+            raise SystemExit(f"unknown case {case!r}; cases: {', '.join(CASES)} (+sync)")
+        kind, flows, packets = CASES[name]
         base = collected_ir(case, 0)
         full = collected_ir(case, a.passes)
         ipp = (full - base) / (a.passes * packets)

@@ -19,6 +19,8 @@ object per packet. One role per file (the kernel file it mirrors in brackets):
   ``_fwd_masq.pxd``, ``_fwd_droute.pxd``, ``_fwd_tunnel.pxd``, ``_fwd_local.pxd``: one
   method each (ip_vs_nat_xmit, ip_vs_dr_xmit, ip_vs_tunnel_xmit, ip_vs_null_xmit)
 - ``_icmp.pxd``: ICMP/ICMPv6 error parse and rewrite (ip_vs_nat_icmp)
+- ``_sync.pxd``: the connection-sync master's decision and its per-batch records
+  (ip_vs_sync_conn_needed, ip_vs_sync_conn in ip_vs_sync.c)
 - ``_engine.pyx``: the batch loop and the Engine object
 - ``_xmit.pyx``: the output stages for direct routing and tunnels (MACs, outer header)
 """

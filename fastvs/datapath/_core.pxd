@@ -38,13 +38,6 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
     a.direction = direction
     a.arg = st.secure_tcp_on
     new_state = <uint8_t>pp_state(c.proto, &a)
-    # ip_vs_control_assure_ct, called by the protocols' transitions: into ESTABLISHED
-    # (TCP, SCTP: state 8), or any reply (UDP)
-    if FV_UNLIKELY(c.control != 0):
-        if ((new_state != c.state and ((c.proto == IPPROTO_TCP_ and new_state == TCP_S_ESTABLISHED)
-                                       or (c.proto == IPPROTO_SCTP_ and new_state == 8)))
-                or (c.proto == IPPROTO_UDP_ and direction == DIR_OUTPUT)):
-            control_assure(st, c)
     # the record's first line is written only on a change: an established flow's
     # packets leave it clean (no write-back of it from a large table)
     if new_state != c.state:
@@ -60,6 +53,10 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
                 d.activeconns += 1
                 d.inactconns -= 1
                 c.flags &= ~CONN_F_INACTIVE
+        # ip_vs_control_assure_ct (set_tcp_state, set_sctp_state): into ESTABLISHED
+        if c.control and ((c.proto == IPPROTO_TCP_ and new_state == TCP_S_ESTABLISHED)
+                          or (c.proto == IPPROTO_SCTP_ and new_state == 8)):
+            control_assure(st, c)
         c.state = new_state
     # (a connection exists only for a registered protocol: the dispatcher set a.slot)
     c.timeout = st.timeout[a.slot][new_state]
@@ -166,6 +163,9 @@ cdef inline int handle_response(EngineState* st, uint8_t* p, const PacketMeta* m
     if m.frag == 2:
         frag_remember(st, m, idx, CT_DIR_OUT)
     set_state(st, c, DIR_OUTPUT, m)
+    # udp_state_transition: a reply assures the connection's template
+    if FV_UNLIKELY(c.control != 0) and c.proto == IPPROTO_UDP_:
+        control_assure(st, c)
     ct_expire_at(&st.ct, idx, st.now + c.timeout)
     return V_FWD_OUT
 

@@ -202,7 +202,6 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
     return written
 
 
-
 # -- connections from a backup's table (--sync-in) ---------------------------------------
 
 # One row of fastvs.sync.backup.BACKUP_CONN_DTYPE (numpy's packed layout), with ``svc``
@@ -246,6 +245,8 @@ cdef Py_ssize_t insert_rows(EngineState* st, const SyncRow* rows, Py_ssize_t n,
     cdef uint16_t flags
     cdef bint tpl
     cdef Conn* c
+    cdef uint32_t ca[4]
+    cdef uint32_t va[4]
     for i in range(n):
         r = &rows[i]
         tpl = (r.flags & CONN_F_TEMPLATE) != 0
@@ -259,8 +260,9 @@ cdef Py_ssize_t insert_rows(EngineState* st, const SyncRow* rows, Py_ssize_t n,
             if r.state >= 2 or (r.protocol != 0 and pp_info(r.protocol, &a) == PP_NOPROTO):
                 skipped[0] += 1
                 continue
-            if ct_lookup_template(&st.ct, r.protocol, r.caddr, r.vaddr,
-                                  _port_be_c(r.vport)) != CT_NONE:
+            memcpy(ca, r.caddr, 16)     # (aligned copies of the packed row's fields)
+            memcpy(va, r.vaddr, 16)
+            if ct_lookup_template(&st.ct, r.protocol, ca, va, _port_be_c(r.vport)) != CT_NONE:
                 skipped[0] += 1
                 continue
         else:

@@ -45,20 +45,30 @@ cdef inline bint sync_time_before(uint64_t a, uint64_t b) noexcept nogil:
     return <int64_t>(a - b) < 0
 
 
+cdef inline uint64_t sync_end_new(const EngineState* st, const Conn* c) noexcept nogil:
+    """The end time a send records: ``(jiffies + cp->timeout) & ~3``."""
+    return (sync_jiffies(st.now) + <uint64_t>(c.timeout // NS_PER_JIFFY)) & ~(<uint64_t>3)
+
+
+cdef inline bint sync_sent(SyncState* s, Conn* c, uint32_t idx, uint64_t n) noexcept nogil:
+    """``set:``: the state sent becomes old_state, the end time sync_endtime (the
+    kernel's cmpxchg on it cannot race here: always sent)."""
+    c.old_state = c.state
+    if s.endtime != NULL:
+        s.endtime[idx] = n
+    return True
+
+
 cdef inline bint sync_needed(EngineState* st, SyncState* s, Conn* c, uint32_t idx,
                              uint32_t pkts) noexcept nogil:
-    """ip_vs_sync_conn_needed() (ip_vs_sync.c, 6.1): whether to send ``c`` now; when it
-    does (``set:``) the state sent becomes old_state and the new end time sync_endtime."""
-    cdef uint64_t now_j = sync_jiffies(st.now)
-    cdef uint64_t tmo_j = <uint64_t>(c.timeout // NS_PER_JIFFY)
-    cdef uint64_t orig = s.endtime[idx] if s.endtime != NULL else 0
-    cdef uint64_t n = (now_j + tmo_j) & ~(<uint64_t>3)
-    cdef uint64_t min_diff, retries, lim
+    """ip_vs_sync_conn_needed() (ip_vs_sync.c, 6.1): whether to send ``c`` now. The
+    times (jiffies, two divisions) are computed only where the refresh period needs
+    them or a send records them."""
+    cdef uint64_t now_j, tmo_j, orig, n, min_diff, retries, lim
     cdef int64_t diff
-    cdef bint force = False
     cdef uint8_t est
     if c.flags & CONN_F_TEMPLATE:
-        force = False
+        pass                             # force = 0
     elif s.persist_mode and sync_in_persistence(st, c):
         return False
     elif c.proto == IPPROTO_TCP_ or c.proto == IPPROTO_SCTP_:
@@ -74,13 +84,15 @@ cdef inline bint sync_needed(EngineState* st, SyncState* s, Conn* c, uint32_t id
             est = 8
             if not ((1 << c.state) & ((1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 13))):
                 return False
-        force = c.state != c.old_state
-        if force and c.state != est:
-            c.old_state = c.state
-            if s.endtime != NULL:
-                s.endtime[idx] = n
-            return True
+        # a state change is forced; out of ESTABLISHED it goes at once
+        if c.state != c.old_state and c.state != est:
+            return sync_sent(s, c, idx, sync_end_new(st, c) if s.endtime != NULL else 0)
+    n = 0
     if s.refresh_j > 0:
+        now_j = sync_jiffies(st.now)
+        tmo_j = <uint64_t>(c.timeout // NS_PER_JIFFY)
+        orig = s.endtime[idx]
+        n = (now_j + tmo_j) & ~(<uint64_t>3)
         diff = <int64_t>(n - orig)
         if diff < 0:
             diff = -diff
@@ -100,11 +112,9 @@ cdef inline bint sync_needed(EngineState* st, SyncState* s, Conn* c, uint32_t id
             return False
     elif s.refresh_j == 0 and pkts != s.threshold:
         return False
-    # set: (the kernel's cmpxchg on sync_endtime cannot race here: always sent)
-    c.old_state = c.state
-    if s.endtime != NULL:
-        s.endtime[idx] = n
-    return True
+    if s.refresh_j == 0 and s.endtime != NULL:
+        n = sync_end_new(st, c)
+    return sync_sent(s, c, idx, n)
 
 
 cdef inline uint16_t sync_port(uint16_t be) noexcept nogil:
@@ -156,7 +166,7 @@ cdef inline void sync_emit(EngineState* st, SyncState* s, const Conn* c) noexcep
             e.daddr[i] = c.daddr[i]
 
 
-cdef inline cold_void sync_conn(EngineState* st, uint32_t idx, uint32_t pkts) noexcept nogil:
+cdef inline void sync_walk(EngineState* st, uint32_t idx, uint32_t pkts) noexcept nogil:
     """ip_vs_sync_conn (v1) / ip_vs_sync_conn_v0: the connection, then its controller
     (its persistence template, whose in_pkts counts this packet too), and so on up
     the chain. v1 considers the controller whether or not the connection was sent (a
@@ -187,13 +197,18 @@ cdef inline cold_void sync_conn(EngineState* st, uint32_t idx, uint32_t pkts) no
             pkts = s.threshold
 
 
+cdef inline cold_void sync_conn(EngineState* st, uint32_t idx, uint32_t pkts) noexcept nogil:
+    """ip_vs_sync_conn from a timer (ip_vs_conn_expire's expire_later)."""
+    sync_walk(st, idx, pkts)
+
+
 cdef inline cold_void sync_in_packet(EngineState* st, uint32_t idx) noexcept nogil:
     """The tail of ip_vs_in_hook (ip_vs_core.c) on a master, after packet_xmit: the
     packet counts (cp->in_pkts, already bumped by the caller; a ONE_PACKET connection
     counts as sync_threshold) and ip_vs_sync_conn decides what to send."""
     cdef Conn* c = &st.ct.conns[idx]
     cdef uint32_t pkts = st.sync.threshold if (c.flags & CONN_F_ONE_PACKET) else c.in_pkts
-    sync_conn(st, idx, pkts)
+    sync_walk(st, idx, pkts)
 
 
 cdef inline cold_void sync_conn_made(EngineState* st, uint32_t idx) noexcept nogil:

@@ -54,23 +54,27 @@ def _ntop(af: int, raw: bytes) -> str:
 
 
 def events_to_records(events: np.ndarray) -> list[SyncConn]:
-    """SyncConn objects of an event array (rows in order)."""
+    """SyncConn objects of an event array (rows in order). Columns are read once as
+    Python lists (a structured array read row by row costs ~20x more)."""
+    if len(events) == 0:
+        return []
+    cols = {name: events[name].tolist() for name in SYNC_EVENT_DTYPE.names or ()}
     out = []
-    for e in events:
-        af = 6 if int(e["af"]) == 6 else 4
+    for i in range(len(events)):
+        af = 6 if cols["af"][i] == 6 else 4
         out.append(
             SyncConn(
-                protocol=int(e["protocol"]),
-                caddr=_ntop(af, bytes(e["caddr"])),
-                cport=int(e["cport"]),
-                vaddr=_ntop(af, bytes(e["vaddr"])),
-                vport=int(e["vport"]),
-                daddr=_ntop(af, bytes(e["daddr"])),
-                dport=int(e["dport"]),
-                flags=int(e["flags"]) & ~0x40,  # never IP_VS_CONN_F_HASHED
-                state=int(e["state"]),
-                fwmark=int(e["fwmark"]),
-                timeout=int(e["timeout_s"]),
+                protocol=cols["protocol"][i],
+                caddr=_ntop(af, cols["caddr"][i]),
+                cport=cols["cport"][i],
+                vaddr=_ntop(af, cols["vaddr"][i]),
+                vport=cols["vport"][i],
+                daddr=_ntop(af, cols["daddr"][i]),
+                dport=cols["dport"][i],
+                flags=cols["flags"][i] & ~0x40,  # never IP_VS_CONN_F_HASHED
+                state=cols["state"][i],
+                fwmark=cols["fwmark"][i],
+                timeout=cols["timeout_s"][i],
                 af=af,
             )
         )
