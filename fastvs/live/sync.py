@@ -530,7 +530,11 @@ class LiveSync:
             enable(**opts.engine_kwargs())
         insert = getattr(director, "insert_sync_conns", None)
         self.receiver = SyncReceiver(opts, rules, insert, wid=wid, workers=workers)
-        self.sender = SyncSender(opts, send_socket(opts, wid))
+        try:
+            self.sender = SyncSender(opts, send_socket(opts, wid))
+        except BaseException:
+            self.receiver.close()
+            raise
         self.receiver.applying = self.role == "backup"
         self.counts = {"backup_dropped": 0, "role_changes": 0}
         self.closed = False

@@ -8,6 +8,12 @@ is set (by the SIGHUP handler). Under ``fastvs forward`` the rules come from the
 supervisor (fastvs/live/supervisor.py: RulesSource): ``poll`` (every POLL_EVERY s between
 batches) picks up what it pushed — health-check changes, ``fastvs ctl`` edits, SIGHUP
 reloads — and the worker applies it between batches, connections kept.
+
+With ``--sync-master``/``--sync-backup`` the worker also runs its share of connection
+sync (fastvs/live/sync.py: LiveSync) and has a role: a master forwards and sends the
+engine's sync records; a backup forwards nothing, answers no ARP/ND and fills its
+engine from the master's messages. ``role_wanted`` (``fastvs ctl role``) switches
+between batches.
 """
 
 from __future__ import annotations
