@@ -183,22 +183,29 @@ class Topology:
         for p in ports:
             self.nsx(sw, "ip", "link", "set", p, "master", "br0")
             self.nsx(sw, "ip", "link", "set", p, "up")
-        # director: no addresses, no forwarding, no IPv6, the stack kept out of IP
-        d = self.director
+        self.nft = self._director_setup(self.director)
+        self._peers()
+
+    def _director_setup(self, d: str) -> bool:
+        """A director namespace: no addresses, no forwarding, no IPv6, the stack kept
+        out of IP on the forwarding interfaces. True if the nft rule went in."""
         self.nsx(d, "sysctl", "-qw", "net.ipv4.ip_forward=0")
         for dev in sorted({self.client_if, self.server_if}):
             self.nsx(d, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1")
             self.nsx(d, "ip", "link", "set", dev, "up")
-        self.nft = False
-        if shutil.which("nft"):
-            rules = "table netdev fvt {\n"
-            for dev in sorted({self.client_if, self.server_if}):
-                rules += (f"  chain in_{dev} {{ type filter hook ingress device {dev} priority 0; "
-                          "meta protocol { ip, ip6 } drop; }\n")
-            rules += "}\n"
-            f = self.tmp / "director.nft"
-            f.write_text(rules)
-            self.nft = self.nsx(d, "nft", "-f", str(f), check=False).returncode == 0
+        if not shutil.which("nft"):
+            return False
+        rules = "table netdev fvt {\n"
+        for dev in sorted({self.client_if, self.server_if}):
+            rules += (f"  chain in_{dev} {{ type filter hook ingress device {dev} priority 0; "
+                      "meta protocol { ip, ip6 } drop; }\n")
+        rules += "}\n"
+        f = self.tmp / f"{d}.nft"
+        f.write_text(rules)
+        return self.nsx(d, "nft", "-f", str(f), check=False).returncode == 0
+
+    def _peers(self) -> None:
+        """The client and the real servers (with their servers)."""
         # client
         c = self.client
         self._ipv6_on(c)
@@ -321,27 +328,83 @@ class Topology:
         self.close()
 
 
+class FailoverTopology(Topology):
+    """Two directors sharing the VIP (tests/live/test_e2e_failover.py)::
+
+        client ns              switch ns                 directors d, d2         rs1 / rs2
+        eth0 10.0.0.2 --- pc [brc] p0c --- dc (d)   ds --- p0  [br0]  p1 --- eth0 10.1.0.11
+                                 p2c --- dc (d2)  ds --- p9         p2 --- eth0 10.1.0.12
+                                 [brh] ph1 --- dh 192.168.90.1 (d)
+                                       ph2 --- dh 192.168.90.2 (d2)
+
+    Both directors' ``dc``/``ds`` are set up as the one director of :class:`Topology`
+    (no addresses, the stack kept out of IP); ``dh`` is an ordinary addressed link for
+    VRRP and the sync messages, which the directors' own stacks handle.
+    """
+
+    HB_IPS = ("192.168.90.1", "192.168.90.2")
+
+    def __init__(self, *, server: str = "busybox", prefix: str | None = None) -> None:
+        prefix = prefix or f"fvt-{os.getpid()}-"
+        self.director2 = prefix + "d2"
+        super().__init__(server=server, prefix=prefix)
+
+    @property
+    def directors(self) -> list[str]:
+        return [self.director, self.director2]
+
+    def _build(self) -> None:
+        for n in (self.client, self.director, self.director2, self.switch, *self.rs):
+            self._add_ns(n)
+        sw = self.switch
+        for br in ("br0", "brc", "brh"):
+            self.nsx(sw, "ip", "link", "add", br, "type", "bridge")
+            self.nsx(sw, "ip", "link", "set", br, "up")
+        self.client_if, self.server_if = "dc", "ds"
+        ports: list[tuple[str, str]] = []
+        self._veth(self.client, "eth0", sw, "pc")
+        ports.append(("pc", "brc"))
+        for i, d in enumerate(self.directors):
+            self._veth(d, "dc", sw, f"p{i}c")
+            self._veth(d, "ds", sw, f"p{i}s")
+            self._veth(d, "dh", sw, f"p{i}h")
+            ports += [(f"p{i}c", "brc"), (f"p{i}s", "br0"), (f"p{i}h", "brh")]
+        for i, r in enumerate(self.rs):
+            self._veth(r, "eth0", sw, f"p{i + 1}")
+            ports.append((f"p{i + 1}", "br0"))
+        for p, br in ports:
+            self.nsx(sw, "ip", "link", "set", p, "master", br)
+            self.nsx(sw, "ip", "link", "set", p, "up")
+        self.nft = all([self._director_setup(d) for d in self.directors])
+        for d, ip in zip(self.directors, self.HB_IPS, strict=True):
+            self.nsx(d, "ip", "addr", "add", f"{ip}/24", "dev", "dh")
+            self.nsx(d, "ip", "link", "set", "dh", "up")
+        self._peers()
+
+
 class Forwarder:
     """``python -m fastvs.live`` running in the director namespace, with its stderr
     collected line by line (:attr:`err`) and its JSON statistics rewritten every
     ``stats_every`` seconds (:meth:`json`)."""
 
     def __init__(self, topo: Topology, rules: Path, *extra: str, stats_every: float = 0.2,
-                 ready_timeout: float = 20) -> None:
+                 ready_timeout: float = 20, director: str | None = None, ready_text: str = "fastvs forward: ready",
+                 flush: bool = True) -> None:
         self.topo = topo
         self.rules = rules
         self.stats = topo.tmp / f"stats-{time.monotonic_ns()}.json"
         args = [sys.executable, "-m", "fastvs.live", "-r", str(rules), *topo.forward_args(),
                 "--fix-offloads", "--stats-json", str(self.stats), "--stats-every", str(stats_every),
                 "-q", *extra]
-        topo.flush_neighbours()
-        self.p = topo.spawn(topo.director, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        if flush:
+            topo.flush_neighbours()
+        self.p = topo.spawn(director or topo.director, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.err: list[str] = []
         self._lock = threading.Lock()
         self._t = threading.Thread(target=self._read, daemon=True)
         self._t.start()
         try:
-            self.wait_log("fastvs forward: ready", ready_timeout)
+            self.wait_log(ready_text, ready_timeout)
         except AssertionError:
             self.stop()
             raise
@@ -396,3 +459,69 @@ class Forwarder:
         ``cond`` holds; returns it."""
         since = time.time()
         return wait_for(self.json, timeout, what, until=lambda d: d.get("time", 0) >= since and cond(d))
+
+
+def in_netns(ns: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a thread switched into network namespace ``ns`` (``ip netns``'s
+    name) and return its result: sockets it opens live in that namespace for good,
+    whichever thread uses them afterwards."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newnet = 0x40000000
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, clone_newnet) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns {ns}")
+            finally:
+                os.close(fd)
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=run, name=f"netns-{ns}")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+class NsPair:
+    """Two namespaces joined by a veth (``a`` 192.168.77.1/24 on ``va``, ``b``
+    192.168.77.2/24 on ``vb``), for socket tests (sync, multicast). Removed by
+    :meth:`close`."""
+
+    A_IP, B_IP = "192.168.77.1", "192.168.77.2"
+
+    def __init__(self, prefix: str | None = None) -> None:
+        prefix = prefix or f"fvt-{os.getpid()}-"
+        self.a, self.b = prefix + f"pa{id(self) % 10000}", prefix + f"pb{id(self) % 10000}"
+        self.ns: list[str] = []
+        try:
+            for n in (self.a, self.b):
+                sh("ip", "netns", "add", n)
+                self.ns.append(n)
+                sh("ip", "netns", "exec", n, "ip", "link", "set", "lo", "up")
+            sh("ip", "link", "add", "va", "netns", self.a, "type", "veth", "peer", "name", "vb", "netns", self.b)
+            for n, dev, ip in ((self.a, "va", self.A_IP), (self.b, "vb", self.B_IP)):
+                sh("ip", "netns", "exec", n, "ip", "addr", "add", f"{ip}/24", "dev", dev)
+                sh("ip", "netns", "exec", n, "ip", "link", "set", dev, "up")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for n in self.ns:
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+        self.ns.clear()
+
+    def __enter__(self) -> NsPair:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

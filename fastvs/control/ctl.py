@@ -18,6 +18,8 @@ SIGHUP reload — between batches, on every worker, connections kept):
 ``add``      ipvsadm ``-A``/``-a`` words; ``remove``: ``-D``/``-d`` words
 ``reload``   re-read the rules file, as SIGHUP
 ``health``   each checker's state
+``role``     ``master`` / ``backup``: switch the director's role (fastvs/live/sync.py);
+             without one, the current role
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ DEFAULT_PATH = "/run/fastvs/control.sock"
 MAX_REQUEST = 64 * 1024
 MAX_REPLY = 64 * 1024 * 1024
 READ_TIMEOUT = 2.0
-COMMANDS = ("list", "weight", "drain", "add", "remove", "reload", "health")
+COMMANDS = ("list", "weight", "drain", "add", "remove", "reload", "health", "role")
 
 Handler = Callable[[str, dict[str, Any]], Any]
 
@@ -299,6 +301,9 @@ def _parser() -> argparse.ArgumentParser:
         e.add_argument("words", nargs=argparse.REMAINDER)
     sub.add_parser("reload", help="re-read the rules, as SIGHUP")
     sub.add_parser("health", help="each health checker's state")
+    r = sub.add_parser("role", help="make this director the master or a backup (keepalived "
+                       "notify scripts); without an argument, print the role")
+    r.add_argument("role", nargs="?", choices=("master", "backup"))
     return p
 
 
@@ -317,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = {"server": a.server}
     elif a.cmd in ("add", "remove"):
         args = {"words": a.words}
+    elif a.cmd == "role" and a.role is not None:
+        args = {"role": a.role}
     try:
         result = request(a.control, a.cmd, args)
     except FastvsError as exc:
@@ -335,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             out.write(L.format_rate(result["services"]))
         else:
             out.write(L.format_list(result["services"]))
+    elif a.cmd == "role" and isinstance(result, dict):
+        workers = " ".join(f"{w}:{r}" for w, r in result.get("workers", {}).items())
+        out.write(f"{result.get('role')}" + (f"  (workers {workers})" if workers else "") + "\n")
     elif a.cmd == "health":
         for h in result:
             state = "up" if h["up"] else "down"

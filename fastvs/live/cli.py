@@ -60,9 +60,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "without PATH: /run/fastvs/control.sock)")
     p.add_argument("--metrics", metavar="ADDR:PORT",
                    help="serve Prometheus metrics at http://ADDR:PORT/metrics")
+    # connection sync and the master/backup role (fastvs/live/sync.py)
+    from fastvs.live.sync import add_sync_arguments
+
+    add_sync_arguments(p)
 
 
 def config_from_args(a: argparse.Namespace) -> ForwardConfig:
+    from fastvs.live.sync import sync_options_from_args
+
     return ForwardConfig(
         rules=a.rules, client_if=a.client_if, server_if=a.server_if, one_arm_if=a.one_arm_if,
         workers=a.workers, stats_every=a.stats_every, stats_json=a.stats_json,
@@ -72,6 +78,7 @@ def config_from_args(a: argparse.Namespace) -> ForwardConfig:
         capacity=a.capacity, seed=a.seed, rules_order=a.rules_order, keep_ttl=a.keep_ttl,
         expire_nodest_conn=a.expire_nodest_conn, fix_offloads=a.fix_offloads,
         arp_reply=not a.no_arp_reply, quiet=a.quiet, control=a.control, metrics=a.metrics,
+        sync=sync_options_from_args(a),
     )
 
 

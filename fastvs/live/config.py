@@ -51,6 +51,7 @@ class ForwardConfig:
     quiet: bool = False
     control: str | None = None  # --control PATH: the ControlServer's Unix socket
     metrics: str | None = None  # --metrics ADDR:PORT: Prometheus /metrics
+    sync: Any = None  # --sync-master/--sync-backup: fastvs.live.sync.SyncOptions
 
     def metrics_addr(self) -> tuple[str, int]:
         """``--metrics`` as (address, port); checked by :meth:`check`."""
@@ -103,6 +104,8 @@ class ForwardConfig:
                 raise OptionError("metrics", f"must be ADDR:PORT (e.g. 127.0.0.1:9100), not {self.metrics!r}") from None
         if self.control is not None and not self.control:
             raise OptionError("control", "needs a socket path")
+        if self.sync is not None:
+            self.sync.check()
         if not 0 <= self.spin_us <= 100_000:
             raise RulesError("--spin-us must be 0..100000")
         self.addrs = [_canonical_ip(a, "--addr") for a in self.addrs]

@@ -362,7 +362,34 @@ def _names(line: str, server: str) -> bool:
 
 
 # -- control and metrics ------------------------------------------------------------------------
-def control_handler(src: RulesSource, reporter: Reporter) -> Callable[[str, dict[str, Any]], Any]:
+class RoleControl:
+    """The director's role (master / backup, fastvs/live/sync.py) as ``fastvs ctl role``
+    set it last; ``sink(role)`` hands it to the worker(s), who switch between batches."""
+
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.changed = 0.0
+        self.sink: Callable[[str], None] | None = None
+        self.lock = threading.Lock()
+
+    def set(self, role: str, log: Callable[[str], None]) -> list[str]:
+        from fastvs.live.sync import ROLES
+
+        if role not in ROLES:
+            raise FastvsError(f"role must be {' or '.join(ROLES)}, not {role!r}")
+        with self.lock:
+            old, self.role = self.role, role
+            if self.sink is not None:
+                self.sink(role)  # also when unchanged: a worker that missed it catches up
+            if old == role:
+                return [f"role {role} (unchanged)"]
+            self.changed = time.time()
+            log(f"control: role {old} -> {role}")
+            return [f"role {old} -> {role}"]
+
+
+def control_handler(src: RulesSource, reporter: Reporter,
+                    roles: RoleControl | None = None) -> Callable[[str, dict[str, Any]], Any]:
     """``fastvs ctl``'s commands against the running forwarder (the ControlServer's
     thread calls it; nothing here waits on a worker)."""
 
@@ -380,6 +407,12 @@ def control_handler(src: RulesSource, reporter: Reporter) -> Callable[[str, dict
             return src.reload("control reload")
         if cmd == "health":
             return src.health_snapshot()
+        if cmd == "role" and roles is not None:
+            want = args.get("role")
+            if want is None:
+                return {"role": roles.role, "changed": roles.changed,
+                        "workers": {str(w): s.get("role") for w, s in sorted(reporter.latest.items())}}
+            return roles.set(str(want), src.log)
         raise FastvsError(f"unknown command {cmd!r}")
 
     return handle
@@ -405,7 +438,8 @@ def metrics_snapshots(src: RulesSource, reporter: Reporter) -> Callable[[], list
 class Services:
     """The supervisor's threads: health monitor, control socket, metrics server."""
 
-    def __init__(self, cfg: ForwardConfig, src: RulesSource, reporter: Reporter, in_process: bool):
+    def __init__(self, cfg: ForwardConfig, src: RulesSource, reporter: Reporter, in_process: bool,
+                 roles: RoleControl | None = None):
         self.cfg, self.src = cfg, src
         self.control: Any = None
         self.metrics: Any = None
@@ -414,7 +448,7 @@ class Services:
             if cfg.control:
                 from fastvs.control.ctl import ControlServer
 
-                self.control = ControlServer(cfg.control, control_handler(src, reporter)).start()
+                self.control = ControlServer(cfg.control, control_handler(src, reporter, roles)).start()
             if cfg.metrics:
                 from fastvs.control.metrics import serve
 
@@ -493,14 +527,16 @@ def run(cfg: ForwardConfig) -> int:
     except PermissionError:
         raise ForwardError("AF_PACKET sockets need root (CAP_NET_RAW)") from None
     reporter = Reporter(cfg)
+    roles = RoleControl(cfg.sync.role if cfg.sync is not None else "master")
     if cfg.workers == 1:
-        return _run_single(cfg, ifaces, socks[0], reporter, src)
-    return _run_forked(cfg, ifaces, socks, reporter, log, src)
+        return _run_single(cfg, ifaces, socks[0], reporter, src, roles)
+    return _run_forked(cfg, ifaces, socks, reporter, log, src, roles)
 
 
 def _run_single(cfg: ForwardConfig, ifaces: list[Iface], share: Share, reporter: Reporter,
-                src: RulesSource) -> int:
+                src: RulesSource, roles: RoleControl) -> int:
     w = Worker(cfg, 0, ifaces, share.handle, share.arp, rules=src.current)
+    roles.sink = lambda role: setattr(w, "role_wanted", role)
     seen = [src.version]
 
     def poll(worker: Worker) -> None:
@@ -524,7 +560,7 @@ def _run_single(cfg: ForwardConfig, ifaces: list[Iface], share: Share, reporter:
         w.hup = True
 
     _install({signal.SIGINT: on_stop, signal.SIGTERM: on_stop, signal.SIGHUP: on_sighup})
-    services = Services(cfg, src, reporter, in_process=True)
+    services = Services(cfg, src, reporter, in_process=True, roles=roles)
     try:
         every = min(REPORT_EVERY, cfg.stats_every / 2) if cfg.stats_every > 0 else REPORT_EVERY
         w.run(reporter.update, every)
@@ -544,6 +580,8 @@ def _child(cfg: ForwardConfig, wid: int, ifaces: list[Iface], share: Share, wfd:
                 new, tag = push.recv()
                 if tag == "conns":
                     worker.conns_wanted = new
+                elif tag == "role":
+                    worker.role_wanted = new
                 else:
                     worker.apply(new, tag)
         except (EOFError, OSError):
@@ -575,7 +613,7 @@ def _child(cfg: ForwardConfig, wid: int, ifaces: list[Iface], share: Share, wfd:
 
 
 def _run_forked(cfg: ForwardConfig, ifaces: list[Iface], shares: list[Share], reporter: Reporter,
-                log: Callable[[str], None], src: RulesSource) -> int:
+                log: Callable[[str], None], src: RulesSource, roles: RoleControl) -> int:
     import multiprocessing.connection
 
     children: dict[int, int] = {}  # read fd -> pid
@@ -625,6 +663,7 @@ def _run_forked(cfg: ForwardConfig, ifaces: list[Iface], shares: list[Share], re
 
         src.sinks.append(push)
         reporter.ask_conns = lambda req: push(req, "conns")
+        roles.sink = lambda role: push(role, "role")
         state = {"stopping": False, "hup": False}
 
         def on_stop(_sig: int, _frame: Any) -> None:
@@ -642,7 +681,7 @@ def _run_forked(cfg: ForwardConfig, ifaces: list[Iface], shares: list[Share], re
     failed = False
     open_fds = set(children)
     try:
-        services = Services(cfg, src, reporter, in_process=False)
+        services = Services(cfg, src, reporter, in_process=False, roles=roles)
     except BaseException:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -691,4 +730,4 @@ def _run_forked(cfg: ForwardConfig, ifaces: list[Iface], shares: list[Share], re
     return 1 if failed else 0
 
 
-__all__ = ["Reporter", "RulesSource", "Services", "Share", "format_report", "merge_snapshots", "report_json", "run"]
+__all__ = ["Reporter", "RoleControl", "RulesSource", "Services", "Share", "format_report", "merge_snapshots", "report_json", "run"]

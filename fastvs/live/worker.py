@@ -8,6 +8,12 @@ is set (by the SIGHUP handler). Under ``fastvs forward`` the rules come from the
 supervisor (fastvs/live/supervisor.py: RulesSource): ``poll`` (every POLL_EVERY s between
 batches) picks up what it pushed — health-check changes, ``fastvs ctl`` edits, SIGHUP
 reloads — and the worker applies it between batches, connections kept.
+
+With ``--sync-master``/``--sync-backup`` the worker also runs its share of connection
+sync (fastvs/live/sync.py: LiveSync) and has a role: a master forwards and sends the
+engine's sync records; a backup forwards nothing, answers no ARP/ND and fills its
+engine from the master's messages. ``role_wanted`` (``fastvs ctl role``) switches
+between batches.
 """
 
 from __future__ import annotations
@@ -58,13 +64,27 @@ class Worker:
         for gw in cfg.client_gw:
             self.l2.set_gateway(gw)
         vips, rips = rules_addresses(rules)
+        # the role: a backup forwards nothing and answers no ARP/ND (fastvs/live/sync.py)
+        self.role = cfg.sync.role if cfg.sync is not None else "master"
+        self.role_wanted: str | None = None  # set by ``poll`` (fastvs ctl role), applied between batches
+        self.announce_at: float | None = None
         sides = [Side(name, i.name, i.mac, s)
                  for (name, _), i, s in zip(cfg.sides(), ifaces, arp, strict=True)]
         self.neigh = Neighbours(
             table=self.l2, sides=sides, answer_for=vips | set(cfg.addrs),
-            own_addrs=list(cfg.addrs), resolve_set=rips | set(cfg.client_gw),
-            answer=cfg.arp_reply and wid == 0, log=self.log)
+            own_addrs=list(cfg.addrs) if self.role == "master" else [], resolve_set=rips | set(cfg.client_gw),
+            answer=cfg.arp_reply and wid == 0 and self.role == "master", log=self.log)
         self.neigh.join_groups()
+        self.sync: Any = None
+        if cfg.sync is not None:
+            from fastvs.live.sync import LiveSync
+
+            try:
+                self.sync = LiveSync(cfg.sync, self.director, rules, wid=wid, workers=cfg.workers, log=self.log)
+            except BaseException:
+                self.io.close()
+                raise
+            self.io.watch([s.fileno() for s in arp] + [self.sync.fileno()])
         if cfg.neigh_file:
             self.neigh.load_static(load_neigh_file(cfg.neigh_file))
         self.stop = False
@@ -90,8 +110,11 @@ class Worker:
         io.update(self.l2.counters())
         io.update(self.neigh.counts)
         io["neighbours"] = len(self.l2.neigh_entries())
+        if self.sync is not None:
+            io.update(self.sync.counters())
         return {
             "wid": self.wid,
+            "role": self.role,
             "final": final,
             "ready": self.ready,
             "reloads": self.reloads,
@@ -124,16 +147,39 @@ class Worker:
         self.neigh.join_groups()
         self.neigh.request(self.neigh.missing(), force=True)
         self.io.update_vips(vips)
+        if self.sync is not None:
+            self.sync.receiver.set_rules(new)
         self.reloads += 1
         if self.wid == 0 or self.cfg.workers == 1:
             for m in msgs or ["no change"]:
                 self.log(f"{tag}: {m}")
+
+    def set_role(self, role: str) -> None:
+        """Become the master (forward, answer ARP/ND, announce the addresses, send sync)
+        or a backup (forward nothing, answer nothing, take sync), between batches."""
+        old = self.role
+        if self.sync is not None:
+            self.sync.set_role(role)
+        if role == old:
+            return
+        self.role = role
+        # a backup does not own --addr: its ARP requests / solicitations go out as probes
+        # (sender 0.0.0.0 / ::), else the real servers would learn its MAC for their gateway
+        self.neigh.own_addrs = list(self.cfg.addrs) if role == "master" else []
+        if self.wid == 0:
+            self.neigh.answer = self.cfg.arp_reply and role == "master"
+            if role == "master":
+                self.neigh.announce()  # gratuitous ARP / unsolicited NA, as at start
+                self.announce_at = time.monotonic() + 1.0
+            self.log(f"role: {old} -> {role}")
 
     def run(self, report: Callable[[dict[str, Any]], None], report_every: float = REPORT_EVERY) -> None:
         io, engine, director, neigh, l2 = self.io, self.director.engine, self.director, self.neigh, self.l2
         receive, transmit, process = io.receive, io.transmit, engine.process
         buf, off, caplen, wirelen, ts, linktype, verdict = (  # fixed for the FrameIO's life
             io.buf, io.off, io.caplen, io.wirelen, io.ts, io.linktype, io.verdict)
+        sync = self.sync
+        sync_bit = 1 << len(self.ifaces)  # the sync receiver's epoll, watched after the ARP sockets
         neigh.announce()
         neigh.refresh()
         t_start = time.monotonic()
@@ -143,21 +189,39 @@ class Worker:
             while not self.stop:
                 n = receive(100)
                 if n:
-                    try:
-                        process(buf, off[:n], caplen[:n], wirelen[:n], ts[:n], linktype[:n], verdict)
-                    except BaseException:
+                    if self.role == "master":
+                        try:
+                            process(buf, off[:n], caplen[:n], wirelen[:n], ts[:n], linktype[:n], verdict)
+                        except BaseException:
+                            io.release()
+                            raise
+                        transmit(n)
+                        if director.first_ts is None:
+                            director.first_ts = monotonic_ns()
+                        director.packets += n
+                    else:  # a backup forwards nothing (fastvs/live/sync.py)
                         io.release()
-                        raise
-                    transmit(n)
-                    if director.first_ts is None:
-                        director.first_ts = monotonic_ns()
-                    director.packets += n
-                if io.aux_ready:
-                    neigh.handle(io.aux_ready)
+                        if sync is not None:
+                            sync.counts["backup_dropped"] += n
+                aux = io.aux_ready
+                if aux:
+                    neigh.handle(aux)
+                    if sync is not None and aux & sync_bit:
+                        sync.receiver.poll()
                 wanted = l2.take_wanted()
                 if wanted:
                     neigh.request(wanted)
                 now = time.monotonic()
+                if sync is not None:
+                    if sync.role == "master":
+                        sync.take_events(now)
+                    sync.tick(now)
+                if self.role_wanted is not None:
+                    role, self.role_wanted = self.role_wanted, None
+                    self.set_role(role)
+                if self.announce_at is not None and now >= self.announce_at:
+                    self.announce_at = None
+                    neigh.announce()
                 if not self.ready and (not neigh.missing() or now - t_start > READY_WAIT):
                     self.ready = True
                     missing = neigh.missing()
@@ -187,8 +251,12 @@ class Worker:
                     snap["conns"], snap["conns_req"] = director.connections(), req
                     report(snap)
             engine.advance(monotonic_ns())
+            if sync is not None:
+                sync.close()
             report(self.snapshot(final=True))
         finally:
+            if sync is not None:
+                sync.close()
             io.close()
 
 
