@@ -151,6 +151,16 @@ def connect_dask(address: str, timeout: float = DASK_TIMEOUT_S) -> Any:
         from distributed import Client
     except ImportError:
         raise OptionError("dask", "needs dask.distributed: pip install 'fastvs[cluster]'") from None
+    try:  # a malformed address fails here, before a Client exists to be torn down
+        from distributed.comm.addressing import parse_address
+        from distributed.comm.registry import get_backend
+
+        scheme, where = parse_address(address)
+        get_backend(scheme)
+        if not where:
+            raise ValueError("no host")
+    except ValueError as e:
+        raise OptionError("dask", f"not a Dask scheduler address {address!r}: {e}") from None
     quiet = [logging.getLogger(n) for n in ("distributed", "distributed.client", "distributed.core")]
     levels = [lg.level for lg in quiet]
     for lg in quiet:
