@@ -99,6 +99,12 @@ def run_director(job: DirectorJob) -> DirectorResult:
             d.rules_at(at, rules, relative=False)
         for b in job.batches:
             d.process(b)
+        # a change no packet of this shard reached still happened by the capture's end,
+        # as it did on a director that saw the whole capture
+        left = d._pending if d.first_ts is not None else [(at, r) for at, _rel, r in d._pending_raw]
+        for at, rules in sorted(left, key=lambda x: x[0]):
+            if at <= job.span[1]:
+                d.reload_log += [(at, line) for line in d.reload(rules)]
         span_s = max(0.0, (job.span[1] - job.span[0]) / 1e9)
         services = d.services()
         for s in services:

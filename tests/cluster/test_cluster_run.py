@@ -117,22 +117,39 @@ def test_listings_add_up(tmp_path: Path) -> None:
     assert res.total_services[0]["stats"]["conns"] > 0
 
 
-def test_dropped_and_rules_changes(tmp_path: Path) -> None:
-    """--dropped merges every director's drops; --rules-at switches all directors at the
-    same capture time (weight 0 on one server: no director sends it a new connection)."""
+def test_rules_changes_on_every_director(tmp_path: Path) -> None:
+    """--rules-at switches all directors at the same capture time, also one that sees
+    no packet after it (its listing shows the change, as one director's would)."""
     base = DEMO_RULES.read_text().replace("-s wlc", "-s mh")
-    later = base.replace("-r 192.168.0.10:8080 -m -w 5", "-r 192.168.0.10:8080 -m -w 0")
+    later = base.replace("-r 192.168.0.11:8080 -m -w 2", "-r 192.168.0.11:8080 -m -w 0")
     (tmp_path / "a.rules").write_text(base)
     (tmp_path / "b.rules").write_text(later)
     one_director(DEMO_PCAP, tmp_path / "a.rules", tmp_path / "one.pcap",
-                 "--rules-at", f"0.5:{tmp_path / 'b.rules'}", "--dropped", str(tmp_path / "one.drop"))
-    res = run_cluster(DEMO_PCAP, parse_rules(base), directors=3, options={"seed": 3},
-                      rules_at=[(500_000_000, parse_rules(later))], output=tmp_path / "n.pcap",
-                      dropped=tmp_path / "n.drop", workers=0)
+                 "--rules-at", f"0.0001:{tmp_path / 'b.rules'}")
+    assert one_director(DEMO_PCAP, tmp_path / "a.rules", tmp_path / "same.pcap") != \
+        (tmp_path / "one.pcap").read_bytes()  # the change changes the output
+    res = run_cluster(DEMO_PCAP, parse_rules(base), directors=8, options={"seed": 3},
+                      rules_at=[(100_000, parse_rules(later))], output=tmp_path / "n.pcap", workers=0)
     assert (tmp_path / "n.pcap").read_bytes() == (tmp_path / "one.pcap").read_bytes()
+    logs = {tuple(line for _, line in r.reload_log) for r in res.directors}
+    assert len(logs) == 1 and "weight 2->0" in next(iter(logs))[0]
+    for r in res.directors:
+        w = {(x["addr"], x["port"]): x["weight"] for x in r.services[0]["reals"]}
+        assert w[("192.168.0.11", 8080)] == 0
+
+
+@pytest.mark.parametrize("name", ["ppp_pcapng-example.pcapng", "gopacket_test_loopback.pcap",
+                                  "ppp_raw_ip.pcap"])
+def test_dropped_packets_are_merged(name: str, tmp_path: Path) -> None:
+    rules = tmp_path / "r.rules"
+    rules.write_text(pick_rules(REAL / name).replace(" -s rr", " -s mh"))
+    one_director(REAL / name, rules, tmp_path / "one.out", "--dropped", str(tmp_path / "one.drop"))
+    res = run_cluster(REAL / name, load_rules(rules), directors=3, options={"seed": 3},
+                      output=tmp_path / "n.out", dropped=tmp_path / "n.drop", workers=0)
+    assert res.total_summary["dropped"] > 0
+    assert len(open_capture(tmp_path / "n.drop").read_all()) == res.total_summary["dropped"]
     assert (tmp_path / "n.drop").read_bytes() == (tmp_path / "one.drop").read_bytes()
-    assert all(r.reload_log for r in res.directors)
-    assert len({tuple(line for _, line in r.reload_log) for r in res.directors}) == 1
+    assert (tmp_path / "n.out").read_bytes() == (tmp_path / "one.out").read_bytes()
 
 
 def test_timestamp_merge_order(tmp_path: Path) -> None:
