@@ -522,3 +522,25 @@ def test_engine_failure_is_exit_4(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert err.strip().splitlines() == [f"fastvs: cannot allocate a connection table for {1 << 30} "
                                         "connections (try a smaller --capacity)"]
     assert_no_output(out)
+
+
+# -- many directors (fastvs/cluster) ----------------------------------------------------------
+CLUSTER_BAD = [
+    (["--directors", "0"], "--directors", "between 1 and"),
+    (["--directors", "-2"], "--directors", "between 1 and"),
+    (["--directors", "two"], "--directors", "invalid int"),
+    (["--directors", "2", "--ecmp-hash", "l5"], "--ecmp-hash", "unknown hash fields"),
+    (["--directors", "2", "--ecmp-hash", "net/33"], "--ecmp-hash", "net/LEN"),
+    (["--ecmp-hash", "l3"], "--ecmp-hash", "needs --directors"),
+    (["--dask", "tcp://127.0.0.1:1"], "--dask", "needs --directors"),
+    (["--directors", "2", "--dask", "nonsense://x"], "--dask", "unknown address scheme"),
+    # nothing listens on port 1: refused until the connect timeout, then one line
+    (["--directors", "2", "--dask", "tcp://127.0.0.1:1"], "--dask", "cannot reach a Dask scheduler"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("args,flag,words", CLUSTER_BAD)
+def test_cluster_bad_options(tmp_path: Path, args: list[str], flag: str, words: str) -> None:
+    r, out = process(PCAP, tmp_path, RULES, *args)
+    assert_error(r, EXIT_RULES, flag, words)
+    assert_no_output(out)

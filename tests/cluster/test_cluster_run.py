@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_real_pcaps import pick_rules
 
 from fastvs.capture.pcap import open_capture
 from fastvs.cli import main as cli_main
@@ -24,7 +25,6 @@ from fastvs.control.listing import STATS_KEYS
 from fastvs.control.rules import load_rules, parse_rules
 
 from conftest import DEMO, REAL
-from test_real_pcaps import pick_rules
 
 DEMO_PCAP = DEMO / "demo.pcap"
 DEMO_RULES = DEMO / "demo.rules"

@@ -15,6 +15,7 @@ import ipaddress
 
 import numpy as np
 import pytest
+from test_real_pcaps import pick_rules
 
 from fastvs.capture.batch import PacketBatch
 from fastvs.capture.pcap import open_capture
@@ -26,7 +27,6 @@ from fastvs.errors import OptionError
 
 from conftest import REAL
 from packets import fragments, icmp6_error, icmp_error, tcp, tcp6, udp, udp6
-from test_real_pcaps import pick_rules
 
 RULES = parse_rules(
     "-A -t 10.10.0.1:80 -s rr\n"
