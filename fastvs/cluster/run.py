@@ -141,6 +141,7 @@ class ClusterResult:
     total_counters: dict[str, int]
     total_services: list[dict[str, Any]]
     shard_sizes: list[int]
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: shard, run, merge
 
     @property
     def total_connections(self) -> list[dict[str, Any]]:
@@ -200,14 +201,66 @@ def _run_jobs(jobs: list[DirectorJob], workers: int | None, dask: Any) -> list[D
 
 
 # -- the run ------------------------------------------------------------------------------
+@dataclass
+class _Chunk:
+    """One chunk of the input as read, kept for the merge: its packets' metadata, each
+    packet's director and, when its packets lie in offset order without overlap (as a
+    reader's chunk does), which director owns each byte of its buffer (``owner``; the
+    bytes between packets belong to none)."""
+
+    start: int  # input index of its first packet
+    buflen: int
+    off: np.ndarray
+    caplen: np.ndarray
+    wirelen: np.ndarray
+    ts: np.ndarray
+    linktype: np.ndarray
+    iface: np.ndarray
+    director: np.ndarray
+    owner: np.ndarray | None
+    parts: dict[int, int]  # director -> position of this chunk's part in its batch list
+
+
+def _byte_owner(batch: PacketBatch, d: np.ndarray, directors: int) -> np.ndarray | None:
+    """Each byte's director (``directors`` for the bytes between packets), or None when
+    the packets are not in offset order without overlap."""
+    off = batch.off.astype(np.int64)
+    end = off + batch.caplen.astype(np.int64)
+    if len(off) and (np.any(off[1:] < end[:-1]) or end[-1] > len(batch.buf)):
+        return None
+    gaps = off - np.concatenate(([0], end[:-1]))
+    lengths = np.empty(2 * len(off) + 1, np.int64)
+    lengths[0:-1:2] = gaps
+    lengths[1::2] = end - off
+    lengths[-1] = len(batch.buf) - (end[-1] if len(end) else 0)
+    dtype = np.int8 if directors < 127 else np.int16
+    values = np.full(len(lengths), directors, dtype)
+    values[1::2] = d
+    return np.repeat(values, lengths)
+
+
+def _part(batch: PacketBatch, sel: np.ndarray, owner: np.ndarray | None, s: int) -> PacketBatch:
+    """Director ``s``'s packets ``sel`` of a chunk as a compact batch: with a byte owner
+    map, one boolean compress of the buffer (no index per byte)."""
+    if owner is None:
+        return take(batch, sel)
+    caplen = batch.caplen[sel]
+    off = np.zeros(len(sel), np.int64)
+    if len(sel):
+        np.cumsum(caplen[:-1], out=off[1:], dtype=np.int64)
+    return PacketBatch(buf=batch.buf[owner == s], off=off.astype(OFF_DTYPE), caplen=caplen,
+                       wirelen=batch.wirelen[sel], ts=batch.ts[sel], linktype=batch.linktype[sel],
+                       iface=batch.iface[sel], verdict=batch.verdict[sel])
+
+
 def _shard(reader: Reader, sharder: Sharder) -> tuple[
-        list[list[PacketBatch]], list[list[np.ndarray]], list[int], int, int, int]:
+        list[list[PacketBatch]], list[list[np.ndarray]], list[_Chunk], int, int, int]:
     """Split the capture: per director its batches and their packets' input indices;
-    the input index where each chunk starts; packet count; first and latest timestamps."""
+    the chunks as read; packet count; first and latest timestamps."""
     n = sharder.directors
     batches: list[list[PacketBatch]] = [[] for _ in range(n)]
     index: list[list[np.ndarray]] = [[] for _ in range(n)]
-    chunk_starts: list[int] = []
+    chunks: list[_Chunk] = []
     total = 0
     first_ts: int | None = None
     last_ts = 0
@@ -215,26 +268,51 @@ def _shard(reader: Reader, sharder: Sharder) -> tuple[
         k = len(batch)
         if k == 0:
             continue
-        chunk_starts.append(total)
         idx = np.arange(total, total + k, dtype=np.int64)
         if first_ts is None:
             first_ts = int(batch.ts[0])
             last_ts = first_ts
         last_ts = max(last_ts, int(batch.ts.max()))
-        total += k
-        if n == 1:
-            batches[0].append(batch)
-            index[0].append(idx)
-            continue
         d = sharder.assign(batch)
+        owner = _byte_owner(batch, d, n) if n > 1 else None
+        chunk = _Chunk(total, len(batch.buf), batch.off, batch.caplen, batch.wirelen, batch.ts,
+                       batch.linktype, batch.iface, d, owner, {})
+        total += k
         order = np.argsort(d, kind="stable")  # one pass: each director's packets, in order
         bounds = np.searchsorted(d[order], np.arange(n + 1))
         for s in range(n):
             sel = order[bounds[s]:bounds[s + 1]]
             if len(sel):
-                batches[s].append(take(batch, sel))
+                chunk.parts[s] = len(batches[s])
+                batches[s].append(batch if n == 1 else _part(batch, sel, owner, s))
                 index[s].append(idx[sel])
-    return batches, index, chunk_starts, total, first_ts or 0, last_ts
+        chunks.append(chunk)
+    return batches, index, chunks, total, first_ts or 0, last_ts
+
+
+def _merge_in_place(chunks: list[_Chunk], results: list[DirectorResult]) -> list[PacketBatch] | None:
+    """The directors' packets put back where the input chunks had them (one masked
+    assignment per director and chunk): the merge in input order, which is timestamp
+    order as the engine's clock reads it. None when a director changed a packet's
+    length or place (tunnels) or a chunk had no owner map: then the general merge."""
+    out = []
+    for c in chunks:
+        if c.owner is None:
+            return None
+        buf = np.empty(c.buflen, np.uint8)
+        verdict = np.empty(len(c.off), VERDICT_DTYPE)
+        for s, pos in c.parts.items():
+            b = results[s].batches[pos]
+            sel = np.flatnonzero(c.director == s)
+            if not np.array_equal(b.caplen, c.caplen[sel]) or len(b.buf) != int(c.caplen[sel].sum()) \
+                    or (len(b.off) and int(b.off[0]) != 0) or not np.array_equal(
+                        b.off[1:], np.cumsum(b.caplen[:-1], dtype=np.int64)):
+                return None
+            buf[c.owner == s] = b.buf
+            verdict[sel] = b.verdict
+        out.append(PacketBatch(buf=buf, off=c.off, caplen=c.caplen, wirelen=c.wirelen, ts=c.ts,
+                               linktype=c.linktype, iface=c.iface, verdict=verdict))
+    return out
 
 
 class _Pool:
@@ -402,7 +480,8 @@ def run_cluster(
         writer = Writer(output, like=reader, format=fmt) if output else None
         drop_writer = Writer(dropped, like=reader, format=fmt) if dropped else None
         with reader:
-            batches, index, starts, total, first_ts, last_ts = _shard(reader, Sharder(rules, directors, ecmp))
+            batches, index, chunks, total, first_ts, last_ts = _shard(reader, Sharder(rules, directors, ecmp))
+        t_shard = time.perf_counter()
         if on_read is not None:
             on_read()
         jobs = [DirectorJob(index=s, rules=rules, options=opts, batches=batches[s],
@@ -412,16 +491,25 @@ def run_cluster(
         del batches
         results = sorted(_run_jobs(jobs, workers, client), key=lambda r: r.index)
         del jobs
-        pool = _Pool(results, index)
-        chunk_starts = np.asarray(starts, np.int64)
+        t_run = time.perf_counter()
+        merged = None
+        if order == "clock":  # one director: its batches are the output as they are
+            merged = results[0].batches if directors == 1 else _merge_in_place(chunks, results)
+        if merged is None:
+            pool = _Pool(results, index)
+            starts = np.asarray([c.start for c in chunks], np.int64)
+            kept: Iterator[PacketBatch] = pool.segments(pool.merged(pool.verdict < DROP_BASE, order), starts)
+            lost: Iterator[PacketBatch] = pool.segments(pool.merged(pool.verdict >= DROP_BASE, order), starts)
+        else:
+            kept = lost = iter(merged)
         written = 0
         if writer is not None:
-            for b in pool.segments(pool.merged(pool.verdict < DROP_BASE, order), chunk_starts):
+            for b in kept:
                 written += writer.write(b)
             writer.close()
         if drop_writer is not None:
-            for b in pool.segments(pool.merged(pool.verdict >= DROP_BASE, order), chunk_starts):
-                drop_writer.write(b, np.ones(len(b), bool))
+            for b in (lost if merged is None else iter(merged)):
+                drop_writer.write(b, b.verdict >= DROP_BASE if merged is not None else np.ones(len(b), bool))
             drop_writer.close()
     except BaseException:
         reader.close()
@@ -456,4 +544,6 @@ def run_cluster(
         total_counters=dict(sorted(counters.items(), key=lambda kv: _CODE.get(kv[0], 256))),
         total_services=_sum_services([r.services for r in results]),
         shard_sizes=[int(r.summary["packets_in"]) for r in results],
+        phases={"shard": t_shard - t0, "run": t_run - t_shard,
+                "merge": time.perf_counter() - t_run},
     )

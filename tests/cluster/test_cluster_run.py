@@ -171,3 +171,38 @@ def test_timestamp_merge_order(tmp_path: Path) -> None:
     run_cluster(DEMO_PCAP, load_rules(DEMO_RULES), directors=2, options={"seed": 3},
                 output=tmp_path / "d2.pcap", workers=0)
     assert (tmp_path / "d1.pcap").read_bytes() == (tmp_path / "d2.pcap").read_bytes()
+
+
+@pytest.mark.parametrize("fwd", ["-i", "-g"])
+def test_tunnel_and_direct_routing(fwd: str, tmp_path: Path) -> None:
+    """IPIP tunnels make packets longer (the general merge); direct routing changes only
+    MACs (the in-place merge): both equal one mh director's output."""
+    rules = tmp_path / "t.rules"
+    rules.write_text(DEMO_RULES.read_text().replace("-s wlc", "-s mh").replace(" -m ", f" {fwd} "))
+    want = one_director(DEMO_PCAP, rules, tmp_path / "one.pcap")
+    res = run_cluster(DEMO_PCAP, load_rules(rules), directors=3, options={"seed": 3},
+                      output=tmp_path / "n.pcap", workers=0)
+    assert (tmp_path / "n.pcap").read_bytes() == want
+    assert res.total_counters.get("fwd_tun" if fwd == "-i" else "fwd_dr", 0) > 0
+
+
+def test_byte_owner_and_parts() -> None:
+    """A chunk's packets split by a byte-owner map are the packets ``take`` gathers; a
+    batch whose packets overlap or run out of order has no map."""
+    from fastvs.capture.batch import PacketBatch
+    from fastvs.cluster.run import _byte_owner, _part
+    from fastvs.cluster.shard import take
+
+    frames = [bytes([i]) * (5 + i % 7) for i in range(50)]
+    b = PacketBatch.from_packets(frames)
+    d = np.array([i % 3 for i in range(50)], np.int32)
+    owner = _byte_owner(b, d, 3)
+    assert owner is not None and len(owner) == len(b.buf)
+    for s in range(3):
+        sel = np.flatnonzero(d == s)
+        p, t = _part(b, sel, owner, s), take(b, sel)
+        assert [p.packet(i) for i in range(len(p))] == [t.packet(i) for i in range(len(t))]
+        assert np.array_equal(p.off, t.off)
+    rev = PacketBatch(buf=b.buf, off=b.off[::-1].copy(), caplen=b.caplen[::-1].copy(),
+                      wirelen=b.wirelen, ts=b.ts, linktype=b.linktype, iface=b.iface)
+    assert _byte_owner(rev, d, 3) is None
