@@ -15,7 +15,9 @@ pickle without copies per packet), so a Dask cluster needs no shared storage.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -196,8 +198,26 @@ def _run_jobs(jobs: list[DirectorJob], workers: int | None, dask: Any) -> list[D
     if workers == 0 or len(jobs) == 1 and workers is None:
         return [run_director(j) for j in jobs]
     n = workers or min(len(jobs), os.cpu_count() or 1)
+    global _FORKED_JOBS
+    if "fork" in mp.get_all_start_methods() and threading.active_count() == 1:
+        # forked workers find their shards in the memory they inherit: only the
+        # results are pickled back (not with other threads running: a fork copies
+        # their locks in whatever state they are)
+        _FORKED_JOBS = jobs
+        try:
+            with ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("fork")) as ex:
+                return list(ex.map(_run_forked, range(len(jobs))))
+        finally:
+            _FORKED_JOBS = []
     with ProcessPoolExecutor(max_workers=n) as ex:
         return list(ex.map(run_director, jobs))
+
+
+_FORKED_JOBS: list[DirectorJob] = []
+
+
+def _run_forked(i: int) -> DirectorResult:
+    return run_director(_FORKED_JOBS[i])
 
 
 # -- the run ------------------------------------------------------------------------------
