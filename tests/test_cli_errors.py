@@ -544,3 +544,12 @@ def test_cluster_bad_options(tmp_path: Path, args: list[str], flag: str, words: 
     r, out = process(PCAP, tmp_path, RULES, *args)
     assert_error(r, EXIT_RULES, flag, words)
     assert_no_output(out)
+
+
+def test_cluster_bad_capture(tmp_path: Path) -> None:
+    """A truncated capture fails the many-directors run as it fails one director's."""
+    cap = tmp_path / "cut.pcap"
+    cap.write_bytes(_golden()[:-7])
+    r, out = process(cap, tmp_path, RULES, "--directors", "3")
+    assert_error(r, EXIT_CAPTURE, str(cap), "record ", "truncated")
+    assert_no_output(out)
