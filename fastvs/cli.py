@@ -113,6 +113,10 @@ def cmd_process(a: argparse.Namespace) -> int:
         from fastvs.control.director import parse_neigh
 
         neigh = parse_neigh(_read_text(a.neigh, "the neighbour file"), source=a.neigh)
+    from fastvs.cluster.cli import process_cluster, wants_cluster  # many directors (ECMP)
+
+    if wants_cluster(a):
+        return process_cluster(a, inp, rules_path, rules, rules_at, marks, neigh, demo)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         director = Director(
@@ -522,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--keep-going", action="store_true", help="skip a truncated last record instead of failing")
     pr.add_argument("-q", "--quiet", action="store_true")
     pr.add_argument("--no-progress", action="store_true")
+    from fastvs.cluster.cli import add_options as add_cluster_options
+
+    add_cluster_options(pr)  # --directors N, --ecmp-hash FIELDS, --dask ADDRESS
     pr.set_defaults(func=cmd_process)
 
     ls = sub.add_parser("list", help="list rules like ipvsadm -L -n")

@@ -597,3 +597,36 @@ def test_process_sync_in_malformed_datagrams_are_counted(tmp_path: Path) -> None
     doc = json.loads(r.stdout)
     si = doc["summary"]["sync_in"]
     assert si["datagrams"] == 2 and si["inserted"] == 0 and sum(si["drops"].values()) >= 2
+
+
+# -- many directors (fastvs/cluster) ----------------------------------------------------------
+CLUSTER_BAD = [
+    (["--directors", "0"], "--directors", "between 1 and"),
+    (["--directors", "-2"], "--directors", "between 1 and"),
+    (["--directors", "two"], "--directors", "invalid int"),
+    (["--directors", "2", "--ecmp-hash", "l5"], "--ecmp-hash", "unknown hash fields"),
+    (["--directors", "2", "--ecmp-hash", "net/33"], "--ecmp-hash", "net/LEN"),
+    (["--ecmp-hash", "l3"], "--ecmp-hash", "needs --directors"),
+    (["--dask", "tcp://127.0.0.1:1"], "--dask", "needs --directors"),
+    (["--directors", "2", "--sync-out", "/tmp/fastvs-never.pcap"], "--sync-out", "cannot be used with --directors"),
+    (["--directors", "2", "--sync-in", PCAP], "--sync-in", "cannot be used with --directors"),
+    (["--directors", "2", "--dask", "nonsense://x"], "--dask", "unknown address scheme"),
+    # nothing listens on port 1: refused until the connect timeout, then one line
+    (["--directors", "2", "--dask", "tcp://127.0.0.1:1"], "--dask", "cannot reach a Dask scheduler"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("args,flag,words", CLUSTER_BAD)
+def test_cluster_bad_options(tmp_path: Path, args: list[str], flag: str, words: str) -> None:
+    r, out = process(PCAP, tmp_path, RULES, *args)
+    assert_error(r, EXIT_RULES, flag, words)
+    assert_no_output(out)
+
+
+def test_cluster_bad_capture(tmp_path: Path) -> None:
+    """A truncated capture fails the many-directors run as it fails one director's."""
+    cap = tmp_path / "cut.pcap"
+    cap.write_bytes(_golden()[:-7])
+    r, out = process(cap, tmp_path, RULES, "--directors", "3")
+    assert_error(r, EXIT_CAPTURE, str(cap), "record ", "truncated")
+    assert_no_output(out)
