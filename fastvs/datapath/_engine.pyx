@@ -18,7 +18,7 @@ from libc.string cimport memset, memcpy
 from fastvs.datapath._types cimport *
 from fastvs.datapath._packet cimport pkt_parse
 from fastvs.datapath._conntab cimport (ct_init, ct_destroy, ct_hash_pkt, ct_lookup, fv_hash_key,
-                                       CT_NONE, CT_DIR_IN)
+                                       CT_NONE, CT_DIR_IN, ConnTable, addr_eq, ct_expire_at)
 from fastvs.datapath._proto cimport pp_info, PP_N, PP_TCP, PP_UDP, PP_SCTP
 from fastvs.datapath._proto_tcp cimport fv_tcp_next_init
 from fastvs.datapath._state cimport EngineState, FragEntry, MarkRule, NS, FRAG_SETS, FRAG_WAYS
@@ -230,100 +230,204 @@ cdef packed struct SyncRow:
     uint32_t daddr[4]
 
 
-cdef Py_ssize_t insert_rows(EngineState* st, const SyncRow* rows, Py_ssize_t n,
-                            uint64_t* skipped) noexcept nogil:
-    """ip_vs_proc_conn's creation of a backup's entries (ip_vs_conn_new +
-    ip_vs_bind_dest for an entry made from a sync record), in bulk: each row becomes a
-    connection or template with its state, flags, timeout and time left, counted on its
-    real server (active, inactive, persistent); ``real`` -1 leaves it unbound: it is
-    forwarded by its own address, port and method, and counts on no real server. A
-    backup does not link connections to their templates. Rows the engine cannot take
-    (a protocol or state it does not know, an entry already present, no time left) are
-    skipped and counted; a full table stops the insert. Returns the entries made."""
-    cdef Py_ssize_t i, done = 0
-    cdef const SyncRow* r
-    cdef PacketMeta m
-    cdef ProtoArgs a
-    cdef uint32_t idx
-    cdef int direction
-    cdef uint8_t fwd
-    cdef uint16_t flags
-    cdef bint tpl
-    cdef Conn* c
+cdef enum:
+    TEMPLATE_TIMEOUT_S = 180        # ip_vs_proc_conn: a template without a timeout (v0)
+    # the row flags an entry keeps (the SEQ bits of IP_VS_CONN_F_BACKUP_UPD_MASK: the
+    # engine holds no sequence adjustment from a backup)
+    ROW_KEEP_FLAGS = (CONN_F_SYNC | CONN_F_INACTIVE | CONN_F_NO_CPORT | CONN_F_TEMPLATE
+                      | CONN_F_ONE_PACKET)
+
+
+cdef uint32_t ct_find_in(const ConnTable* t, const SyncRow* r) noexcept nogil:
+    """ip_vs_conn_in_get for a row: the connection (not a template) whose in key is
+    the row's; a cport of 0 matches only a NO_CPORT entry and a NO_CPORT entry only
+    a cport of 0. Only in keys count: a reply's key that happens to be equal is not
+    the row's connection."""
     cdef uint32_t ca[4]
     cdef uint32_t va[4]
+    cdef uint16_t cport_be = _port_be_c(r.cport)
+    cdef uint16_t vport_be = _port_be_c(r.vport)
+    cdef uint64_t h, pos, b
+    cdef uint32_t idx
+    cdef const Conn* c
+    memcpy(ca, r.caddr, 16)     # (aligned copies of the packed row's fields)
+    memcpy(va, r.vaddr, 16)
+    h = fv_hash_key(ca, va, cport_be, vport_be, r.protocol, t.seed)
+    pos = h & t.mask
+    while True:
+        b = t.buckets[pos]
+        if b == 0:
+            return CT_NONE
+        if (b >> 32) == (h >> 32) and not ((b >> 31) & 1):
+            idx = <uint32_t>(b & 0x7fffffff) - 1
+            c = &t.conns[idx]
+            if (not (c.in_use & 4) and c.proto == r.protocol and c.af == r.af
+                    and c.cport_be == cport_be and c.vport_be == vport_be
+                    and addr_eq(c.caddr, ca) and addr_eq(c.vaddr, va)
+                    and (r.cport == 0) == ((c.flags & CONN_F_NO_CPORT) != 0)):
+                return idx
+        pos = (pos + 1) & t.mask
+
+
+cdef inline bint row_daddr_is(const SyncRow* r, const Conn* c) noexcept nogil:
+    """The row names the entry's real server (address and port)."""
+    cdef uint32_t da[4]
+    memcpy(da, r.daddr, 16)
+    return c.dport_be == _port_be_c(r.dport) and addr_eq(c.daddr, da)
+
+
+cdef inline int64_t row_timeout(EngineState* st, const SyncRow* r, int slot) noexcept nogil:
+    """ip_vs_proc_conn's timeout: the record's (v1), else the protocol's for the
+    state (v0: the engine's table, --set included), 180 s for a template."""
+    if r.timeout_s:
+        return <int64_t>r.timeout_s * NS
+    if r.flags & CONN_F_TEMPLATE:
+        return <int64_t>TEMPLATE_TIMEOUT_S * NS
+    return st.timeout[slot][r.state]
+
+
+cdef inline void row_bind(EngineState* st, Conn* c, int32_t di) noexcept nogil:
+    """ip_vs_bind_dest + ip_vs_bind_xmit: a synced entry takes its real server's
+    method (NOOUTPUT with it) and keeps its INACTIVE; counted on the real server."""
+    cdef Dest* d = &st.dests[di]
+    if c.flags & CONN_F_SYNC:
+        c.flags &= ~CONN_F_NOOUTPUT
+    fwd_bind(c, d)
+    c.dest = di
+    c.svc = d.svc
+    dest_bind(d, c)
+
+
+cdef void row_update(EngineState* st, uint32_t idx, const SyncRow* r, int slot) noexcept nogil:
+    """ip_vs_proc_conn on an entry it found (ip_vs_sync.c:874-892, 921-950): an
+    INACTIVE change moves a bound connection between its real server's active and
+    inactive counts (never a template's); the flags take the row's
+    IP_VS_CONN_F_BACKUP_UPD_MASK bits; an unbound entry binds now if the row names a
+    real server for its own address and port (ip_vs_try_bind_dest); then in_pkts,
+    state, old_state, timeout and the timer as for a new entry. The entry keeps its
+    real server, control links and sync end time."""
+    cdef Conn* c = &st.ct.conns[idx]
+    cdef Dest* d
+    if ((c.flags ^ r.flags) & CONN_F_INACTIVE and not (r.flags & CONN_F_TEMPLATE)
+            and c.dest >= 0):
+        d = &st.dests[c.dest]
+        if r.flags & CONN_F_INACTIVE:
+            d.activeconns -= 1
+            d.inactconns += 1
+        else:
+            d.activeconns += 1
+            d.inactconns -= 1
+    c.flags = (c.flags & ~CONN_F_INACTIVE) | (r.flags & CONN_F_INACTIVE)
+    if c.dest < 0 and r.real >= 0 and row_daddr_is(r, c):
+        row_bind(st, c, r.real)
+    c.in_pkts = r.in_pkts
+    c.state = <uint8_t>r.state
+    c.old_state = c.state
+    c.timeout = row_timeout(st, r, slot)
+    ct_expire_at(&st.ct, idx, st.now + r.expire_ns)
+
+
+cdef uint32_t row_new(EngineState* st, const SyncRow* r, int slot) noexcept nogil:
+    """ip_vs_conn_new + ip_vs_bind_dest for a row (ip_vs_sync.c:893-919, 921-950);
+    CT_NONE when the table is full."""
+    cdef uint32_t idx = ct_alloc(&st.ct)
+    cdef uint8_t fwd = r.flags & CONN_F_FWD_MASK
+    cdef Conn* c
+    if idx == CT_NONE:
+        return CT_NONE
+    c = &st.ct.conns[idx]
+    memcpy(c.caddr, r.caddr, 16)
+    memcpy(c.vaddr, r.vaddr, 16)
+    memcpy(c.daddr, r.daddr, 16)
+    c.cport_be = _port_be_c(r.cport)
+    c.cport_again = c.cport_be
+    c.vport_be = _port_be_c(r.vport)
+    c.dport_be = _port_be_c(r.dport)
+    c.proto = r.protocol
+    c.af = r.af
+    c.state = <uint8_t>r.state
+    # the record's flags, NOOUTPUT and the method as the binding gives them
+    c.flags = <uint16_t>(r.flags & ROW_KEEP_FLAGS)
+    c.control = 0
+    c.n_control = 0
+    c.timeout = row_timeout(st, r, slot)
+    c.expires = st.now + r.expire_ns
+    c.in_pkts = r.in_pkts
+    c.old_state = c.state
+    if r.real >= 0:
+        row_bind(st, c, r.real)
+    else:
+        c.fwd = fwd
+        fwd_bind_flags(fwd, c)
+        c.dest = -1
+        c.svc = r.svc if 0 <= r.svc < st.nsvcs else -1
+    ct_link(&st.ct, idx)
+    if st.sync != NULL and st.sync.endtime != NULL:
+        st.sync.endtime[idx] = sync_jiffies(st.now) & ~(<uint64_t>3)
+    return idx
+
+
+cdef Py_ssize_t insert_rows(EngineState* st, const SyncRow* rows, Py_ssize_t n,
+                            uint64_t* counts) noexcept nogil:
+    """ip_vs_proc_conn for rows (ip_vs_sync.c:842-951), in order: each row updates
+    the entry it finds (a template by ip_vs_ct_in_get, a connection by
+    ip_vs_conn_in_get) or makes one, bound to its real server (``real``; -1: unbound,
+    forwarded by its own address, port and method, counted on no real server). A
+    connection found with another real server is replaced (expired at once, the new
+    one made) unless the row is INACTIVE: that is the expiry news of a connection
+    already replaced, ignored (ip_vs_sync.c:852-869); a template keeps its real
+    server. A backup links no connection to its template. Rows the engine cannot take
+    (a protocol or state it does not know, no time left) and ignored rows are
+    skipped; a full table stops the insert. ``counts``: skipped, updated, replaced.
+    Returns the rows taken (made or updated)."""
+    cdef Py_ssize_t i, done = 0
+    cdef const SyncRow* r
+    cdef ProtoArgs a
+    cdef uint32_t idx
+    cdef uint8_t fwd
+    cdef bint tpl
+    cdef bint replaced = False
+    cdef uint32_t ca[4]
+    cdef uint32_t va[4]
+    expire_due(st)              # the timers that ran before these records came
     for i in range(n):
         r = &rows[i]
         tpl = (r.flags & CONN_F_TEMPLATE) != 0
         fwd = r.flags & CONN_F_FWD_MASK
         if ((r.af != 4 and r.af != 6) or r.expire_ns <= 0 or r.real >= st.ndests
                 or (r.real < 0 and fwd >= FWD_N)):
-            skipped[0] += 1
+            counts[0] += 1
             continue
         if tpl:
             # a mark template's protocol is 0 (IPPROTO_IP); states NONE, ASSURED
+            a.slot = 0
             if r.state >= 2 or (r.protocol != 0 and pp_info(r.protocol, &a) == PP_NOPROTO):
-                skipped[0] += 1
+                counts[0] += 1
                 continue
             memcpy(ca, r.caddr, 16)     # (aligned copies of the packed row's fields)
             memcpy(va, r.vaddr, 16)
-            if ct_lookup_template(&st.ct, r.protocol, ca, va, _port_be_c(r.vport)) != CT_NONE:
-                skipped[0] += 1
-                continue
+            idx = ct_lookup_template(&st.ct, r.protocol, ca, va, _port_be_c(r.vport))
         else:
             if pp_info(r.protocol, &a) == PP_NOPROTO or r.state >= a.nstates:
-                skipped[0] += 1
+                counts[0] += 1
                 continue
-            memset(&m, 0, sizeof(m))
-            memcpy(m.saddr, r.caddr, 16)
-            memcpy(m.daddr, r.vaddr, 16)
-            m.sport_be = _port_be_c(r.cport)
-            m.dport_be = _port_be_c(r.vport)
-            m.proto = r.protocol
-            m.af = r.af
-            direction = CT_DIR_IN
-            if (ct_lookup(&st.ct, &m, ct_hash_pkt(&st.ct, &m), &direction) != CT_NONE
-                    and direction == CT_DIR_IN):
-                skipped[0] += 1
-                continue
-        idx = ct_alloc(&st.ct)
-        if idx == CT_NONE:
+            idx = ct_find_in(&st.ct, r)
+            if idx != CT_NONE and not row_daddr_is(r, &st.ct.conns[idx]):
+                if r.flags & CONN_F_INACTIVE:
+                    counts[0] += 1
+                    continue
+                conn_expire_now(st, idx)
+                counts[2] += 1
+                replaced = True
+                idx = CT_NONE
+        if idx != CT_NONE:
+            row_update(st, idx, r, a.slot)
+            counts[1] += 1
+        elif row_new(st, r, a.slot) == CT_NONE:
             break
-        c = &st.ct.conns[idx]
-        memcpy(c.caddr, r.caddr, 16)
-        memcpy(c.vaddr, r.vaddr, 16)
-        memcpy(c.daddr, r.daddr, 16)
-        c.cport_be = _port_be_c(r.cport)
-        c.cport_again = c.cport_be
-        c.vport_be = _port_be_c(r.vport)
-        c.dport_be = _port_be_c(r.dport)
-        c.proto = r.protocol
-        c.af = r.af
-        c.state = <uint8_t>r.state
-        # the record's flags, NOOUTPUT and the method as the binding gives them
-        flags = <uint16_t>(r.flags & (CONN_F_SYNC | CONN_F_INACTIVE | CONN_F_NO_CPORT
-                                      | CONN_F_TEMPLATE | CONN_F_ONE_PACKET))
-        c.flags = flags
-        c.control = 0
-        c.n_control = 0
-        c.timeout = <int64_t>r.timeout_s * NS
-        c.expires = st.now + r.expire_ns
-        c.in_pkts = r.in_pkts
-        c.old_state = c.state
-        if r.real >= 0:
-            fwd_bind(c, &st.dests[r.real])
-            c.dest = r.real
-            c.svc = st.dests[r.real].svc
-            dest_bind(&st.dests[r.real], c)
-        else:
-            c.fwd = fwd
-            fwd_bind_flags(fwd, c)
-            c.dest = -1
-            c.svc = r.svc if 0 <= r.svc < st.nsvcs else -1
-        ct_link(&st.ct, idx)
-        if st.sync != NULL and st.sync.endtime != NULL:
-            st.sync.endtime[idx] = sync_jiffies(st.now) & ~(<uint64_t>3)
         done += 1
+    if replaced:
+        expire_due(st)          # the replaced ones' timers run now (uncounted)
     return done
 
 
@@ -369,6 +473,8 @@ cdef class Engine:
     """
     cdef EngineState st
     cdef readonly uint64_t insert_skipped
+    cdef readonly uint64_t insert_updated
+    cdef readonly uint64_t insert_replaced
 
     def __cinit__(self, unsigned int capacity=1 << 20, seed=None):
         memset(&self.st, 0, sizeof(EngineState))
@@ -950,7 +1056,7 @@ cdef class Engine:
         import numpy as np
         from fastvs.sync.backup import BACKUP_CONN_DTYPE
         cdef Py_ssize_t done
-        cdef uint64_t skipped = 0
+        cdef uint64_t counts[3]
         arr = np.ascontiguousarray(rows)
         if arr.dtype != BACKUP_CONN_DTYPE or arr.ndim != 1:
             raise ValueError("rows must be a 1-d array of fastvs.sync.backup.BACKUP_CONN_DTYPE")
@@ -963,9 +1069,12 @@ cdef class Engine:
             return 0
         cdef const uint8_t[::1] raw = arr.view(np.uint8)
         cdef Py_ssize_t nrows = len(arr)
+        counts[0] = counts[1] = counts[2] = 0
         with nogil:
-            done = insert_rows(&self.st, <const SyncRow*>&raw[0], nrows, &skipped)
-        self.insert_skipped += skipped
+            done = insert_rows(&self.st, <const SyncRow*>&raw[0], nrows, counts)
+        self.insert_skipped += counts[0]
+        self.insert_updated += counts[1]
+        self.insert_replaced += counts[2]
         return done
 
     # -- the data path ---------------------------------------------------------------------

@@ -296,9 +296,11 @@ def test_insert_skips_what_it_cannot_take() -> None:
     rows["protocol"] = [6, 99, 6]  # 99: no such protocol
     rows["state"] = [1, 0, 40]  # 40: no such TCP state
     rows["expire_ns"] = S
+    rows["cport"] = 1000  # (a cport of 0 finds only a NO_CPORT entry: ip_vs_conn_in_get)
     rows["svc"] = rows["real"] = -1
     assert e.insert_conns(rows, 5 * S) == 1
     assert e.insert_skipped == 2 and e.conn_count == 1
-    assert e.insert_conns(rows[:1], 5 * S) == 0  # already there
+    assert e.insert_conns(rows[:1], 5 * S) == 1  # already there: updated (an upsert)
+    assert e.insert_updated == 1 and e.insert_skipped == 2 and e.conn_count == 1
     with pytest.raises(ValueError):
         e.insert_conns(np.zeros(2, SYNC_EVENT_DTYPE), 0)
