@@ -373,8 +373,9 @@ class Director:
         ``real`` index this director's ``rules.services[svc].reals[real]`` (-1:
         unbound: forwarded by the entry's own address, port and method, counted on no
         real server). ``expire_ns`` is the time left at ``now_ns`` (the engine's clock
-        moves there). Returns how many entries were made (the rest:
-        ``engine.insert_skipped``)."""
+        moves there). An entry the engine holds is updated as ``ip_vs_proc_conn``
+        updates it (Engine.insert_conns: an upsert). Returns how many rows were taken,
+        made or updated (the rest: ``engine.insert_skipped``)."""
         from fastvs.sync.backup import BACKUP_CONN_DTYPE
 
         if rows.dtype != BACKUP_CONN_DTYPE:

@@ -20,8 +20,9 @@
   ``ip_vs_process_message`` checks it (:func:`fastvs.sync.proto.decode_message`; a
   bad one is counted under its reason and dropped, never raised), its records applied
   to a :class:`fastvs.sync.backup.BackupTable` (``ip_vs_proc_conn``: create, update,
-  replace, unbound entries, timeouts) and what they touched bulk-inserted into the
-  worker's engine (``Director.insert_sync_conns``).
+  replace, unbound entries, timeouts) and the entries they touched given to the
+  worker's engine (``Director.insert_sync_conns``), which applies them the same way
+  (an upsert: an entry it holds is updated, one to another real server replaced).
 
 Workers. With ``--workers N`` every worker opens its own receiver: a multicast
 datagram reaches every socket bound to its group and port, so each worker reads every
@@ -46,7 +47,7 @@ announces its addresses at once and again one second later.
 from __future__ import annotations
 
 import contextlib
-import heapq
+import copy
 import ipaddress
 import select
 import socket
@@ -78,7 +79,6 @@ from fastvs.sync.proto import (
 
 ROLES = ("master", "backup")
 SYNC_PORTS_MAX = 64  # IPVS_SYNC_PORTS_MAX: start_sync_thread clamps sync_ports to 1..64
-REFRESH_LAG = 1.5  # s after the engine's copy of an entry ran out (it advances every second)
 MAX_DATAGRAMS_PER_POLL = 256  # a backup reads at most this many datagrams between batches
 ANNOUNCE_AGAIN_S = 1.0  # a new master announces its addresses again after this long
 _PROTO_NUM = {"tcp": IPPROTO_TCP, "udp": IPPROTO_UDP, "sctp": IPPROTO_SCTP}
@@ -390,13 +390,8 @@ class SyncReceiver:
         self.applying = True  # False as a master: datagrams are read and counted only
         self.counts: dict[str, int] = {
             "sync_rx_datagrams": 0, "sync_rx_bad": 0, "sync_rx_records": 0,
-            "sync_rx_other_worker": 0, "sync_rx_inserted": 0, "sync_rx_ignored": 0,
-            "sync_rx_refreshed": 0}
+            "sync_rx_other_worker": 0, "sync_rx_inserted": 0, "sync_rx_ignored": 0}
         self.drops: dict[str, int] = {}
-        # what the engine was given, by when its copy runs out (see refresh)
-        self._engine_exp: dict[int, float] = {}
-        self._engine_heap: list[tuple[float, int, BackupConn]] = []
-        self._next_refresh = 0.0
         self._ep = select.epoll()
         for s in self.socks:
             self._ep.register(s.fileno(), select.EPOLLIN)
@@ -433,13 +428,20 @@ class SyncReceiver:
                 self.datagram(data, now, touched)
         self.table.expire(now)
         if touched:
-            self._insert([c for c in touched.values() if self.table._all.get(c.seq) is c],  # noqa: SLF001
-                         now, now_ns)
+            alive = self.table._all  # noqa: SLF001
+            self._insert([c for c in touched.values() if c.seq in alive], now, now_ns)
         return got
 
     def datagram(self, data: bytes, now: float, touched: dict[int, BackupConn] | None = None) -> int:
         """One datagram: checked, counted, applied (as a backup). Returns the records
-        kept. Never raises on bad input."""
+        kept. Never raises on bad input.
+
+        ``touched`` collects, in order, the entries for the engine: each entry once,
+        as it is after the last record (the engine's upsert of it is the same as of
+        every record in turn), and a replaced connection also as it was made (under
+        ``-seq``, before its own key), so that the engine replaces the old one even
+        when a later record of the same poll made the new one INACTIVE: the engine
+        would take that one for the old connection's expiry news."""
         self.counts["sync_rx_datagrams"] += 1
         if not self.applying:
             self.counts["sync_rx_ignored"] += 1
@@ -462,6 +464,8 @@ class SyncReceiver:
                 continue
             c = self.table._ct_in_get(r) if r.flags & F_TEMPLATE else self.table._conn_in_get(r)  # noqa: SLF001
             if c is not None:
+                if action == "replaced":
+                    touched[-c.seq] = copy.copy(c)
                 touched[c.seq] = c
         return kept
 
@@ -472,31 +476,6 @@ class SyncReceiver:
         if self.insert is not None:
             n = self.insert(rows, now_ns)
             self.counts["sync_rx_inserted"] += int(n if n is not None else len(rows))
-        for c in conns:
-            if c.seq not in self._engine_exp:
-                self._engine_exp[c.seq] = c.expires
-                heapq.heappush(self._engine_heap, (c.expires, c.seq, c))
-
-    def refresh(self, now: float, now_ns: int) -> int:
-        """Give the engine again the entries whose engine copy has run out while the
-        table kept them alive. The engine's bulk insert makes new entries only (an
-        entry already present is left as it is), so the updates of a connection
-        (a later timer, as the master re-sends it every sync period) reach the engine
-        when its first copy expired: the connection is back within ``REFRESH_LAG`` s.
-        Returns how many were given again."""
-        if now < self._next_refresh:
-            return 0
-        self._next_refresh = now + 0.5
-        heap, again = self._engine_heap, []
-        while heap and heap[0][0] <= now - REFRESH_LAG:
-            _, seq, c = heapq.heappop(heap)
-            del self._engine_exp[seq]
-            if self.table._all.get(seq) is c and c.expires > now:  # noqa: SLF001
-                again.append(c)
-        if again:
-            self.counts["sync_rx_refreshed"] += len(again)
-            self._insert(again, now, now_ns)
-        return len(again)
 
     def all_counts(self) -> dict[str, int]:
         out = dict(self.counts)
@@ -570,8 +549,6 @@ class LiveSync:
     def tick(self, now: float) -> None:
         if self.role == "master":
             self.sender.tick(now)
-        elif self.receiver.insert is not None:
-            self.receiver.refresh(now, time.monotonic_ns())
 
     def counters(self) -> dict[str, int]:
         out = dict(self.counts)

@@ -499,51 +499,69 @@ def test_ipv6_group(pair: NsPair) -> None:
         rx.close()
 
 
-class FakeEngine:
-    """insert_conns as the engine does it: new entries only (one present is skipped),
-    each with its time left; ``alive(now)`` what has not run out."""
+def _engine_backup() -> tuple[Any, SyncReceiver, socket.socket]:
+    """A backup's receiver over a socket pair, inserting into a real Director."""
+    from fastvs.control.director import Director
 
-    def __init__(self) -> None:
-        self.exp: dict[tuple[str, int], float] = {}
-        self.skipped = 0
-
-    def insert(self, rows: np.ndarray, now_ns: int) -> int:
-        now, done = now_ns / 1e9, 0
-        for r in rows:
-            key = (_ip(r["caddr"]), int(r["cport"]))
-            if self.exp.get(key, -1.0) > now:
-                self.skipped += 1
-                continue
-            self.exp[key] = now + int(r["expire_ns"]) / 1e9
-            done += 1
-        return done
-
-    def alive(self, now: float) -> set[tuple[str, int]]:
-        return {k for k, t in self.exp.items() if t > now}
+    d = Director(RULES, seed=1)
+    tx, rx_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx_sock.setblocking(False)  # (as receive_sockets makes them)
+    rx = SyncReceiver(SyncOptions(role="backup", ifname="lo"), RULES, d.insert_sync_conns,
+                      socks=[rx_sock], mtu=1500)
+    return d, rx, tx
 
 
-def test_refresh_gives_the_engine_what_it_skipped() -> None:
-    """A connection the master keeps re-sending stays in the engine past its first
-    timer: the engine skips the update (present), the receiver gives it again once the
-    first copy ran out (within REFRESH_LAG)."""
-    from fastvs.live.sync import REFRESH_LAG
+def _conn(cport: int, daddr: str = "10.1.0.11", state: int = ESTABLISHED, flags: int = 0,
+          timeout: int = 10) -> SyncConn:
+    return SyncConn(6, "10.0.0.9", cport, "10.0.0.100", 80, daddr, 80, flags=flags, state=state,
+                    timeout=timeout)
 
-    eng = FakeEngine()
-    rx = SyncReceiver(SyncOptions(role="backup", ifname="lo"), RULES, eng.insert, socks=[], mtu=1500)
 
-    def msg(t: float, cport: int) -> None:
-        touched: dict[int, Any] = {}
-        rx.datagram(encode_message([SyncConn(6, "10.0.0.9", cport, "10.0.0.100", 80, "10.1.0.11", 80,
-                                             state=ESTABLISHED, timeout=10)]), t, touched)
-        rx._insert(list(touched.values()), t, int(t * 1e9))
+def _counts(d: Any) -> dict[str, tuple[int, int]]:
+    return {r["addr"]: (r["activeconns"], r["inactconns"]) for s in d.services() for r in s["reals"]}
 
-    msg(0.0, 5000)
-    msg(0.0, 5001)  # not re-sent: goes at 10 s everywhere
-    msg(5.0, 5000)  # the master's refresh: the table has it until 15 s, the engine until 10 s
-    assert eng.skipped == 1
-    assert rx.refresh(9.0, int(9e9)) == 0
-    assert rx.refresh(10.0 + REFRESH_LAG, int((10.0 + REFRESH_LAG) * 1e9)) == 1
-    assert eng.alive(12.0) == {("10.0.0.9", 5000)}
-    assert abs(eng.exp[("10.0.0.9", 5000)] - 15.0) < 1e-6
-    assert rx.counts["sync_rx_refreshed"] == 1
-    assert rx.refresh(20.0, int(20e9)) == 0  # the table's timer ran out too: gone
+
+def test_a_resent_connection_is_updated_in_the_engine() -> None:
+    """The master re-sends a connection every sync period: the engine's entry takes
+    the new timer at once (Engine.insert_conns is an upsert, as ip_vs_proc_conn), its
+    state and INACTIVE too."""
+    d, rx, tx = _engine_backup()
+    try:
+        tx.send(encode_message([_conn(5000), _conn(5001)]))
+        assert rx.poll(0.0, 0) == 1
+        tx.send(encode_message([_conn(5000)]))  # the refresh: until 15 s
+        rx.poll(5.0, 5 * 10**9)
+        d.engine.advance(12 * 10**9)
+        assert [c["cport"] for c in d.engine.connections()] == [5000]
+        (c,) = d.engine.connections()
+        assert c["expires_ns"] == 3 * 10**9 and _counts(d)["10.1.0.11"] == (1, 0)
+        tx.send(encode_message([_conn(5000, state=4, flags=F_INACTIVE, timeout=120)]))  # FIN_WAIT
+        rx.poll(13.0, 13 * 10**9)
+        (c,) = d.engine.connections()
+        assert c["state"] == "FIN_WAIT" and _counts(d)["10.1.0.11"] == (0, 1)
+        assert d.engine.insert_updated == 2 and rx.counts["sync_rx_inserted"] == 4
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_a_replaced_connection_made_inactive_in_the_same_poll() -> None:
+    """A connection replaced by one to another real server, which the next record of
+    the same poll makes INACTIVE: the engine still replaces the old one (the receiver
+    gives it the new entry as made first; INACTIVE alone would read as the old one's
+    expiry news, ip_vs_sync.c:860-867)."""
+    d, rx, tx = _engine_backup()
+    try:
+        tx.send(encode_message([_conn(5000, "10.1.0.11")]))
+        rx.poll(0.0, 0)
+        assert _counts(d) == {"10.1.0.11": (1, 0), "10.1.0.12": (0, 0)}
+        tx.send(encode_message([_conn(5000, "10.1.0.12")]))
+        tx.send(encode_message([_conn(5000, "10.1.0.12", state=4, flags=F_INACTIVE, timeout=120)]))
+        assert rx.poll(1.0, 10**9) == 2
+        (c,) = d.engine.connections()
+        assert c["daddr"] == "10.1.0.12" and c["state"] == "FIN_WAIT"
+        assert _counts(d) == {"10.1.0.11": (0, 0), "10.1.0.12": (0, 1)}
+        assert d.engine.insert_replaced == 1
+    finally:
+        tx.close()
+        rx.close()
