@@ -409,3 +409,48 @@ def test_rows_of_the_live_receiver_reach_the_same_table() -> None:
     assert {
         (r["addr"], r["port"]): r["activeconns"] for s in d2.services() for r in s["reals"]
     } == {k: v[0] for k, v in p.counters().items()}
+
+
+def test_only_the_in_key_finds_the_entry_to_update() -> None:
+    """ip_vs_conn_in_get: a connection whose reply key equals a row's key is not the
+    row's connection; a cport of 0 finds only a NO_CPORT entry."""
+    from fastvs.datapath._engine import Engine
+    from fastvs.sync.proto import F_NO_CPORT
+
+    e = Engine(64, seed=2)
+    rows = np.zeros(2, BACKUP_CONN_DTYPE)
+    rows["af"], rows["protocol"], rows["state"], rows["flags"] = 4, 6, ESTABLISHED, F_SYNC
+    rows["expire_ns"], rows["timeout_s"] = 60 * S, 60
+    rows["svc"] = rows["real"] = -1
+    # row 1's reply (10.2.0.2:8080 -> 10.0.0.1:1000) is row 2's in key
+    for i, (c, cp, v, vp, dd, dp) in enumerate(
+        [
+            ("10.0.0.1", 1000, "10.1.0.1", 80, "10.2.0.2", 8080),
+            ("10.2.0.2", 8080, "10.0.0.1", 1000, "10.3.0.3", 80),
+        ]
+    ):
+        rows[i]["caddr"], rows[i]["vaddr"], rows[i]["daddr"] = (
+            np.void(_pton16(c)),
+            np.void(_pton16(v)),
+            np.void(_pton16(dd)),
+        )
+        rows[i]["cport"], rows[i]["vport"], rows[i]["dport"] = cp, vp, dp
+    assert e.insert_conns(rows, S) == 2 and e.conn_count == 2
+    assert e.insert_conns(rows[1:], 2 * S) == 1
+    assert e.conn_count == 2 and e.insert_updated == 1 and e.insert_replaced == 0
+    # cport 0 finds a NO_CPORT entry (the entry's flag decides, not the row's), and a
+    # real cport does not find it
+    nc = rows[:1].copy()
+    nc["cport"], nc["flags"] = 0, F_SYNC | F_NO_CPORT
+    e.insert_conns(nc, 3 * S)
+    e.insert_conns(nc, 3 * S)
+    assert e.conn_count == 3 and e.insert_updated == 2
+    nc["flags"] = F_SYNC
+    e.insert_conns(nc, 3 * S)
+    assert e.conn_count == 3 and e.insert_updated == 3
+    # an entry without NO_CPORT whose cport is 0 is not found by a cport of 0
+    plain = rows[1:].copy()
+    plain["cport"] = 0
+    e.insert_conns(plain, 4 * S)
+    e.insert_conns(plain, 4 * S)
+    assert e.conn_count == 5 and e.insert_updated == 3
