@@ -288,10 +288,14 @@ cdef inline int64_t row_timeout(EngineState* st, const SyncRow* r, int slot) noe
 
 cdef inline void row_bind(EngineState* st, Conn* c, int32_t di) noexcept nogil:
     """ip_vs_bind_dest + ip_vs_bind_xmit: a synced entry takes its real server's
-    method (NOOUTPUT with it) and keeps its INACTIVE; counted on the real server."""
+    method (NOOUTPUT with it); a connection keeps its INACTIVE, a template takes the
+    real server's (dest->conn_flags always holds INACTIVE: ip_vs_ctl.c:926);
+    counted on the real server."""
     cdef Dest* d = &st.dests[di]
     if c.flags & CONN_F_SYNC:
         c.flags &= ~CONN_F_NOOUTPUT
+    if c.flags & CONN_F_TEMPLATE:
+        c.flags |= CONN_F_INACTIVE
     fwd_bind(c, d)
     c.dest = di
     c.svc = d.svc

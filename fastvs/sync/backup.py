@@ -252,7 +252,10 @@ class BackupTable:
                     key = (id(svc), rs.addr, rs.port)
                     d = self._dests.get(key)
                     if d is None:
-                        d = Dest(svc, rs.addr, rs.port, _FWD_FLAGS.get(rs.fwd, F_MASQ))
+                        # dest->conn_flags: the method and INACTIVE (__ip_vs_update_dest,
+                        # ip_vs_ctl.c:925-926), which a synced template keeps
+                        conn_flags = _FWD_FLAGS.get(rs.fwd, F_MASQ) | F_INACTIVE
+                        d = Dest(svc, rs.addr, rs.port, conn_flags)
                         self._dests[key] = d
                     return d
         return None

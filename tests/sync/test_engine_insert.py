@@ -144,7 +144,7 @@ class Pair:
                 e["dport"],
                 e["state"],
                 e["bound"],
-                e["template"] or not e["flags"] & F_INACTIVE,
+                not e["flags"] & F_INACTIVE,
                 round(e["expire"] * S),
             )
             for e in self.table.entries(t)
@@ -158,7 +158,7 @@ class Pair:
                 c["dport"],
                 c["state"],
                 c["dest"] >= 0,
-                c["template"] or c["active"],
+                c["active"],
                 c["expires_ns"],
             )
             for c in self.d.engine.connections()
