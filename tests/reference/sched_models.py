@@ -44,7 +44,8 @@ class RS:
 
 
 def overhead(d: RS) -> int:
-    return d.active * 256 + d.inactive
+    """ip_vs_dest_conn_overhead in 6.1.192: activeconns * 256 + totalconns."""
+    return d.active * 256 + (d.active + d.inactive)
 
 
 def ip_int(addr: str) -> int:
