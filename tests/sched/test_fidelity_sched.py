@@ -48,3 +48,45 @@ def test_lc_overhead_counts_active_connections_in_totalconns() -> None:
     d.engine.edit_dest(r2, weight=1)
     assert picked(d, 5000, now + 1000) == R2
     assert picked(d, 5001, now + 2000) == R1
+
+
+def _lblc_flood(sched: str, n: int) -> tuple[Director, list[str]]:
+    """A firewall-mark lblc/lblcr service over 10.20.0.0/16 and n SYNs to n
+    destinations (one cache entry each)."""
+    from fastvs.control.director import parse_marks
+
+    rules = f"-A -f 1 -s {sched}\n-a -f 1 -r {R1}:80 -m\n-a -f 1 -r {R2}:80 -m\n"
+    d = Director(parse_rules(rules), seed=1, marks=parse_marks("1 tcp 10.20.0.0/16 80\n"),
+                 capacity=1 << 17)
+    dsts = [f"10.20.{i >> 8}.{i & 255}" for i in range(n)]
+    frames = [tcp("100.64.0.1", 1024 + (i % 60000), dst, 80, "S") for i, dst in enumerate(dsts)]
+    d.process_packets(frames, [i * 1000 for i in range(n)])
+    return d, dsts
+
+
+def test_lblc_cache_stops_growing_at_max_size_and_a_half() -> None:
+    """ip_vs_lblc_new (ip_vs_lblc.c:210 in 6.1.192): no new entry while tbl->entries
+    >= max_size * 3 / 2 (24576); replacing an entry first decrements the counter
+    (ip_vs_lblc.c:208), so a replacement is still cached at the bound."""
+    from fastvs.sched import lblc
+
+    d, dsts = _lblc_flood("lblc", 24576)
+    before = lblc.cache_full()
+    d.process_packets([tcp("100.64.0.2", 7000, "10.20.200.1", 80, "S")], [10**8])
+    assert lblc.cache_full() == before + 1  # the 24577th destination is not cached
+    # the cached server of dsts[0] quiesced: its entry is replaced, not refused
+    first = d.lookup("tcp", "100.64.0.1", 1024, dsts[0], 80)["daddr"]  # type: ignore[index]
+    d.engine.edit_dest(reals(d)[first]["index"], weight=0)
+    d.process_packets([tcp("100.64.0.3", 7001, dsts[0], 80, "S")], [10**8 + 1])
+    assert lblc.cache_full() == before + 1
+
+
+def test_lblcr_cache_stops_growing_at_max_size_and_a_half() -> None:
+    """ip_vs_lblcr_new (ip_vs_lblcr.c:368 in 6.1.192): no new entry while tbl->entries
+    >= max_size * 3 / 2 (24576)."""
+    from fastvs.sched import lblcr
+
+    d, _ = _lblc_flood("lblcr", 24576)
+    before = lblcr.cache_full()
+    d.process_packets([tcp("100.64.0.2", 7000, "10.20.200.1", 80, "S")], [10**8])
+    assert lblcr.cache_full() == before + 1
