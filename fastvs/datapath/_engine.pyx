@@ -1131,7 +1131,10 @@ cdef class Engine:
             "template": bool(c.flags & CONN_F_TEMPLATE),
             "caddr": _addr_str(c.caddr, c.af), "cport": _port(c.cport_be),
             "vaddr": _addr_str(c.vaddr, c.af), "vport": _port(c.vport_be),
-            "daddr": _addr_str(c.daddr, c.af), "dport": _port(c.dport_be),
+            # in the real server's family (cp->daf: ip_vs_conn_seq_show), which for a
+            # tunnel may differ from the connection's
+            "daddr": _addr_str(c.daddr, self.st.dests[c.dest].af if c.dest >= 0 else c.af),
+            "dport": _port(c.dport_be),
             "state": state,
             "expires_ns": max(0, c.expires - self.st.now),
             "dest": c.dest,

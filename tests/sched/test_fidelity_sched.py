@@ -90,3 +90,31 @@ def test_lblcr_cache_stops_growing_at_max_size_and_a_half() -> None:
     before = lblcr.cache_full()
     d.process_packets([tcp("100.64.0.2", 7000, "10.20.200.1", 80, "S")], [10**8])
     assert lblcr.cache_full() == before + 1
+
+
+def test_mh_folds_a_real_servers_address_as_the_services_family() -> None:
+    """ip_vs_mh_permutate (ip_vs_mh.c:143-147) hashes each real server's address with
+    ip_vs_mh_hashkey(svc->af, ...): for an IPv6 (tunnel) real server of an IPv4
+    service only its first 32 bits are folded. The lookup table, and so every pick,
+    is the model's with the server standing as the IPv4 address of those bits. The
+    connection lists its real server in the server's family (cp->daf,
+    ip_vs_conn_seq_show in ip_vs_conn.c)."""
+    import ipaddress
+
+    from reference.sched_models import MH, RS
+
+    r6 = "2001:db8:5::6"
+    d = director(f"-A -t {VIP}:80 -s mh\n-a -t {VIP}:80 -r {R1}:80 -i\n"
+                 f"-a -t {VIP}:80 -r [{r6}]:80 -i\n")
+    as4 = str(ipaddress.IPv4Address(ipaddress.IPv6Address(r6).packed[:4]))
+    model, lst = MH(), [RS(as4, 80, 1), RS(R1, 80, 1)]  # list order: reversed file
+    model.changed(lst)
+    got, want = [], []
+    for i in range(64):
+        client = f"100.64.{i}.{i + 1}"
+        d.process_packets([tcp(client, 2000, VIP, 80, "S")], [i * 1000])
+        c = d.lookup("tcp", client, 2000, VIP, 80)
+        got.append(c["daddr"] if c else None)
+        rs = model.pick(lst, caddr=client, cport=2000)
+        want.append(r6 if rs is lst[0] else R1)
+    assert got == want and len(set(got)) == 2
