@@ -1,0 +1,56 @@
+"""Data-path and control differences found reading Debian's linux-source-6.1 (6.1.192-3,
+the kernel the lab boots) function by function against fastvs (docs/fidelity.md lists
+every function read). Each test names the kernel function and its file:line there.
+"""
+
+from __future__ import annotations
+
+from fastvs.control.director import Director
+from fastvs.control.rules import parse_rules
+
+from packets import tcp, udp
+
+VIP, CL = "10.10.0.1", "100.64.0.1"
+R1, R2 = "192.168.0.10", "192.168.0.11"
+S = 10**9
+
+
+def director(rules: str, **kw: object) -> Director:
+    return Director(parse_rules(rules), seed=1, **kw)  # type: ignore[arg-type]
+
+
+def real(d: Director, addr: str) -> dict:  # type: ignore[type-arg]
+    return next(r for r in d.engine.services()[0]["reals"] if r["addr"] == addr)
+
+
+def test_weight_edit_keeps_the_overload_mark() -> None:
+    """__ip_vs_update_dest (ip_vs_ctl.c:969-978): only a change of -x/-y re-decides the
+    overload mark. R1 -x 4 is overloaded at its 4th connection and stays so at 3
+    (it clears below u - u/4 = 3, ip_vs_unbind_dest, ip_vs_conn.c:728); an -e of
+    its weight alone leaves the mark."""
+    d = director(f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1}:80 -m -x 4\n")
+    times = [0, 30 * S, 31 * S, 32 * S]
+    d.process_packets([tcp(CL, 1000 + i, VIP, 80, "S") for i in range(4)], times)
+    assert real(d, R1)["overloaded"]
+    d.process_packets([udp(CL, 9, "10.99.0.1", 9)], [61 * S])  # the first SYN_RECV expires
+    assert real(d, R1)["inactconns"] + real(d, R1)["activeconns"] == 3
+    assert real(d, R1)["overloaded"]
+    d.engine.edit_dest(real(d, R1)["index"], weight=3)
+    assert real(d, R1)["overloaded"]
+
+
+def test_lowering_the_upper_threshold_below_the_connections_sets_the_mark() -> None:
+    """__ip_vs_dest_update_overload(dest, 0) (ip_vs_ctl.c:872-892), called when a
+    threshold changes: at or above the new upper threshold the real server is
+    overloaded at once, before its next connection."""
+    d = director(f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1}:80 -m -x 10\n"
+                 f"-a -t {VIP}:80 -r {R2}:80 -m\n")
+    d.engine.edit_dest(real(d, R2)["index"], weight=0)
+    d.process_packets([tcp(CL, 1000 + i, VIP, 80, "S") for i in range(3)], [0, 1, 2])
+    assert not real(d, R1)["overloaded"]
+    d.engine.edit_dest(real(d, R1)["index"], u_threshold=2)
+    assert real(d, R1)["overloaded"]
+    d.engine.edit_dest(real(d, R1)["index"], u_threshold=8, l_threshold=2)
+    assert real(d, R1)["overloaded"]  # 3 connections: between -y 2 and -x 8, kept
+    d.engine.edit_dest(real(d, R1)["index"], l_threshold=4)
+    assert not real(d, R1)["overloaded"]  # below the new -y
