@@ -361,9 +361,9 @@ cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int r
         pa.c = c
         if FV_UNLIKELY(pp_is_new_conn(mp.proto, &pa)):
             pa.arg = st.conn_reuse_mode
-            if not st.conn_reuse_mode:
-                pass        # ip_vs_in: with conn_reuse_mode 0 neither check is made
-            elif st.expire_nodest_conn and c.dest >= 0 and st.dests[c.dest].weight == 0:
+            # ip_vs_in_hook (ip_vs_core.c:2018-2022): the quiesced server's check does
+            # not depend on conn_reuse_mode
+            if st.expire_nodest_conn and c.dest >= 0 and st.dests[c.dest].weight == 0:
                 conn_expire_now(st, idx)
                 idx = CT_NONE
             elif st.conn_reuse_mode and pp_new_conn_expected(c.proto, &pa):

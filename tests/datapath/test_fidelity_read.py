@@ -54,3 +54,17 @@ def test_lowering_the_upper_threshold_below_the_connections_sets_the_mark() -> N
     assert real(d, R1)["overloaded"]  # 3 connections: between -y 2 and -x 8, kept
     d.engine.edit_dest(real(d, R1)["index"], l_threshold=4)
     assert not real(d, R1)["overloaded"]  # below the new -y
+
+
+def test_syn_to_a_quiesced_server_reschedules_with_conn_reuse_mode_0() -> None:
+    """ip_vs_in_hook (ip_vs_core.c:2016-2022): with expire_nodest_conn a SYN that finds
+    its connection on a real server of weight 0 expires it and is scheduled anew,
+    whatever conn_reuse_mode says (0 here: only the TIME_WAIT/CLOSE reuse is off)."""
+    d = director(f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1}:80 -m\n-a -t {VIP}:80 -r {R2}:80 -m\n",
+                 expire_nodest_conn=True, conn_reuse_mode=0)
+    d.process_packets([tcp(CL, 1000, VIP, 80, "S")])
+    first = d.lookup("tcp", CL, 1000, VIP, 80)["daddr"]  # type: ignore[index]
+    d.engine.edit_dest(real(d, first)["index"], weight=0)
+    d.process_packets([tcp(CL, 1000, VIP, 80, "S")], [S])
+    assert d.lookup("tcp", CL, 1000, VIP, 80)["daddr"] != first  # type: ignore[index]
+
