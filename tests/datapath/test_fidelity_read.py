@@ -68,3 +68,24 @@ def test_syn_to_a_quiesced_server_reschedules_with_conn_reuse_mode_0() -> None:
     d.process_packets([tcp(CL, 1000, VIP, 80, "S")], [S])
     assert d.lookup("tcp", CL, 1000, VIP, 80)["daddr"] != first  # type: ignore[index]
 
+
+def test_ipv4_icmp_error_is_not_held_to_the_tunnel_mtu() -> None:
+    """ensure_mtu_is_adequate (ip_vs_xmit.c:246-254): the DF/MTU check skips an ICMP
+    error that ip_vs_icmp_xmit sends on (!ip_vs_iph_icmp): it is tunnelled even with
+    DF set and above the route's MTU less the outer header."""
+    import dpkt
+
+    from fastvs import verdicts as V
+    from packets import icmp_error
+
+    d = director(f"-A -u {VIP}:53 -s rr\n-a -u {VIP}:53 -r {R1} -i\n", tunnel_source="10.0.0.254",
+                 tunnel_mtu=100)
+    d.process_packets([udp(CL, 5000, VIP, 53)])
+    err = bytearray(icmp_error("100.64.9.9", VIP, udp(VIP, 53, CL, 5000, b"q" * 40), icmp_type=3,
+                               code=3, quote_len=60))
+    err[14 + 6] |= 0x40  # DF
+    err[14 + 10:14 + 12] = b"\0\0"
+    err[14 + 10:14 + 12] = dpkt.in_cksum(bytes(err[14:34])).to_bytes(2, "big")
+    assert len(err) - 14 + 20 > 100
+    _, v = d.process_packets([bytes(err)], [S])
+    assert v == [V.FWD_TUN]
