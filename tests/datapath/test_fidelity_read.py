@@ -5,10 +5,13 @@ every function read). Each test names the kernel function and its file:line ther
 
 from __future__ import annotations
 
+import dpkt
+
+from fastvs import verdicts as V
 from fastvs.control.director import Director
 from fastvs.control.rules import parse_rules
 
-from packets import tcp, udp
+from packets import icmp_error, tcp, udp
 
 VIP, CL = "10.10.0.1", "100.64.0.1"
 R1, R2 = "192.168.0.10", "192.168.0.11"
@@ -73,11 +76,6 @@ def test_ipv4_icmp_error_is_not_held_to_the_tunnel_mtu() -> None:
     """ensure_mtu_is_adequate (ip_vs_xmit.c:246-254): the DF/MTU check skips an ICMP
     error that ip_vs_icmp_xmit sends on (!ip_vs_iph_icmp): it is tunnelled even with
     DF set and above the route's MTU less the outer header."""
-    import dpkt
-
-    from fastvs import verdicts as V
-    from packets import icmp_error
-
     d = director(f"-A -u {VIP}:53 -s rr\n-a -u {VIP}:53 -r {R1} -i\n", tunnel_source="10.0.0.254",
                  tunnel_mtu=100)
     d.process_packets([udp(CL, 5000, VIP, 53)])
