@@ -87,3 +87,18 @@ def test_ipv4_icmp_error_is_not_held_to_the_tunnel_mtu() -> None:
     assert len(err) - 14 + 20 > 100
     _, v = d.process_packets([bytes(err)], [S])
     assert v == [V.FWD_TUN]
+
+
+def test_drop_entry_takes_an_unassured_template_with_its_connection() -> None:
+    """ip_vs_random_dropentry deletes with ip_vs_conn_del (ip_vs_conn.c:812-820), which
+    sets timeout 0 on a controlled entry; ip_vs_conn_expire (:849-858) then deletes its
+    template too when that controls nothing else and is not assured. Here the half-open
+    connection of a persistent service goes at 33 s (drop_entry always on, a 64-slot
+    table: 2 slots looked at a second) and its SYN-only template with it."""
+    d = director(f"-A -t {VIP}:80 -s rr -p 300\n-a -t {VIP}:80 -r {R1}:80 -m\n",
+                 capacity=64, drop_entry=3)
+    d.process_packets([tcp(CL, 1000, VIP, 80, "S")])
+    for t in range(1, 34):
+        d.process_packets([udp("100.64.0.9", 9, "10.99.0.1", 9)], [t * S])
+    assert d.connections() == []
+    assert real(d, R1)["persistconns"] == 0
