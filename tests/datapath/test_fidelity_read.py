@@ -6,6 +6,7 @@ every function read). Each test names the kernel function and its file:line ther
 from __future__ import annotations
 
 import dpkt
+import pytest
 
 from fastvs import verdicts as V
 from fastvs.control.director import Director
@@ -102,3 +103,61 @@ def test_drop_entry_takes_an_unassured_template_with_its_connection() -> None:
         d.process_packets([udp("100.64.0.9", 9, "10.99.0.1", 9)], [t * S])
     assert d.connections() == []
     assert real(d, R1)["persistconns"] == 0
+
+
+def _tunnelled(rules: str, frame: bytes) -> bytes:
+    d = director(rules, tunnel_source="10.0.0.254")
+    out, v = d.process_packets([frame])
+    assert v == [V.FWD_TUN]
+    return out[0][14:]
+
+
+def _with_tos(frame: bytes, tos: int) -> bytes:
+    b = bytearray(frame)
+    b[15] = tos
+    b[24:26] = b"\0\0"
+    b[24:26] = dpkt.in_cksum(bytes(b[14:34])).to_bytes(2, "big")
+    return bytes(b)
+
+
+def test_tunnel_outer_ecn_ce_becomes_ect0() -> None:
+    """ip_vs_prepare_tunneled_skb (ip_vs_xmit.c:1031): *dsfield =
+    INET_ECN_encapsulate(old, old): the outer TOS is the inner one but for ECN CE,
+    which goes out as ECT(0)."""
+    rules = f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1} -i\n"
+    outer = _tunnelled(rules, _with_tos(tcp(CL, 1000, VIP, 80, "S"), 0xB8 | 3))
+    assert outer[1] == 0xB8 | 2 and outer[20 + 1] == 0xB8 | 3  # the inner keeps CE
+    assert dpkt.in_cksum(outer[:20]) == 0
+
+
+def test_ipv6_in_ipv4_tunnel_outer_header_has_no_df() -> None:
+    """ip_vs_prepare_tunneled_skb (ip_vs_xmit.c:1011-1013): for an IPv6 inner packet
+    *df = 0, so the outer IPv4 header of an IPv6 service's IPv4 tunnel has no DF."""
+    from packets import tcp6
+
+    rules = "-A -t [2001:db8::100]:80 -s rr\n-a -t [2001:db8::100]:80 -r 192.168.0.10 -i\n"
+    outer = _tunnelled(rules, tcp6("2001:db8:f::1", 1000, "2001:db8::100", 80, "S"))
+    assert outer[0] == 0x45 and outer[9] == 41 and outer[6] & 0x40 == 0
+
+
+def test_ipv6_tunnel_outer_header_carries_the_inner_tos() -> None:
+    """ip_vs_tunnel_xmit_v6 (ip_vs_xmit.c:1430-1432): ipv6_change_dsfield(iph, 0,
+    dsfield): the outer IPv6 traffic class is the inner TOS (ECN-encapsulated), flow
+    label 0."""
+    rules = f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r [2001:db8:5::6]:80 -i\n"
+    d = director(rules, tunnel_source="2001:db8::254")
+    out, v = d.process_packets([_with_tos(tcp(CL, 1000, VIP, 80, "S"), 0x28)])
+    assert v == [V.FWD_TUN]
+    outer = out[0][14:]
+    assert outer[0] >> 4 == 6 and ((outer[0] & 0x0F) << 4 | outer[1] >> 4) == 0x28
+    assert outer[1] & 0x0F == 0 and outer[2:4] == b"\0\0"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ip_vs_tunnel_xmit (ip_vs_xmit.c:1287) calls ip_select_ident: an outer IPv4 header "
+    "without DF gets an id from the kernel's hashed per-destination generator "
+    "(__ip_select_ident, random-keyed); fastvs writes id 0, as the kernel does with DF"))
+def test_tunnel_outer_id_without_df_is_not_zero() -> None:
+    rules = f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1} -i\n"
+    outer = _tunnelled(rules, tcp(CL, 1000, VIP, 80, "S"))
+    assert outer[6] & 0x40 == 0 and outer[4:6] != b"\0\0"
