@@ -161,3 +161,14 @@ def test_tunnel_outer_id_without_df_is_not_zero() -> None:
     rules = f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1} -i\n"
     outer = _tunnelled(rules, tcp(CL, 1000, VIP, 80, "S"))
     assert outer[6] & 0x40 == 0 and outer[4:6] != b"\0\0"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ip_vs_null_xmit (ip_vs_xmit.c:719-730) returns NF_ACCEPT for a LOCALNODE "
+    "connection: the packet goes to the director's own stack, nothing is sent; fastvs "
+    "has no local stack and sends it on as a tunnelled packet would (_fwd_local.pxd)"))
+def test_localnode_connection_is_delivered_locally() -> None:
+    d = director(f"-A -t {VIP}:80 -s rr\n")
+    d.engine.add_dest(0, "10.10.0.1", 80, 1, "local")
+    _, v = d.process_packets([tcp(CL, 1000, VIP, 80, "S")])
+    assert v == [V.DROP_LOCAL]
