@@ -232,11 +232,12 @@ def test_expire_nodest_conn_flushes_at_removal() -> None:
         assert r["activeconns"] == 2
 
 
-def test_quiesced_server_syn_reuse_needs_conn_reuse_mode() -> None:
-    """ip_vs_in: a SYN on an entry whose server has weight 0 is scheduled anew with
-    expire_nodest_conn, but only when conn_reuse_mode is on (the whole reuse block is
-    under ``if (conn_reuse_mode && ... is_new_conn(...) && cp)``)."""
-    for mode, want in ((1, R11), (0, R10)):
+def test_quiesced_server_syn_reuse_does_not_need_conn_reuse_mode() -> None:
+    """ip_vs_in_hook (ip_vs_core.c:2016-2022 in 6.1.192): a SYN on an entry whose server
+    has weight 0 is scheduled anew with expire_nodest_conn, whatever conn_reuse_mode
+    is: the block is under ``if (!iph.fragoffs && is_new_conn(...) && cp)`` and only
+    its TIME_WAIT/CLOSE branch reads conn_reuse_mode."""
+    for mode, want in ((1, R11), (0, R11)):
         d = Director(parse_rules(rr(R10, R11)), seed=1, expire_nodest_conn=True, conn_reuse_mode=mode)
         quiesced = f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R10}:8080 -m -w 0\n-a -t {VIP}:80 -r {R11}:8080 -m\n"
         d.rules_at(10 * S, parse_rules(quiesced))
