@@ -172,3 +172,30 @@ def test_localnode_connection_is_delivered_locally() -> None:
     d.engine.add_dest(0, "10.10.0.1", 80, 1, "local")
     _, v = d.process_packets([tcp(CL, 1000, VIP, 80, "S")])
     assert v == [V.DROP_LOCAL]
+
+
+def test_icmp_error_toward_a_nat_real_server_is_counted_before_its_ttl_drop() -> None:
+    """ip_vs_in_icmp (ip_vs_core.c:1811): ip_vs_in_stats counts the error before
+    ip_vs_icmp_xmit's route (decrement_ttl, ip_vs_xmit.c:260) drops it for TTL 1."""
+    d = director(f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1}:8080 -m\n")
+    d.process_packets([tcp(CL, 1000, VIP, 80, "S")])
+    err = icmp_error("100.64.9.9", VIP, tcp(VIP, 80, CL, 1000, "SA"), icmp_type=3, code=4, ttl=1)
+    _, v = d.process_packets([err], [S])
+    assert v == [V.DROP_TTL]
+    assert real(d, R1)["stats"]["inpkts"] == 2
+
+
+def test_icmp_error_on_a_dr_connection_counts_toward_the_sync_threshold() -> None:
+    """ip_vs_icmp_xmit (ip_vs_xmit.c:1552-1559): an error sent on by a DR/TUN
+    connection's own method counts in cp->in_pkts, so with sync_threshold 3 the
+    handshake's ACK after SYN and error is the connection's 3rd input packet and is
+    sent to the backups."""
+    from fastvs.control.director import parse_neigh
+
+    d = director(f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1}:80 -g\n",
+                 neigh=parse_neigh(f"{R1} 02:52:c0:a8:00:0a\n"))
+    d.enable_sync_master(threshold=3, period=50)
+    d.process_packets([tcp(CL, 1000, VIP, 80, "S")])
+    err = icmp_error("100.64.9.9", VIP, tcp(VIP, 80, CL, 1000, "SA"), icmp_type=3, code=4)
+    d.process_packets([err, tcp(CL, 1000, VIP, 80, "A")], [S, 2 * S])
+    assert len(d.take_sync_events()) == 1
