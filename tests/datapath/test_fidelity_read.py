@@ -199,3 +199,28 @@ def test_icmp_error_on_a_dr_connection_counts_toward_the_sync_threshold() -> Non
     err = icmp_error("100.64.9.9", VIP, tcp(VIP, 80, CL, 1000, "SA"), icmp_type=3, code=4)
     d.process_packets([err, tcp(CL, 1000, VIP, 80, "A")], [S, 2 * S])
     assert len(d.take_sync_events()) == 1
+
+
+def test_icmpv6_error_quoting_a_packet_with_an_ah_header_is_translated() -> None:
+    """ip_vs_in_icmp_v6 (ip_vs_core.c:1864) finds the quoted transport header with
+    ip_vs_fill_iph_skb_icmp -> ipv6_find_hdr, which steps over AH as over the other
+    extension headers: the error about a reply quoting VIP -> client through AH is the
+    connection's and goes to the real server."""
+    from packets import icmp6_error, tcp6
+
+    vip6, r6, c6 = "2001:db8::1", "2001:db8:1::10", "2001:db8:2::5"
+    d = director(f"-A -t [{vip6}]:80 -s rr\n-a -t [{vip6}]:80 -r [{r6}]:8080 -m\n")
+    d.process_packets([tcp6(c6, 40000, vip6, 80, "S")])
+    ah = bytes([6, 4, 0, 0]) + bytes(20)  # next header TCP, 24 bytes (payload len 4)
+    quoted = tcp6(vip6, 80, c6, 40000, "SA", ext=ah, ext_nh=51)
+    err = icmp6_error("2001:db8:2::1", vip6, quoted, icmp_type=1, code=4, quote_len=88)
+    out, v = d.process_packets([err], [S])
+    assert v == [V.FWD_IN]
+    assert out[0][14 + 24:14 + 40] == bytes.fromhex("20010db8000100000000000000000010")
+    q = out[0][14 + 48:]  # the quoted packet: its source and port are the real server's
+    assert q[8:24] == bytes.fromhex("20010db8000100000000000000000010")
+    assert q[40 + 24:40 + 26] == (8080).to_bytes(2, "big")
+    body = out[0][14 + 40:]
+    s6, d6 = out[0][14 + 8:14 + 24], out[0][14 + 24:14 + 40]
+    pseudo = s6 + d6 + len(body).to_bytes(4, "big") + b"\x00\x00\x00\x3a"
+    assert dpkt.in_cksum(pseudo + body) == 0
