@@ -224,3 +224,32 @@ def test_icmpv6_error_quoting_a_packet_with_an_ah_header_is_translated() -> None
     s6, d6 = out[0][14 + 8:14 + 24], out[0][14 + 24:14 + 40]
     pseudo = s6 + d6 + len(body).to_bytes(4, "big") + b"\x00\x00\x00\x3a"
     assert dpkt.in_cksum(pseudo + body) == 0
+
+
+def _sctp(src: str, sport: int, dst: str, dport: int, chunks: bytes) -> bytes:
+    import socket
+    import struct
+
+    import dpkt.crc32c
+
+    hdr = struct.pack(">HHII", sport, dport, 0x1234ABCD, 0)
+    crc = dpkt.crc32c.cksum(hdr + chunks)
+    payload = hdr[:8] + struct.pack(">I", crc) + chunks
+    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=132, ttl=64,
+                    data=payload)
+    ip.len = 20 + len(payload)
+    return bytes(dpkt.ethernet.Ethernet(src=b"\x02" * 6, dst=b"\x04" * 6, type=0x0800, data=ip))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "set_sctp_state (ip_vs_proto_sctp.c:377-389) returns without a state change when "
+    "the packet has no chunk header, and ip_vs_in_hook still counts and forwards it for "
+    "a known association; fastvs's parser drops an SCTP datagram shorter than common "
+    "header + chunk header as malformed"))
+def test_sctp_packet_without_a_chunk_is_forwarded_on_its_association() -> None:
+    d = director(f"-A --sctp-service {VIP}:3868 -s rr\n-a --sctp-service {VIP}:3868 -r {R1}:13868 -m\n")
+    init = b"\x01\x00\x00\x14" + bytes(16)  # INIT, 20 bytes
+    _, v = d.process_packets([_sctp(CL, 5000, VIP, 3868, init)])
+    assert v == [V.FWD_IN]
+    _, v = d.process_packets([_sctp(CL, 5000, VIP, 3868, b"")], [S])
+    assert v == [V.FWD_IN]
