@@ -253,3 +253,22 @@ def test_sctp_packet_without_a_chunk_is_forwarded_on_its_association() -> None:
     assert v == [V.FWD_IN]
     _, v = d.process_packets([_sctp(CL, 5000, VIP, 3868, b"")], [S])
     assert v == [V.FWD_IN]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ip_vs_in_hook finds the connection by the ports alone (ip_vs_conn_fill_param_proto, "
+    "ip_vs_conn.c:314) and tcp_state_transition (ip_vs_proto_tcp.c:551-565) skips a "
+    "header shorter than 20 bytes, so ip_vs_dr_xmit forwards it (only NAT's "
+    "tcp_dnat_handler refuses it); fastvs's parser drops a TCP header under 20 bytes"))
+def test_short_tcp_header_on_a_dr_connection_is_forwarded() -> None:
+    from fastvs.control.director import parse_neigh
+
+    d = director(f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1}:80 -g\n",
+                 neigh=parse_neigh(f"{R1} 02:52:c0:a8:00:0a\n"))
+    d.process_packets([tcp(CL, 1000, VIP, 80, "S")])
+    short = bytearray(tcp(CL, 1000, VIP, 80, "A"))[:14 + 20 + 8]
+    short[14 + 2:14 + 4] = (28).to_bytes(2, "big")
+    short[14 + 10:14 + 12] = b"\0\0"
+    short[14 + 10:14 + 12] = dpkt.in_cksum(bytes(short[14:34])).to_bytes(2, "big")
+    _, v = d.process_packets([bytes(short)], [S])
+    assert v == [V.FWD_DR]
