@@ -52,6 +52,7 @@ cdef inline void conn_expire(EngineState* st, uint32_t idx) noexcept nogil:
     timer ran."""
     cdef Conn* c = &st.ct.conns[idx]
     cdef int64_t now
+    cdef uint32_t t
     if c.n_control > 0:
         c.timeout = 60 * NS
         if st.sync != NULL:
@@ -62,7 +63,15 @@ cdef inline void conn_expire(EngineState* st, uint32_t idx) noexcept nogil:
         c.expires = st.now + c.timeout
         return
     if c.control:
-        st.ct.conns[c.control - 1].n_control -= 1
+        t = c.control - 1
+        st.ct.conns[t].n_control -= 1
+        # an entry deleted at once (ip_vs_conn_del sets timeout 0: drop_entry) takes
+        # its template with it when that now controls nothing and is not assured
+        # (ip_vs_conn_expire, ip_vs_conn.c:849-858)
+        if (c.timeout == 0 and st.ct.conns[t].n_control == 0
+                and not (st.ct.conns[t].state & CTPL_S_ASSURED)):
+            ct_unhash(&st.ct, t)
+            ct_expire_at(&st.ct, t, st.now)
     if c.dest >= 0:
         dest_unbind(&st.dests[c.dest], c)
     ct_free(&st.ct, idx)

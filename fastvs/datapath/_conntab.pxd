@@ -20,7 +20,7 @@ packet is one comparison with the heap's top, never a scan of the table.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport calloc, free
-from fastvs.datapath._types cimport Conn, PacketMeta, CONN_F_TEMPLATE, FV_LIKELY
+from fastvs.datapath._types cimport Conn, PacketMeta, CONN_F_TEMPLATE, FV_LIKELY, FWD_MASQ
 from fastvs.datapath._bytes cimport ldraw16, ldraw32
 
 cdef extern from "_hash.h" nogil:
@@ -162,6 +162,7 @@ cdef inline uint32_t ct_lookup(const ConnTable* t, const PacketMeta* m, uint64_t
     cdef uint64_t b
     cdef uint32_t idx
     cdef const Conn* c
+    cdef const uint32_t* src
     while True:
         b = t.buckets[pos]
         if b == 0:
@@ -172,8 +173,15 @@ cdef inline uint32_t ct_lookup(const ConnTable* t, const PacketMeta* m, uint64_t
             # (proto, af) and a direction's two ports each compare as one word
             if same16(&c.proto, &m.proto) and not (c.in_use & 4):
                 if (b >> 31) & 1:
+                    # ip_vs_conn_out_get (ip_vs_conn.c:401-441): a reply comes from the
+                    # real server under NAT, from the VIP otherwise (DR/TUN real
+                    # servers answer as the VIP; their dport is the vport)
+                    if FV_LIKELY(c.fwd == FWD_MASQ):
+                        src = &c.daddr[0]
+                    else:
+                        src = &c.vaddr[0]
                     if (same32(&c.dport_be, &m.sport_be)
-                            and addr_eq(c.daddr, m.saddr) & addr_eq(c.caddr, m.daddr)):
+                            and addr_eq(src, m.saddr) & addr_eq(c.caddr, m.daddr)):
                         direction[0] = CT_DIR_OUT
                         return idx
                 elif (same32(&c.cport_be, &m.sport_be)
@@ -361,7 +369,12 @@ cdef inline void ct_link(ConnTable* t, uint32_t idx) noexcept nogil:
     """Hash a filled-in record under both keys and arm its timer."""
     cdef Conn* c = &t.conns[idx]
     c.hash = fv_hash_key(c.caddr, c.vaddr, c.cport_be, c.vport_be, c.proto, t.seed)
-    c.hash_out = fv_hash_key(c.daddr, c.caddr, c.dport_be, c.cport_be, c.proto, t.seed)
+    # the out key: <real server, client> under NAT, <VIP, client> for DR/TUN/local
+    # (ip_vs_conn_out_get)
+    if c.fwd == FWD_MASQ:
+        c.hash_out = fv_hash_key(c.daddr, c.caddr, c.dport_be, c.cport_be, c.proto, t.seed)
+    else:
+        c.hash_out = fv_hash_key(c.vaddr, c.caddr, c.dport_be, c.cport_be, c.proto, t.seed)
     ct_bucket_put(t, c.hash, idx, CT_DIR_IN)
     t.nentries += 1
     if c.flags & CONN_F_TEMPLATE:

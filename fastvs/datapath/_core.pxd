@@ -297,9 +297,11 @@ cdef inline int icmp_packet(EngineState* st, uint8_t* p, PacketMeta* m) noexcept
                 count_out(st, c, m.l3len, True)
             return V_PASS_NOT_MASQ
         # ip_vs_in_icmp: no checksum check (only NAT's), counted, and
-        # ip_vs_icmp_xmit hands it to the connection's packet_xmit as it is
+        # ip_vs_icmp_xmit hands it to the connection's packet_xmit as it is, counting
+        # it in the connection's in_pkts (ip_vs_xmit.c:1552-1559)
         if dest_available(st, c):
             count_in(st, c, m.l3len, True)
+        c.in_pkts += 1
         if not st.keep_ttl and m.ttl <= 1:
             return V_DROP_TTL
         st.last_dest = c.dest
@@ -310,14 +312,17 @@ cdef inline int icmp_packet(EngineState* st, uint8_t* p, PacketMeta* m) noexcept
         return fwd_xmit(c.fwd, &xa)
     if not m.cut and not icmp_csum_ok(p, m):
         return V_DROP_ICMP_CSUM
+    # ip_vs_in_icmp counts an error about a reply (ip_vs_in_stats, ip_vs_core.c:1811, v6 :1910)
+    # before ip_vs_icmp_xmit's route drops it for its TTL; an error about a request
+    # met ip_forward's TTL check before ip_vs_out_icmp
+    if direction == CT_DIR_IN and dest_available(st, c):
+        count_in(st, c, m.l3len, True)
     if not st.keep_ttl:
         if m.ttl <= 1:
             return V_DROP_TTL
         hop_decrease(p, m)
     if direction == CT_DIR_IN:
         # about a reply the client side could not take: on to the real server
-        if dest_available(st, c):
-            count_in(st, c, m.l3len, True)
         icmp_nat(p, m, &im, c, False)
         return V_FWD_IN
     if dest_available(st, c):
@@ -361,9 +366,9 @@ cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int r
         pa.c = c
         if FV_UNLIKELY(pp_is_new_conn(mp.proto, &pa)):
             pa.arg = st.conn_reuse_mode
-            if not st.conn_reuse_mode:
-                pass        # ip_vs_in: with conn_reuse_mode 0 neither check is made
-            elif st.expire_nodest_conn and c.dest >= 0 and st.dests[c.dest].weight == 0:
+            # ip_vs_in_hook (ip_vs_core.c:2018-2022): the quiesced server's check does
+            # not depend on conn_reuse_mode
+            if st.expire_nodest_conn and c.dest >= 0 and st.dests[c.dest].weight == 0:
                 conn_expire_now(st, idx)
                 idx = CT_NONE
             elif st.conn_reuse_mode and pp_new_conn_expected(c.proto, &pa):

@@ -176,6 +176,7 @@ cdef inline void update_defense(EngineState* st) noexcept nogil:
                 continue
         elif not todrop_entry(st, c):
             continue
+        c.timeout = 0               # ip_vs_conn_del: the control chain goes too
         conn_expire_now(st, idx)
         st.entries_dropped += 1
 

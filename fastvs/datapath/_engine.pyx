@@ -748,10 +748,17 @@ cdef class Engine:
             d.weight = weight
         if fwd is not None:
             d.fwd = FWD_CODES[fwd]
-        # the overload mark goes when the new upper threshold is off or above the
-        # connections the real server has now (ip_vs_dest_totalconns)
-        if ut == 0 or <int64_t>ut > <int64_t>d.activeconns + d.inactconns:
-            d.flags &= ~DEST_F_OVERLOAD
+        # __ip_vs_update_dest (ip_vs_ctl.c:969-978 in 6.1.192): only a change of a
+        # threshold re-decides the overload mark, as __ip_vs_dest_update_overload
+        # (dest, 0) does (ip_vs_ctl.c:872-892): off without an upper threshold, on at
+        # or above it, kept from the lower one (-y, or u - u/4) up, off below
+        cdef int64_t conns = <int64_t>d.activeconns + d.inactconns      # totalconns
+        cdef int64_t lval = lt if lt else ut - (ut >> 2)
+        if ut != d.u_threshold or lt != d.l_threshold:
+            if ut == 0 or conns < lval:
+                d.flags &= ~DEST_F_OVERLOAD
+            elif conns >= ut:
+                d.flags |= DEST_F_OVERLOAD
         d.u_threshold = ut
         d.l_threshold = lt
 
@@ -1244,7 +1251,10 @@ cdef class Engine:
             "template": bool(c.flags & CONN_F_TEMPLATE),
             "caddr": _addr_str(c.caddr, c.af), "cport": _port(c.cport_be),
             "vaddr": _addr_str(c.vaddr, c.af), "vport": _port(c.vport_be),
-            "daddr": _addr_str(c.daddr, c.af), "dport": _port(c.dport_be),
+            # in the real server's family (cp->daf: ip_vs_conn_seq_show), which for a
+            # tunnel may differ from the connection's
+            "daddr": _addr_str(c.daddr, self.st.dests[c.dest].af if c.dest >= 0 else c.af),
+            "dport": _port(c.dport_be),
             "state": state,
             "expires_ns": max(0, c.expires - self.st.now),
             "dest": c.dest,

@@ -78,6 +78,12 @@ cdef inline int icmp_inner(const uint8_t* p, const PacketMeta* m, PacketMeta* im
                     return -1
                 nh = p[off]
                 off += 8
+            elif nh == 51:
+                # AH (ipv6_find_hdr, through ip_vs_fill_iph_skb_icmp)
+                if off + 8 > end:
+                    return -1
+                nh = p[off]
+                off += (<uint32_t>p[off + 1] + 2) * 4
             else:
                 break
         im.proto = nh

@@ -86,6 +86,7 @@ def encap_tunnel(const uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t
     cdef uint32_t extra, inner_len, inner_cap, hl, avail
     cdef uint32_t l3 = 0
     cdef int af_in
+    cdef uint8_t ds
     cdef int32_t d
     cdef uint8_t* o
     cdef const uint8_t* f
@@ -147,14 +148,21 @@ def encap_tunnel(const uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t
             set_link_family(o, l3, linktype[i], hl == 20)
             h = o + l3
             memcpy(h + hl, f + l3, inner_cap)
+            # ip_vs_prepare_tunneled_skb (ip_vs_xmit.c:974-1034): the inner TOS or
+            # traffic class, ECN-encapsulated (INET_ECN_encapsulate: CE goes out as
+            # ECT(0)), is the outer one's
+            ds = f[l3 + 1] if af_in == 4 else <uint8_t>(((f[l3] & 0x0f) << 4) | (f[l3 + 1] >> 4))
+            if ds & 3 == 3:
+                ds = (ds & 0xfc) | 2
             if hl == 20:
                 h[0] = 0x45
-                # tos from the inner header (dsfield), DF copied (pmtu_disc), id 0
-                h[1] = f[l3 + 1] if af_in == 4 else <uint8_t>(((f[l3] & 0x0f) << 4) | (f[l3 + 1] >> 4))
+                # DF copied from an IPv4 inner header (pmtu_disc), none over an IPv6
+                # one (*df = 0); id 0
+                h[1] = ds
                 st16(h + 2, <uint16_t>(inner_len + 20))
                 h[4] = 0
                 h[5] = 0
-                h[6] = (f[l3 + 6] & 0x40) if af_in == 4 else 0x40
+                h[6] = (f[l3 + 6] & 0x40) if af_in == 4 else 0
                 h[7] = 0
                 h[8] = f[l3 + 8] if af_in == 4 else f[l3 + 7]
                 h[9] = 4 if af_in == 4 else 41
@@ -162,8 +170,9 @@ def encap_tunnel(const uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t
                 memcpy(h + 16, &dest_addr[d, 0], 4)
                 ip_send_check(h, 20)
             else:
-                h[0] = 0x60
-                h[1] = 0
+                # ip_vs_tunnel_xmit_v6: flow label 0, traffic class dsfield
+                h[0] = 0x60 | (ds >> 4)
+                h[1] = <uint8_t>((ds & 0x0f) << 4)
                 h[2] = 0
                 h[3] = 0
                 st16(h + 4, <uint16_t>inner_len)

@@ -27,8 +27,10 @@ ctypedef struct SchedOps:
     sched_del_fn del_dest
 
 cdef inline int64_t dest_overhead(const Dest* d) noexcept nogil:
-    """ip_vs_dest_conn_overhead: active connections weigh 256 inactive ones."""
-    return (<int64_t>d.activeconns << 8) + d.inactconns
+    """ip_vs_dest_conn_overhead (include/net/ip_vs.h:1745-1756 in 6.1.192): activeconns
+    * 256 + totalconns, and totalconns counts the active connections as well
+    (ip_vs_bind_dest), so an active connection weighs 257 inactive ones."""
+    return (<int64_t>d.activeconns << 8) + d.activeconns + d.inactconns
 
 cdef inline bint dest_overloaded(const Dest* d) noexcept nogil:
     return (d.flags & DEST_F_OVERLOAD) != 0
@@ -54,7 +56,7 @@ cdef inline int32_t weighted_least(Service* svc, Dest* dests, bint sed) noexcept
     first usable dest (not overloaded, weight > 0) starts, then every later dest not
     overloaded wins if overhead/weight is strictly smaller, compared cross-multiplied
     in 64 bits (so a weight-0 dest never wins and the first in list order wins a tie).
-    ``sed`` takes active + 1 as the overhead instead of active * 256 + inactive."""
+    ``sed`` takes active + 1 as the overhead instead of active * 256 + total."""
     cdef int32_t least = -1
     cdef int64_t loh = 0
     cdef int64_t doh

@@ -10,8 +10,10 @@ The collector is the kernel's: a timer every 60 s of engine time, started 60 s a
 service's first scheduled connection, that drops entries unused for 6 minutes once the
 entry counter exceeds max_size = 16384 (at most (entries - max_size) * 4 / 3, capped at
 max_size / 2, resuming at a rover), and on every 30th quiet tick drops entries unused
-for the scheduler's ``expiration``. ``entries`` is the kernel's tbl->entries: replacing
-an lblc entry does not decrement it, as ip_vs_lblc_new does not.
+for the scheduler's ``expiration``. ``entries`` is the kernel's tbl->entries, and no new
+entry is made while it is at max_size * 3 / 2 or more (6.1.192's bound on the cache's
+growth, ip_vs_lblc.c:210, ip_vs_lblcr.c:368): the connection still goes to the server
+chosen, uncached.
 """
 from libc.stdint cimport int32_t, int64_t, uint32_t
 from libc.stdlib cimport calloc, free
@@ -124,8 +126,11 @@ cdef inline int32_t lbc_get(LbcTable* t, const uint32_t* addr) noexcept nogil:
 
 cdef inline int32_t lbc_new(LbcTable* t, const uint32_t* addr, int64_t now) noexcept nogil:
     """A new entry for ``addr`` at its chain's head (the caller fills what it keeps),
-    counted in ``entries``; -1 when the pool is full."""
+    counted in ``entries``; -1 when ``entries`` reached max_size * 3 / 2 (the
+    kernel's bound) or the pool is full."""
     cdef int32_t e, b
+    if t.entries >= t.max_size * 3 // 2:
+        return -1
     if t.free_head >= 0:
         e = t.free_head
         t.free_head = t.pool[e].next

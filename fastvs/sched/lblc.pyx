@@ -18,13 +18,13 @@ fastvs specifics:
   60 s after the first connection the service schedules (the kernel: 60 s after
   the service is created, which offline has no time); timer ticks due by a
   packet's time run, each at its own time, before the packet is scheduled.
-- The kernel's entry counter is not decremented when an entry is replaced by one
-  for another server (ip_vs_lblc_new deletes without atomic_dec); fastvs keeps
-  that counter as the kernel does, since the collector's decisions depend on it.
+- The kernel's entry counter goes down when an entry is replaced by one for
+  another server (ip_vs_lblc_new, ip_vs_lblc.c:208 in 6.1.192), and no entry is
+  made while it is at max_size * 3 / 2 = 24576 or more (ip_vs_lblc.c:210): the
+  connection still goes to the chosen server, uncached; ``cache_full()`` counts these.
 - Memory is bounded: each service preallocates room for ``set_capacity`` entries
-  (default 65536, 4 x max_size).  When it is full a new mapping is not cached --
-  the kernel's behaviour when its GFP_ATOMIC allocation fails -- and the
-  connection still goes to the chosen server; ``cache_full()`` counts these.
+  (default 65536, more than the kernel's bound).  When it is full a new mapping is
+  not cached either (the kernel's failed GFP_ATOMIC allocation).
 - A removed server's entries stay until replaced or collected (as in the kernel,
   which checks IP_VS_DEST_F_AVAILABLE); a server added again while still in the
   trash is the same server (ip_vs_trash_get_dest), so those entries come back to
@@ -51,7 +51,8 @@ cdef void lblc_new(LbcTable* t, const uint32_t* addr, int32_t dest, int64_t now)
     if e >= 0:
         if t.pool[e].dest == dest:
             return
-        lbc_unlink(t, e)        # no entries-- here, as in the kernel
+        lbc_unlink(t, e)
+        t.entries -= 1
     e = lbc_new(t, addr, now)
     if e < 0:
         _cache_full += 1

@@ -19,7 +19,9 @@ fastvs specifics, as in lblc: the engine clock in ns instead of jiffies; the tim
 starts 60 s after the service's first scheduled connection and ticks due by a
 packet's time run first; each service preallocates ``set_capacity`` entries and
 twice as many set members, and an entry or member that does not fit is simply not
-created (the kernel's GFP_ATOMIC failure path), counted by ``cache_full()``.
+created (the kernel's GFP_ATOMIC failure path), counted by ``cache_full()``; nor is a
+new entry once the table holds max_size * 3 / 2 = 24576 (ip_vs_lblcr_new,
+ip_vs_lblcr.c:368 in 6.1.192).
 """
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t

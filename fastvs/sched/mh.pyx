@@ -11,7 +11,8 @@ edit and removal):
   weight 0 has last weight 0); g is the gcd of the positive last weights and
   rshift = max(0, fls(max last weight / g) - 6);
 - each server gets a permutation of the slots: offset = h1 % 4093, skip = h2 %
-  4092 + 1, where h1, h2 are hsiphash of (ntohs(port) + ntohl(addr)) under the two
+  4092 + 1, where h1, h2 are hsiphash of (ntohs(port) + ntohl(addr)) (addr folded
+  as an address of the service's family, whatever the server's) under the two
   fixed keys (2654435761, 2654435761) and (2654446892, 2654446892), and
   turns = (last weight / g) >> rshift, or 1 when that is 0 and last weight > 0;
 - servers take turns in list order, each claiming ``turns`` slots per round: the
@@ -132,7 +133,10 @@ cdef void mh_populate(MhState* s, Service* svc, Dest* dests) noexcept nogil:
         return                  # -ENOMEM: the old table stays
     for i in range(n):
         d = svc.dest_list[i]
-        addr = addr_fold(dests[d].addr, dests[d].af)
+        # ip_vs_mh_permutate (ip_vs_mh.c:143-147) folds a real server's address as an
+        # address of the service's family: an IPv6 real server of an IPv4 service
+        # (tunnel) hashes its first 32 bits only
+        addr = addr_fold(dests[d].addr, svc.af)
         port = ntohs(dests[d].port_be)
         perm[i] = mh_hashkey(addr, port, KEY1, 0) % MH_TAB_SIZE
         skip[i] = mh_hashkey(addr, port, KEY2, 0) % (MH_TAB_SIZE - 1) + 1

@@ -43,8 +43,9 @@ cdef inline uint32_t random_below(uint64_t* s, uint32_t ceil) noexcept nogil:
 
 
 cdef inline int32_t overhead32(const Dest* d) noexcept nogil:
-    # ip_vs_dest_conn_overhead returns an int
-    return <int32_t>((<uint32_t>d.activeconns << 8) + <uint32_t>d.inactconns)
+    # ip_vs_dest_conn_overhead returns an int: activeconns * 256 + totalconns
+    return <int32_t>((<uint32_t>d.activeconns << 8) + <uint32_t>d.activeconns
+                     + <uint32_t>d.inactconns)
 
 
 cdef inline int32_t mul32(int32_t a, int32_t b) noexcept nogil:

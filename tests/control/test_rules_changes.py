@@ -232,11 +232,12 @@ def test_expire_nodest_conn_flushes_at_removal() -> None:
         assert r["activeconns"] == 2
 
 
-def test_quiesced_server_syn_reuse_needs_conn_reuse_mode() -> None:
-    """ip_vs_in: a SYN on an entry whose server has weight 0 is scheduled anew with
-    expire_nodest_conn, but only when conn_reuse_mode is on (the whole reuse block is
-    under ``if (conn_reuse_mode && ... is_new_conn(...) && cp)``)."""
-    for mode, want in ((1, R11), (0, R10)):
+def test_quiesced_server_syn_reuse_does_not_need_conn_reuse_mode() -> None:
+    """ip_vs_in_hook (ip_vs_core.c:2016-2022 in 6.1.192): a SYN on an entry whose server
+    has weight 0 is scheduled anew with expire_nodest_conn, whatever conn_reuse_mode
+    is: the block is under ``if (!iph.fragoffs && is_new_conn(...) && cp)`` and only
+    its TIME_WAIT/CLOSE branch reads conn_reuse_mode."""
+    for mode, want in ((1, R11), (0, R11)):
         d = Director(parse_rules(rr(R10, R11)), seed=1, expire_nodest_conn=True, conn_reuse_mode=mode)
         quiesced = f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R10}:8080 -m -w 0\n-a -t {VIP}:80 -r {R11}:8080 -m\n"
         d.rules_at(10 * S, parse_rules(quiesced))
@@ -247,18 +248,21 @@ def test_quiesced_server_syn_reuse_needs_conn_reuse_mode() -> None:
 
 
 def test_edit_clears_overload_only_above_the_current_connections() -> None:
-    """__ip_vs_update_dest clears IP_VS_DEST_F_OVERLOAD when the new -x is 0 or above
-    the server's connections now (ip_vs_dest_totalconns), not above the old -x:
-    persistence took .11 to 4 connections past -x 2; -x 3 leaves it overloaded, -x 5
-    clears it. (rr's list is .11 .10.)"""
+    """__ip_vs_update_dest re-decides IP_VS_DEST_F_OVERLOAD when -x/-y change, with
+    __ip_vs_dest_update_overload(dest, 0) (ip_vs_ctl.c:872-892, 969-978 in 6.1.192):
+    set from the new -x up, kept from the lower threshold (-y, or x - x/4) up, cleared
+    below it. Persistence took .11 to 4 connections past -x 2; -x 3 leaves it
+    overloaded, -x 5 too (4 >= 5 - 1), -x 6 clears it (4 < 6 - 1). (rr's list is .11
+    .10.)"""
     pers = f"-A -t {VIP}:80 -s rr -p 300\n-a -t {VIP}:80 -r {R10}:8080 -m\n-a -t {VIP}:80 -r {R11}:8080 -m -x 2\n"
     d = Director(parse_rules(pers), seed=1)
     d.rules_at(10 * S, parse_rules(pers.replace("-x 2", "-x 3")))
-    d.rules_at(20 * S, parse_rules(pers.replace("-x 2", "-x 5")))
+    d.rules_at(15 * S, parse_rules(pers.replace("-x 2", "-x 5")))
+    d.rules_at(20 * S, parse_rules(pers.replace("-x 2", "-x 6")))
     c = "100.64.0.1"
     frames = [tcp(c, 1000 + i, VIP, 80, "S") for i in range(4)]          # one client: .11
-    frames += [tcp(f"100.64.0.{k}", 1, VIP, 80, "S") for k in (2, 3, 4)]
-    d.process_packets(frames, [0, 1, 2, 3, 11 * S, 12 * S, 21 * S])
+    frames += [tcp(f"100.64.0.{k}", 1, VIP, 80, "S") for k in (2, 3, 4, 5)]
+    d.process_packets(frames, [0, 1, 2, 3, 11 * S, 12 * S, 16 * S, 21 * S])
     assert {d.lookup("tcp", c, 1000 + i, VIP, 80)["daddr"] for i in range(4)} == {R11}
-    picks = [d.lookup("tcp", f"100.64.0.{k}", 1, VIP, 80)["daddr"] for k in (2, 3, 4)]
-    assert picks == [R10, R10, R11]     # .11 overloaded under -x 3, not under -x 5
+    picks = [d.lookup("tcp", f"100.64.0.{k}", 1, VIP, 80)["daddr"] for k in (2, 3, 4, 5)]
+    assert picks == [R10, R10, R10, R11]     # .11 overloaded under -x 3 and -x 5, not -x 6

@@ -182,20 +182,31 @@ def test_icmp_error_from_the_server_side_of_a_dr_connection_is_counted_and_route
     rules = f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1}:80 -g\n"
     d = director(rules, neigh=parse_neigh(f"{R1} 02:52:c0:a8:00:0a\n"))
     d.process_packets([tcp(CL, 1000, VIP, 80, "S")])
-    err = icmp_error("192.168.0.1", CL, tcp(CL, 1000, R1, 80, "S"), icmp_type=3, code=1)
+    # (the director sent the client's packet on unchanged: to the VIP; ip_vs_conn_out_get
+    # (ip_vs_conn.c:401-441) matches a DR connection by the VIP, not the real server)
+    err = icmp_error("192.168.0.1", CL, tcp(CL, 1000, VIP, 80, "S"), icmp_type=3, code=1)
     out, v = d.process_packets([err], [S])
     assert v == [V.PASS_NOT_MASQ]
     assert out[0][14 + 12:14 + 20] == err[14 + 12:14 + 20] and out[0][14 + 8] == 63
     assert real(d, R1)["stats"]["outpkts"] == 1
+    # one quoting the real server's address is not about the connection
+    err = icmp_error("192.168.0.1", CL, tcp(CL, 1000, R1, 80, "S"), icmp_type=3, code=1)
+    _, v = d.process_packets([err], [2 * S])
+    assert v == [V.PASS_PROTO] and real(d, R1)["stats"]["outpkts"] == 1
 
 
 def test_reply_through_the_director_on_a_dr_connection_counts_and_steps_state() -> None:
     """handle_response (ip_vs_core.c:1269-1314): a connection that is not NAT skips the
-    rewrite but is counted (ip_vs_out_stats) and steps its state on output."""
+    rewrite but is counted (ip_vs_out_stats) and steps its state on output. The reply
+    is the real server's answer as it sends it, from the VIP: ip_vs_conn_out_get
+    (ip_vs_conn.c:401-441) matches a DR/TUN connection by vaddr:vport; a packet from
+    the real server's own address is not the connection's."""
     rules = f"-A -t {VIP}:80 -s rr\n-a -t {VIP}:80 -r {R1}:80 -g\n"
     d = director(rules, neigh=parse_neigh(f"{R1} 02:52:c0:a8:00:0a\n"))
     d.process_packets([tcp(CL, 1000, VIP, 80, "S")])
-    reply = tcp(R1, 80, CL, 1000, "SA")
+    _, v = d.process_packets([tcp(R1, 80, CL, 1000, "SA")], [S // 2])
+    assert v == [V.PASS_NOT_SERVICE] and real(d, R1)["stats"]["outpkts"] == 0
+    reply = tcp(VIP, 80, CL, 1000, "SA")
     _, v = d.process_packets([reply], [S])
     assert v == [V.PASS_NOT_MASQ]
     assert real(d, R1)["stats"]["outpkts"] == 1

@@ -44,7 +44,8 @@ class RS:
 
 
 def overhead(d: RS) -> int:
-    return d.active * 256 + d.inactive
+    """ip_vs_dest_conn_overhead in 6.1.192: activeconns * 256 + totalconns."""
+    return d.active * 256 + (d.active + d.inactive)
 
 
 def ip_int(addr: str) -> int:
@@ -443,6 +444,9 @@ class _Cache:
         return next((e for e in self.chains[hash_32(ip_int(addr), 10)] if e.addr == addr), None)
 
     def add(self, e: _Entry) -> None:
+        """ip_vs_lblc_hash; 6.1.192 makes no entry at max_size * 3 / 2 or more."""
+        if self.entries >= 16384 * 3 // 2:
+            return
         self.chains[hash_32(ip_int(e.addr), 10)].insert(0, e)
         self.entries += 1
 
@@ -504,7 +508,8 @@ class LBLC:
         if e is not None:
             if e.dest is d:
                 return d
-            self.cache.remove(e)  # the kernel's counter is not decremented here
+            self.cache.remove(e)
+            self.cache.entries -= 1  # ip_vs_lblc_new (ip_vs_lblc.c:208 in 6.1.192)
         self.cache.add(_Entry(vaddr, now, dest=d))
         return d
 
