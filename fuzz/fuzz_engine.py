@@ -284,14 +284,18 @@ def check_tunnel(i: int, before: bytes, after: bytes, f: Frame, opts: Options,
     topo = topology()
     hop_in = inner[8] if af == 4 else inner[7]
     nh = 4 if af == 4 else 41
+    # the inner TOS / traffic class, ECN-encapsulated: CE goes out as ECT(0)
+    # (ip_vs_prepare_tunneled_skb, INET_ECN_encapsulate)
+    tos = inner[1] if af == 4 else ((inner[0] & 15) << 4) | (inner[1] >> 4)
+    if tos & 3 == 3:
+        tos = (tos & ~3) | 2
     if outer == 4:
-        tos = inner[1] if af == 4 else ((inner[0] & 15) << 4) | (inner[1] >> 4)
-        df = (inner[6] & 0x40) if af == 4 else 0x40
+        df = (inner[6] & 0x40) if af == 4 else 0  # DF copied from IPv4 only
         want = struct.pack(">BBHHBBB", 0x45, tos, l3len + 20, 0, df, 0, hop_in)
         if h[:9] != want or h[9] != nh or not ipv4_header_ok(h):
             raise Bad(f"packet {i}: fwd_tun outer IPv4 header {h.hex()}")
     else:
-        want = struct.pack(">IHBB", 6 << 28, l3len, nh, hop_in)
+        want = struct.pack(">IHBB", (6 << 28) | (tos << 20), l3len, nh, hop_in)
         if h[:8] != want:
             raise Bad(f"packet {i}: fwd_tun outer IPv6 header {h.hex()}")
     src, dst = (h[12:16], h[16:20]) if outer == 4 else (h[8:24], h[24:40])
