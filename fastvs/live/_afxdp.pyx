@@ -22,7 +22,8 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memset
 
 from fastvs.datapath._packet cimport LT_EN10MB
-from fastvs.live._l2 cimport L2Stage, L2State, L2_CSUM_COMPLETED, SIDE_CLIENT, l2_out, mono_ns
+from fastvs.live._l2 cimport (L2Stage, L2State, L2_CSUM_COMPLETED, SIDE_CLIENT, l2_out,
+                              l2_gather, mono_ns)
 from fastvs.live.xdp._xsk cimport (XskC, UmemC, XskSocket, xsk_rx, xsk_tx, xsk_refill,
                                    xsk_rx_ready, umem_recycle, csum_complete_partial)
 
@@ -161,20 +162,16 @@ cdef Py_ssize_t pump_rx(XPumpC* s, int timeout_ms) noexcept nogil:
 
 cdef void pump_tx(XPumpC* s, Py_ssize_t n) noexcept nogil:
     """The L2 output stage, one xsk_tx per side, every other frame back to the UMEM."""
-    cdef int out, j
-    cdef uint32_t i, q
+    cdef int out
+    cdef uint32_t q
     cdef Py_ssize_t b
     l2_out(s.l2, s.buf, s.off, s.caplen, s.ts, s.verdict, s.side, n,
            s.txidx[0], s.txidx[1], s.ntx)
     for out in range(2):
         if s.ntx[out] == 0:
             continue
-        for j in range(s.ntx[out]):
-            i = s.txidx[out][j]
-            s.txoff[j] = s.off[i]
-            s.txlen[j] = s.caplen[i]
-            s.sent[i] = 1
-            s.c[C_TX_BYTES] += s.caplen[i]
+        s.c[C_TX_BYTES] += l2_gather(s.txidx[out], s.ntx[out], s.off, s.caplen, s.txoff,
+                                     s.txlen, s.sent)
         q = xsk_tx(s.x[out if s.nsk == 2 else 0], s.txoff, s.txlen, <uint32_t>s.ntx[out])
         s.c[C_TX] += q
         if q < <uint32_t>s.ntx[out]:      # xsk_tx recycled the rest
