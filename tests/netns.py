@@ -162,6 +162,15 @@ class Topology:
         q = ["numtxqueues", str(queues), "numrxqueues", str(queues)] if queues > 1 else []
         sh("ip", "link", "add", a, "netns", ns_a, *q, "type", "veth", "peer", "name", b, "netns", ns_b, *q)
 
+    def set_queues(self, n: int) -> None:
+        """Give the director's veths and their peers ``n`` receive and transmit queues
+        (ethtool -L; at most the ``queues`` they were made with)."""
+        ends = [(self.director, self.client_if), (self.switch, "p0")]
+        if not self.one_arm:
+            ends += [(self.director, self.server_if), (self.client, "eth0")]
+        for ns, dev in ends:
+            self.nsx(ns, "ethtool", "-L", dev, "rx", str(n), "tx", str(n))
+
     def _peer_offloads(self, ns: str, dev: str) -> None:
         if shutil.which("ethtool"):
             self.nsx(ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off", check=False)

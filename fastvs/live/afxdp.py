@@ -47,7 +47,7 @@ from fastvs.live.iface import Iface
 FALLBACK = "ring-v2"
 RING = 2048  # RX, TX, fill and completion ring size per socket (--xdp-ring-size default)
 FRAME = 2048  # UMEM chunk size
-HANDOFF_SLOTS = 512  # frames each ring between two workers holds
+HANDOFF_SLOTS = 2048  # frames each ring between two workers holds (at most)
 SO_BUSY_POLL, SO_PREFER_BUSY_POLL, SO_BUSY_POLL_BUDGET = 46, 69, 70  # asm-generic/socket.h
 
 
@@ -124,7 +124,7 @@ class Handoff:
     def make(cls, workers: int, vips: Iterable[str]) -> Handoff:
         from fastvs.live._afxdp import handoff_size
 
-        # up to 512 slots of 2 KiB per ring, about 64 MiB at most in all
+        # up to HANDOFF_SLOTS slots of 2 KiB per ring, about 64 MiB at most in all
         slots = max(16, min(HANDOFF_SLOTS, 1 << ((64 << 20) // (workers * workers * 2048)).bit_length() - 1))
         efds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(workers)]
         return cls(mmap.mmap(-1, handoff_size(workers, slots)), efds, slots, _packed(vips))
