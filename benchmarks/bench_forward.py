@@ -15,7 +15,7 @@ real servers' interfaces). Prints a table with the ratios fastvs/kernel. Needs r
 ``ip netns``, ``wrk`` and ``nft``; run as a script::
 
     python benchmarks/bench_forward.py [--seconds 5] [--workers 1 2] [--io ring-v2 ring-v3 mmsg xdp]
-        [--repeat 3] [--queues 2] [--xdp-ring-sizes 512 2048] [--json out.json]
+        [--repeat 3] [--queues 2] [--xdp-ring-sizes 512 2048] [--xdp-busy-polls 0 50] [--json out.json]
 
 With ``--queues N`` the director's veths (and their peers) are made with N queues; each
 ``--io xdp --workers W`` column runs with W of them (``ethtool -L``: worker k binds queue
@@ -257,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queues", type=int, default=1, help="queues of the director's veths (xdp -wN uses N)")
     ap.add_argument("--xdp-ring-sizes", type=int, nargs="+", default=[0],
                     help="--io xdp: one column per --xdp-ring-size (0: the default)")
+    ap.add_argument("--xdp-busy-polls", type=int, nargs="+", default=[0],
+                    help="--io xdp: one column per --xdp-busy-poll microseconds (0: off)")
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args(argv)
     ok, why = have_netns()
@@ -288,12 +290,14 @@ def main(argv: list[str] | None = None) -> int:
             results: dict[str, dict[str, Any]] = {}
             for io in a.io:
                 for w in a.workers:
-                    for ring in a.xdp_ring_sizes if io == "xdp" else [0]:
+                    xdp = [(r, b) for r in a.xdp_ring_sizes for b in a.xdp_busy_polls]
+                    for ring, busy in xdp if io == "xdp" else [(0, 0)]:
                         q = w if io == "xdp" and w <= a.queues else 1
                         if a.queues > 1:
                             t.set_queues(q)
-                        col = f"{io}-w{w}" + (f"-r{ring}" if ring else "")
-                        more = ("--xdp-ring-size", str(ring)) if ring else ()
+                        col = f"{io}-w{w}" + (f"-r{ring}" if ring else "") + (f"-bp{busy}" if busy else "")
+                        more = (("--xdp-ring-size", str(ring)) if ring else ()) + (
+                            ("--xdp-busy-poll", str(busy)) if busy else ())
                         print(f"-- round {rnd + 1}: fastvs forward --io {io} --workers {w} {' '.join(more)} "
                               f"({q} queue{'s' if q > 1 else ''})", file=sys.stderr)
                         results[col] = run_fastvs(t, rules, w, a.seconds, a.conns, io, extra + more)

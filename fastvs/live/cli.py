@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-if", metavar="IF", help="interface facing the real servers")
     p.add_argument("--if", dest="one_arm_if", metavar="IF",
                    help="one-arm director: clients and real servers on one interface")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (PACKET_FANOUT)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (AF_PACKET: PACKET_FANOUT; --io xdp: worker k on queue k)")
     p.add_argument("--stats-every", type=float, default=0.0, metavar="S",
                    help="print the listing every S seconds (default: only at exit)")
     p.add_argument("--stats-json", metavar="FILE", help="keep JSON statistics in FILE")
