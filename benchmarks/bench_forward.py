@@ -191,7 +191,7 @@ def run_fastvs(t: Topology, rules: Path, workers: int, seconds: float, conns: in
     end = time.monotonic() + 20
     while time.monotonic() < end:
         line = p.stderr.readline().decode()
-        if "unavailable" in line:  # --io xdp fell back: say so in the output
+        if "unavailable" in line or "warning" in line:  # --io xdp fell back, an option refused
             print(line.rstrip(), file=sys.stderr)
         if "ready" in line or not line:
             break

@@ -48,6 +48,7 @@ FALLBACK = "ring-v2"
 RING = 2048  # RX, TX, fill and completion ring size per socket (--xdp-ring-size default)
 FRAME = 2048  # UMEM chunk size
 HANDOFF_SLOTS = 2048  # frames each ring between two workers holds (at most)
+HANDOFF_VIPS = 256  # VIPs the workers' owner test compares (_afxdp.pyx MAX_VIPS)
 SO_BUSY_POLL, SO_PREFER_BUSY_POLL, SO_BUSY_POLL_BUDGET = 46, 69, 70  # asm-generic/socket.h
 
 
@@ -317,6 +318,8 @@ class XdpBackend:
 
         vips = set(vips)
         why = unavailable(cfg, ifaces)
+        if why is None and cfg.workers > 1 and len(vips) > HANDOFF_VIPS:
+            why = f"more than {HANDOFF_VIPS} VIPs for the workers' handoff ({len(vips)})"
         if why is None:
             try:
                 h = attach_all(cfg, ifaces, vips)

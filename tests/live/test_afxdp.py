@@ -246,3 +246,15 @@ def test_busy_poll_options_on_a_socket() -> None:
             assert "\n" not in why and "refused" in why
         else:
             assert s.getsockopt(socket.SOL_SOCKET, afxdp.SO_BUSY_POLL) == 50  # (budget: set-only)
+
+
+def test_too_many_vips_for_the_handoff_fall_back(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(afxdp, "unavailable", lambda c, i: None)
+    monkeypatch.setattr(afpacket.BACKEND, "prepare", lambda c, i, v: ["afpacket-handle"] * c.workers)
+    vips = {f"10.0.{i // 250}.{i % 250 + 1}" for i in range(afxdp.HANDOFF_VIPS + 1)}
+    out = afxdp.BACKEND.prepare(cfg(workers=2), IFACES, vips)
+    err = capsys.readouterr().err
+    assert out == ["afpacket-handle"] * 2
+    assert err.splitlines() == [f"fastvs forward: --io xdp: AF_XDP unavailable (more than 256 VIPs for the "
+                                f"workers' handoff (257)); using AF_PACKET ring-v2"], err
