@@ -256,5 +256,5 @@ def test_too_many_vips_for_the_handoff_fall_back(monkeypatch: pytest.MonkeyPatch
     out = afxdp.BACKEND.prepare(cfg(workers=2), IFACES, vips)
     err = capsys.readouterr().err
     assert out == ["afpacket-handle"] * 2
-    assert err.splitlines() == [f"fastvs forward: --io xdp: AF_XDP unavailable (more than 256 VIPs for the "
-                                f"workers' handoff (257)); using AF_PACKET ring-v2"], err
+    assert err.splitlines() == ["fastvs forward: --io xdp: AF_XDP unavailable (more than 256 VIPs for the "
+                                "workers' handoff (257)); using AF_PACKET ring-v2"], err
