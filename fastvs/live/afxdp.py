@@ -50,6 +50,7 @@ FRAME = 2048  # UMEM chunk size
 HANDOFF_SLOTS = 2048  # frames each ring between two workers holds (at most)
 HANDOFF_VIPS = 256  # VIPs the workers' owner test compares (_afxdp.pyx MAX_VIPS)
 SO_BUSY_POLL, SO_PREFER_BUSY_POLL, SO_BUSY_POLL_BUDGET = 46, 69, 70  # asm-generic/socket.h
+AF_XDP = 44
 
 
 def _log(msg: str) -> None:
@@ -355,7 +356,13 @@ def busy_poll(socks: Sequence[Any], usecs: int, budget: int) -> str:
     every socket; "" when the kernel took them all, else what it refused (one line)."""
     refused: list[str] = []
     for s in socks:
-        with socket.socket(fileno=os.dup(s.fileno())) as so:
+        fd = os.dup(s.fileno())
+        try:  # the family given: Python cannot tell an AF_XDP socket's (no getsockname)
+            so = socket.socket(AF_XDP, socket.SOCK_RAW, 0, fileno=fd)
+        except OSError:
+            os.close(fd)
+            raise
+        with so:
             for name, opt, val in (("SO_PREFER_BUSY_POLL", SO_PREFER_BUSY_POLL, 1),
                                    ("SO_BUSY_POLL", SO_BUSY_POLL, usecs),
                                    ("SO_BUSY_POLL_BUDGET", SO_BUSY_POLL_BUDGET, budget)):

@@ -250,3 +250,22 @@ def test_a_socket_receives_only_its_own_queue(slot: int) -> None:
             run("ip", "netns", "del", ns, check=False)
     assert pc["redirect_vip"] == n and pc["pass_no_socket"] == n, pc
     assert got == (n if slot == 1 else 0), (got, pc)
+
+
+@needs_lab
+def test_busy_poll_options_on_an_xsk_socket(lab: Lab) -> None:
+    """--xdp-busy-poll's three socket options on a bound AF_XDP socket: taken, or one
+    line naming what the kernel refused (never an exception)."""
+    from fastvs.live.afxdp import SO_BUSY_POLL, busy_poll
+
+    with inside(lab.director):
+        s = XskSocket(Umem(1024), socket.if_nametoindex("d0"), 0, rx_size=256, tx_size=256,
+                      fill_size=256, comp_size=256, batch=32, mode="copy")
+        try:
+            why = busy_poll([s], 30, 32)
+            fd = os.dup(s.fileno())
+            with socket.socket(44, socket.SOCK_RAW, 0, fileno=fd) as so:
+                got = so.getsockopt(socket.SOL_SOCKET, SO_BUSY_POLL)
+        finally:
+            s.close()
+    assert why == "" and got == 30 or "refused" in why and "\n" not in why, why
