@@ -15,7 +15,11 @@ real servers' interfaces). Prints a table with the ratios fastvs/kernel. Needs r
 ``ip netns``, ``wrk`` and ``nft``; run as a script::
 
     python benchmarks/bench_forward.py [--seconds 5] [--workers 1 2] [--io ring-v2 ring-v3 mmsg xdp]
-        [--repeat 3] [--json out.json]
+        [--repeat 3] [--queues 2] [--xdp-ring-sizes 512 2048] [--xdp-busy-polls 0 50] [--json out.json]
+
+With ``--queues N`` the director's veths (and their peers) are made with N queues; each
+``--io xdp --workers W`` column runs with W of them (``ethtool -L``: worker k binds queue
+k), every other column (and the kernel's) with one.
 
 Nothing is asserted; pytest collects no test from this file.
 """
@@ -187,6 +191,8 @@ def run_fastvs(t: Topology, rules: Path, workers: int, seconds: float, conns: in
     end = time.monotonic() + 20
     while time.monotonic() < end:
         line = p.stderr.readline().decode()
+        if "unavailable" in line or "warning" in line:  # --io xdp fell back, an option refused
+            print(line.rstrip(), file=sys.stderr)
         if "ready" in line or not line:
             break
     try:
@@ -248,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="rounds (each measures every column once, in turn); the table "
                     "shows per-column medians")
     ap.add_argument("--fastvs-args", default="", help="extra arguments for fastvs forward")
+    ap.add_argument("--queues", type=int, default=1, help="queues of the director's veths (xdp -wN uses N)")
+    ap.add_argument("--xdp-ring-sizes", type=int, nargs="+", default=[0],
+                    help="--io xdp: one column per --xdp-ring-size (0: the default)")
+    ap.add_argument("--xdp-busy-polls", type=int, nargs="+", default=[0],
+                    help="--io xdp: one column per --xdp-busy-poll microseconds (0: off)")
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args(argv)
     ok, why = have_netns()
@@ -259,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench_forward: {tool} not installed", file=sys.stderr)
             return 1
     rounds: list[dict[str, dict[str, Any]]] = []
-    with Topology(server="nginx") as t:
+    with Topology(server="nginx", queues=a.queues) as t:
         print(f"servers: {'nginx' if shutil.which('nginx') else 'busybox httpd'}; "
               f"{a.seconds:g} s per measurement, wrk -t2 -c{a.conns}", file=sys.stderr)
         rules = t.tmp / "bench.rules"
@@ -279,8 +290,19 @@ def main(argv: list[str] | None = None) -> int:
             results: dict[str, dict[str, Any]] = {}
             for io in a.io:
                 for w in a.workers:
-                    print(f"-- round {rnd + 1}: fastvs forward --io {io} --workers {w}", file=sys.stderr)
-                    results[f"{io}-w{w}"] = run_fastvs(t, rules, w, a.seconds, a.conns, io, extra)
+                    xdp = [(r, b) for r in a.xdp_ring_sizes for b in a.xdp_busy_polls]
+                    for ring, busy in xdp if io == "xdp" else [(0, 0)]:
+                        q = w if io == "xdp" and w <= a.queues else 1
+                        if a.queues > 1:
+                            t.set_queues(q)
+                        col = f"{io}-w{w}" + (f"-r{ring}" if ring else "") + (f"-bp{busy}" if busy else "")
+                        more = (("--xdp-ring-size", str(ring)) if ring else ()) + (
+                            ("--xdp-busy-poll", str(busy)) if busy else ())
+                        print(f"-- round {rnd + 1}: fastvs forward --io {io} --workers {w} {' '.join(more)} "
+                              f"({q} queue{'s' if q > 1 else ''})", file=sys.stderr)
+                        results[col] = run_fastvs(t, rules, w, a.seconds, a.conns, io, extra + more)
+            if a.queues > 1:
+                t.set_queues(1)
             print(f"-- round {rnd + 1}: kernel: nftables dnat numgen + conntrack", file=sys.stderr)
             kernel_mode(t, True)
             try:

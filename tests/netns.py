@@ -18,6 +18,9 @@ are added ``nodad`` and router advertisements are ignored. The peers' veths have
 at most one MTU), transmit checksum offload left on so that frames reach the director
 with TP_STATUS_CSUMNOTREADY.
 
+``queues=N`` gives the director's veths (and their peers) N receive and transmit queues
+(``--io xdp --workers N`` binds one per worker).
+
 ``one_arm=True`` puts clients and real servers on one L2 segment (the switch) and the
 director on a single interface ``d0``.
 
@@ -128,9 +131,10 @@ def sh(*args: str, check: bool = True, timeout: float = 30) -> subprocess.Comple
 
 class Topology:
     def __init__(self, *, one_arm: bool = False, server: str = "busybox",
-                 prefix: str | None = None) -> None:
+                 prefix: str | None = None, queues: int = 1) -> None:
         self.prefix = prefix or f"fvt-{os.getpid()}-"
         self.one_arm = one_arm
+        self.queues = queues  # receive and transmit queues of the director's veths (and peers)
         self.ns: list[str] = []
         self.procs: list[subprocess.Popen[bytes]] = []
         self.tmp = Path(tempfile.mkdtemp(prefix=self.prefix))
@@ -154,8 +158,18 @@ class Topology:
         self.ns.append(name)
         self.nsx(name, "ip", "link", "set", "lo", "up")
 
-    def _veth(self, ns_a: str, a: str, ns_b: str, b: str) -> None:
-        sh("ip", "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b)
+    def _veth(self, ns_a: str, a: str, ns_b: str, b: str, queues: int = 1) -> None:
+        q = ["numtxqueues", str(queues), "numrxqueues", str(queues)] if queues > 1 else []
+        sh("ip", "link", "add", a, "netns", ns_a, *q, "type", "veth", "peer", "name", b, "netns", ns_b, *q)
+
+    def set_queues(self, n: int) -> None:
+        """Give the director's veths and their peers ``n`` receive and transmit queues
+        (ethtool -L; at most the ``queues`` they were made with)."""
+        ends = [(self.director, self.client_if), (self.switch, "p0")]
+        if not self.one_arm:
+            ends += [(self.director, self.server_if), (self.client, "eth0")]
+        for ns, dev in ends:
+            self.nsx(ns, "ethtool", "-L", dev, "rx", str(n), "tx", str(n))
 
     def _peer_offloads(self, ns: str, dev: str) -> None:
         if shutil.which("ethtool"):
@@ -169,13 +183,13 @@ class Topology:
         self.nsx(sw, "ip", "link", "set", "br0", "up")
         if self.one_arm:
             self.client_if, self.server_if = "d0", "d0"
-            self._veth(self.director, "d0", sw, "p0")
+            self._veth(self.director, "d0", sw, "p0", self.queues)
             self._veth(self.client, "eth0", sw, "pc")
             ports = ["p0", "pc"]
         else:
             self.client_if, self.server_if = "dc", "ds"
-            self._veth(self.client, "eth0", self.director, "dc")
-            self._veth(self.director, "ds", sw, "p0")
+            self._veth(self.client, "eth0", self.director, "dc", self.queues)
+            self._veth(self.director, "ds", sw, "p0", self.queues)
             ports = ["p0"]
         for i, r in enumerate(self.rs):
             self._veth(r, "eth0", sw, f"p{i + 1}")

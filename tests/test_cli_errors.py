@@ -495,6 +495,12 @@ FORWARD_BAD = [
     (["--workers", "many"], "--workers"),
     (["--capacity", "0"], "--capacity"),
     (["--stats-every", "-1"], "--stats-every"),
+    (["--xdp-ring-size", "1000"], "--xdp-ring-size"),
+    (["--xdp-ring-size", "0"], "--xdp-ring-size"),
+    (["--xdp-ring-size", "big"], "--xdp-ring-size"),
+    (["--xdp-busy-poll", "-5"], "--xdp-busy-poll"),
+    (["--xdp-mode", "native"], "--xdp-mode"),
+    (["--xdp-copy", "zc"], "--xdp-copy"),
 ]  # fmt: skip
 
 

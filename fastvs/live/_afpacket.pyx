@@ -38,7 +38,7 @@ from posix.mman cimport (mmap, munmap, PROT_READ, PROT_WRITE, PROT_NONE, MAP_SHA
 
 from fastvs.datapath._packet cimport LT_EN10MB
 from fastvs.live._l2 cimport (L2Stage, L2State, L2_CSUM_COMPLETED, SIDE_CLIENT, l2_out,
-                              l2_csum_complete, mono_ns)
+                              l2_gather, l2_csum_complete, mono_ns)
 
 import os
 
@@ -374,6 +374,8 @@ ctypedef struct PumpC:
     mmsghdr* txh[2]
     iovec* txiov[2]
     uint32_t* txidx[2]     # batch indexes the L2 stage sorted per outgoing side
+    uint32_t* txoff        # one side's frames (l2_gather): offsets in buf, lengths
+    uint32_t* txlen
     int ntx[2]
     L2State* l2            # the L2 stage (neighbours, MACs): PumpC belongs to a Pump
     # poll
@@ -660,14 +662,13 @@ cdef void pump_tx(PumpC* s, Py_ssize_t n) noexcept nogil:
     """The L2 output stage over the batch, then one sendmmsg per side (straight from
     the ring's memory with a ring)."""
     cdef int out, r, sent, j
-    cdef uint32_t i
     l2_out(s.l2, s.buf, s.off, s.caplen, s.ts, s.verdict, s.side, n,
            s.txidx[0], s.txidx[1], s.ntx)
     for out in range(2):
+        l2_gather(s.txidx[out], s.ntx[out], s.off, s.caplen, s.txoff, s.txlen, NULL)
         for j in range(s.ntx[out]):
-            i = s.txidx[out][j]
-            s.txiov[out][j].iov_base = s.buf + s.off[i]
-            s.txiov[out][j].iov_len = s.caplen[i]
+            s.txiov[out][j].iov_base = s.buf + s.txoff[j]
+            s.txiov[out][j].iov_len = s.txlen[j]
         sent = 0
         while sent < s.ntx[out]:
             r = sendmmsg(s.fd[out], &s.txh[out][sent], s.ntx[out] - sent, 0)
@@ -800,8 +801,11 @@ cdef class Pump:
             self.s.txh[side] = <mmsghdr*>calloc(n, sizeof(mmsghdr))
             self.s.txiov[side] = <iovec*>calloc(n, sizeof(iovec))
             self.s.txidx[side] = <uint32_t*>calloc(n, sizeof(uint32_t))
+        self.s.txoff = <uint32_t*>calloc(n, sizeof(uint32_t))
+        self.s.txlen = <uint32_t*>calloc(n, sizeof(uint32_t))
         if (self.s.txh[0] == NULL or self.s.txh[1] == NULL or self.s.txiov[0] == NULL
-                or self.s.txiov[1] == NULL or self.s.txidx[0] == NULL or self.s.txidx[1] == NULL):
+                or self.s.txiov[1] == NULL or self.s.txidx[0] == NULL or self.s.txidx[1] == NULL
+                or self.s.txoff == NULL or self.s.txlen == NULL):
             raise MemoryError()
         for i in range(n):
             if not self.s.ring:
@@ -833,6 +837,9 @@ cdef class Pump:
         free(self.s.txiov[1])
         free(self.s.txidx[0])
         free(self.s.txidx[1])
+        free(self.s.txoff)
+        free(self.s.txlen)
+        self.s.txoff = self.s.txlen = NULL
         self.s.rxh = NULL
         self.s.rxiov = NULL
         self.s.rxaddr = NULL

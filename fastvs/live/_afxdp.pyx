@@ -14,19 +14,51 @@ socket's TX ring with one ``xsk_tx`` (same UMEM addresses: no copy in user space
 gives every frame not sent back to the UMEM (``umem_recycle``). Every round refills
 each socket's fill ring from the completion ring and the free frames.
 
+With several workers (worker k's sockets on queue k), a frame can arrive on a queue
+whose worker does not own its connection: the kernel delivers a redirected frame only to
+the socket bound to the queue it came in on, and a NIC's RSS or a veth peer's transmit
+queue choice puts a connection's requests and replies on unrelated queues. The owner is
+the worker the client endpoint hashes to (the source address and port of a frame to a
+VIP, else the destination's: :func:`fastvs.live.bpf.fanout_worker`, as the AF_PACKET
+fanout program picks); :meth:`XdpPump.handoff` gives the pump a shared memory area of
+single-producer single-consumer rings, one per pair of workers, and an eventfd per
+worker. A frame for another worker is copied into that worker's ring (its UMEM frame
+recycled at once), and every round each worker takes what the others handed it into
+free frames of its own UMEM, then the engine sees them as its own. A worker about to
+sleep says so in the area; a producer that handed it frames writes its eventfd.
+
 Both run without the GIL and touch no Python object per frame. The Python side
 (programs, attachment, sockets, fallback) is fastvs/live/afxdp.py.
 """
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memset
+from libc.string cimport memcmp, memcpy, memset
 
 from fastvs.datapath._packet cimport LT_EN10MB
-from fastvs.live._l2 cimport L2Stage, L2State, L2_CSUM_COMPLETED, SIDE_CLIENT, l2_out, mono_ns
+from fastvs.live._l2 cimport (L2Stage, L2State, L2_CSUM_COMPLETED, SIDE_CLIENT, l2_out,
+                              l2_gather, mono_ns)
 from fastvs.live.xdp._xsk cimport (XskC, UmemC, XskSocket, xsk_rx, xsk_tx, xsk_refill,
                                    xsk_rx_ready, umem_recycle, csum_complete_partial)
 
 import numpy as np
+
+
+cdef extern from *:
+    """
+    static inline uint32_t fvh_load_acquire(const uint32_t* p)
+        { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline void fvh_store_release(uint32_t* p, uint32_t v)
+        { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline void fvh_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+    """
+    uint32_t fvh_load_acquire(const uint32_t* p) nogil
+    void fvh_store_release(uint32_t* p, uint32_t v) nogil
+    void fvh_fence() nogil
+
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t read(int, void*, size_t)
+    ssize_t write(int, const void*, size_t)
 
 
 cdef extern from "<poll.h>" nogil:
@@ -45,6 +77,27 @@ cdef extern from "<poll.h>" nogil:
 cdef enum:
     AUX_POLL_NS = 1000000   # aux fds looked at this often while data keeps coming
     MAX_AUX = 6             # watched descriptors besides the data sockets
+    MAX_VIPS = 256          # VIPs the owner test compares (IPv4 and IPv6 together)
+    MAX_WORKERS = 64
+    HO_LINE = 64            # one cache line: a ring's head, its tail, a worker's flag
+    HO_SLOT = 2048          # a handed-off frame: HoSlot header, then the frame
+    HO_HDR = 8
+    FANOUT_MIX = 0x045D9F3B  # fastvs/live/bpf.py's FANOUT_MIX
+
+ctypedef struct HoSlot:
+    uint32_t length
+    uint8_t side
+
+
+# the shared area (one per forwarder, made before the fork: afxdp.handoff_area):
+# nworkers lines of "sleeping" flags, then nworkers*nworkers rings [from][to], each two
+# lines (tail: the producer's, head: the consumer's) and ``slots`` slots of HO_SLOT bytes
+
+
+def handoff_size(unsigned int workers, unsigned int slots):
+    """Bytes of the shared handoff area for ``workers`` workers, ``slots`` per ring."""
+    return HO_LINE * workers + <size_t>workers * workers * (2 * HO_LINE + <size_t>slots * HO_SLOT)
+
 
 # counters, in COUNTER_NAMES order
 cdef enum:
@@ -56,11 +109,15 @@ cdef enum:
     C_DROP_TX_ERROR
     C_NOT_SENT
     C_POLLS
+    C_HANDOFF_OUT
+    C_HANDOFF_IN
+    C_HANDOFF_FULL
+    C_HANDOFF_WAKEUPS
     C_N
 
 COUNTER_NAMES = (
     "rx", "rx_bytes", "tx", "tx_bytes", "drop_oversize", "drop_tx_error", "recycled_not_sent",
-    "polls",
+    "polls", "handoff_out", "handoff_in", "drop_handoff_full", "handoff_wakeups",
 )
 
 
@@ -85,8 +142,20 @@ ctypedef struct XPumpC:
     int ntx[2]
     Py_ssize_t last_n      # frames of the last receive, not yet sent or recycled
     L2State* l2
-    pollfd pfd[8]
+    pollfd pfd[9]
+    int ndata              # data fds: the sockets, then the handoff eventfd
     int npfd               # data fds first, then aux fds
+    # handoff between workers (nw > 1)
+    int nw                 # workers
+    int wid                # this worker
+    uint8_t* ho            # the shared area
+    uint32_t ho_slots      # slots per ring (a power of two)
+    int efd[MAX_WORKERS]   # every worker's eventfd
+    uint64_t ho_kick       # bit w: frames handed to worker w this round
+    uint32_t vip4[MAX_VIPS]
+    uint8_t vip6[MAX_VIPS][16]
+    int nvip4
+    int nvip6
     uint32_t aux_ready
     int64_t aux_polled
     uint64_t c[C_N]
@@ -98,15 +167,171 @@ cdef inline void refill_all(XPumpC* s) noexcept nogil:
         xsk_refill(s.x[fi])
 
 
+# -- handoff between workers ---------------------------------------------------------------
+cdef inline uint32_t* ho_sleeping(XPumpC* s, int w) noexcept nogil:
+    return <uint32_t*>(s.ho + <size_t>w * HO_LINE)
+
+
+cdef inline uint8_t* ho_ring(XPumpC* s, int src, int dst) noexcept nogil:
+    """The ring worker ``src`` hands frames to worker ``dst`` in: tail (src's) at +0,
+    head (dst's) at +HO_LINE, the slots from +2*HO_LINE."""
+    return (s.ho + <size_t>s.nw * HO_LINE
+            + <size_t>(src * s.nw + dst) * (2 * HO_LINE + <size_t>s.ho_slots * HO_SLOT))
+
+
+cdef inline bint is_vip(XPumpC* s, const uint8_t* a, int af) noexcept nogil:
+    cdef int i
+    cdef uint32_t v
+    if af == 4:
+        memcpy(&v, a, 4)
+        for i in range(s.nvip4):
+            if s.vip4[i] == v:
+                return True
+    else:
+        for i in range(s.nvip6):
+            if memcmp(s.vip6[i], a, 16) == 0:
+                return True
+    return False
+
+
+cdef inline int owner_of(XPumpC* s, const uint8_t* p, uint32_t length) noexcept nogil:
+    """The worker that owns the frame's connection: the client endpoint (source of a
+    frame to a VIP, else destination: address low 32 bits ^ TCP/UDP port) hashed as
+    fastvs/live/bpf.py fanout_worker does. Non-IP frames stay where they came in."""
+    cdef uint16_t et
+    cdef uint32_t l4, a, port = 0
+    cdef const uint8_t* addr
+    cdef int af, pofs
+    cdef uint8_t proto
+    if length < 34:
+        return s.wid
+    et = (<uint32_t>p[12] << 8) | p[13]
+    if et == 0x0800:
+        af = 4
+        l4 = 14 + (<uint32_t>(p[14] & 15) << 2)
+        proto = p[23]
+        if is_vip(s, p + 30, 4):
+            addr = p + 26
+            pofs = 0
+        else:
+            addr = p + 30
+            pofs = 2
+    elif et == 0x86DD and length >= 54:
+        af = 6
+        l4 = 54
+        proto = p[20]
+        if is_vip(s, p + 38, 6):
+            addr = p + 22 + 12
+            pofs = 0
+        else:
+            addr = p + 38 + 12
+            pofs = 2
+    else:
+        return s.wid
+    if (proto == 6 or proto == 17) and l4 + 4 <= length:
+        port = (<uint32_t>p[l4 + pofs] << 8) | p[l4 + pofs + 1]
+    a = ((<uint32_t>addr[0] << 24) | (<uint32_t>addr[1] << 16) | (<uint32_t>addr[2] << 8)
+         | addr[3]) ^ port
+    a = (a >> 16) ^ a
+    a = a * <uint32_t>FANOUT_MIX
+    a = (a >> 16) ^ a
+    return <int>(a % <uint32_t>s.nw)
+
+
+cdef inline bint ho_push(XPumpC* s, int dst, const uint8_t* frame, uint32_t length,
+                         uint8_t side) noexcept nogil:
+    """Copy a frame into the ring to worker ``dst``; False when that ring is full."""
+    cdef uint8_t* r = ho_ring(s, s.wid, dst)
+    cdef uint32_t* tail = <uint32_t*>r
+    cdef uint32_t t = tail[0]
+    cdef uint8_t* slot
+    if t - fvh_load_acquire(<uint32_t*>(r + HO_LINE)) >= s.ho_slots:
+        return False
+    slot = r + 2 * HO_LINE + <size_t>(t & (s.ho_slots - 1)) * HO_SLOT
+    (<HoSlot*>slot).length = length
+    (<HoSlot*>slot).side = side
+    memcpy(slot + HO_HDR, frame, length)
+    fvh_store_release(tail, t + 1)
+    s.ho_kick |= (<uint64_t>1) << dst
+    return True
+
+
+cdef inline bint ho_pending(XPumpC* s) noexcept nogil:
+    cdef int src
+    cdef uint8_t* r
+    for src in range(s.nw):
+        if src != s.wid:
+            r = ho_ring(s, src, s.wid)
+            if fvh_load_acquire(<uint32_t*>r) != (<uint32_t*>(r + HO_LINE))[0]:
+                return True
+    return False
+
+
+cdef inline void ho_wake(XPumpC* s) noexcept nogil:
+    """Write the eventfd of every worker handed frames this round that said it sleeps."""
+    cdef int w
+    cdef uint64_t one = 1
+    if s.ho_kick == 0:
+        return
+    fvh_fence()
+    for w in range(s.nw):
+        if s.ho_kick & ((<uint64_t>1) << w) and fvh_load_acquire(ho_sleeping(s, w)):
+            if write(s.efd[w], &one, 8) == 8:
+                s.c[C_HANDOFF_WAKEUPS] += 1
+    s.ho_kick = 0
+
+
+cdef Py_ssize_t ho_take(XPumpC* s, Py_ssize_t n, uint32_t room, int64_t now) noexcept nogil:
+    """Append up to ``room`` frames the other workers handed this one to the batch (at
+    ``n``), each copied into a free frame of this worker's UMEM. Returns the new n."""
+    cdef int src
+    cdef uint8_t* r
+    cdef uint32_t* head
+    cdef uint32_t h, t
+    cdef uint8_t* slot
+    cdef uint64_t addr
+    cdef uint32_t length
+    for src in range(s.nw):
+        if src == s.wid:
+            continue
+        r = ho_ring(s, src, s.wid)
+        head = <uint32_t*>(r + HO_LINE)
+        h = head[0]
+        t = fvh_load_acquire(<uint32_t*>r)
+        while h != t and room > 0 and s.umem.nfree > 0:
+            slot = r + 2 * HO_LINE + <size_t>(h & (s.ho_slots - 1)) * HO_SLOT
+            length = (<HoSlot*>slot).length
+            s.umem.nfree -= 1
+            addr = s.umem.free[s.umem.nfree] + s.umem.headroom
+            memcpy(s.buf + addr, slot + HO_HDR, length)
+            s.off[n] = <uint32_t>addr
+            s.caplen[n] = length
+            s.wirelen[n] = length
+            s.ts[n] = now
+            s.linktype[n] = LT_EN10MB
+            s.verdict[n] = 0
+            s.side[n] = (<HoSlot*>slot).side
+            s.sent[n] = 0
+            s.c[C_HANDOFF_IN] += 1
+            n += 1
+            h += 1
+            room -= 1
+        fvh_store_release(head, h)
+    return n
+
+
 cdef Py_ssize_t pump_rx(XPumpC* s, int timeout_ms) noexcept nogil:
     """Refill every socket, poll unless frames are waiting, take up to ``batch`` frames
-    from each socket. Returns frames in the batch."""
-    cdef int i, fi
+    from each socket (handing other workers theirs) and up to ``batch`` handed to this
+    one. Returns frames in the batch."""
+    cdef int i, fi, w
     cdef bint ready = False
     cdef Py_ssize_t n = 0, start, idx
     cdef uint32_t k, j
     cdef int64_t now
     cdef uint8_t* p
+    cdef uint64_t junk
+    cdef int r
     refill_all(s)
     s.aux_ready = 0
     for i in range(s.npfd):
@@ -114,22 +339,33 @@ cdef Py_ssize_t pump_rx(XPumpC* s, int timeout_ms) noexcept nogil:
     for fi in range(s.nsk):
         if xsk_rx_ready(s.x[fi]):
             ready = True
+    if s.nw > 1 and not ready:
+        fvh_store_release(ho_sleeping(s, s.wid), 1)
+        fvh_fence()           # the flag before the look at the rings (ho_wake: the reverse)
+        ready = ho_pending(s)
+        if ready:
+            fvh_store_release(ho_sleeping(s, s.wid), 0)
     now = mono_ns()
     if ready:
-        if s.npfd > s.nsk and now - s.aux_polled >= AUX_POLL_NS:
+        if s.npfd > s.ndata and now - s.aux_polled >= AUX_POLL_NS:
             # busy: look at the aux fds (ARP/ND) once a millisecond, not every round
             s.aux_polled = now
-            if poll(s.pfd + s.nsk, s.npfd - s.nsk, 0) > 0:
-                for i in range(s.nsk, s.npfd):
+            if poll(s.pfd + s.ndata, s.npfd - s.ndata, 0) > 0:
+                for i in range(s.ndata, s.npfd):
                     if s.pfd[i].revents:
-                        s.aux_ready |= 1u << (i - s.nsk)
+                        s.aux_ready |= 1u << (i - s.ndata)
     else:
         s.c[C_POLLS] += 1
-        if poll(s.pfd, s.npfd, timeout_ms) <= 0:
+        r = poll(s.pfd, s.npfd, timeout_ms)
+        if s.nw > 1:
+            fvh_store_release(ho_sleeping(s, s.wid), 0)
+            if s.pfd[s.nsk].revents:
+                read(s.efd[s.wid], &junk, 8)
+        if r <= 0:
             return 0
-        for i in range(s.nsk, s.npfd):
+        for i in range(s.ndata, s.npfd):
             if s.pfd[i].revents:
-                s.aux_ready |= 1u << (i - s.nsk)
+                s.aux_ready |= 1u << (i - s.ndata)
         refill_all(s)             # TX completed while we slept
         now = mono_ns()
     for fi in range(s.nsk):
@@ -141,13 +377,22 @@ cdef Py_ssize_t pump_rx(XPumpC* s, int timeout_ms) noexcept nogil:
                 s.c[C_DROP_OVERSIZE] += 1
                 umem_recycle(s.umem, s.off[idx])
                 continue
-            s.off[n] = s.off[idx]
-            s.caplen[n] = s.caplen[idx]
-            p = s.buf + s.off[n]
-            if csum_complete_partial(p, s.caplen[n]):
+            p = s.buf + s.off[idx]
+            if csum_complete_partial(p, s.caplen[idx]):
                 s.l2.c[L2_CSUM_COMPLETED] += 1
             s.c[C_RX] += 1
-            s.c[C_RX_BYTES] += s.caplen[n]
+            s.c[C_RX_BYTES] += s.caplen[idx]
+            if s.nw > 1:
+                w = owner_of(s, p, s.caplen[idx])
+                if w != s.wid:            # another worker's connection: hand it over
+                    if ho_push(s, w, p, s.caplen[idx], <uint8_t>(fi if s.nsk == 2 else SIDE_CLIENT)):
+                        s.c[C_HANDOFF_OUT] += 1
+                    else:
+                        s.c[C_HANDOFF_FULL] += 1
+                    umem_recycle(s.umem, s.off[idx])
+                    continue
+            s.off[n] = s.off[idx]
+            s.caplen[n] = s.caplen[idx]
             s.wirelen[n] = s.caplen[n]
             s.ts[n] = now
             s.linktype[n] = LT_EN10MB
@@ -155,26 +400,25 @@ cdef Py_ssize_t pump_rx(XPumpC* s, int timeout_ms) noexcept nogil:
             s.side[n] = <uint8_t>(fi if s.nsk == 2 else SIDE_CLIENT)
             s.sent[n] = 0
             n += 1
+    if s.nw > 1:
+        ho_wake(s)
+        n = ho_take(s, n, s.batch, now)
     s.last_n = n
     return n
 
 
 cdef void pump_tx(XPumpC* s, Py_ssize_t n) noexcept nogil:
     """The L2 output stage, one xsk_tx per side, every other frame back to the UMEM."""
-    cdef int out, j
-    cdef uint32_t i, q
+    cdef int out
+    cdef uint32_t q
     cdef Py_ssize_t b
     l2_out(s.l2, s.buf, s.off, s.caplen, s.ts, s.verdict, s.side, n,
            s.txidx[0], s.txidx[1], s.ntx)
     for out in range(2):
         if s.ntx[out] == 0:
             continue
-        for j in range(s.ntx[out]):
-            i = s.txidx[out][j]
-            s.txoff[j] = s.off[i]
-            s.txlen[j] = s.caplen[i]
-            s.sent[i] = 1
-            s.c[C_TX_BYTES] += s.caplen[i]
+        s.c[C_TX_BYTES] += l2_gather(s.txidx[out], s.ntx[out], s.off, s.caplen, s.txoff,
+                                     s.txlen, s.sent)
         q = xsk_tx(s.x[out if s.nsk == 2 else 0], s.txoff, s.txlen, <uint32_t>s.ntx[out])
         s.c[C_TX] += q
         if q < <uint32_t>s.ntx[out]:      # xsk_tx recycled the rest
@@ -210,7 +454,7 @@ cdef class XdpPump:
     cdef readonly object buf, off, caplen, wirelen, ts, linktype, verdict
     cdef readonly L2Stage l2
     cdef readonly XskSocket client, server
-    cdef object _side, _sent
+    cdef object _side, _sent, _area
     cdef bint _closed
 
     def __cinit__(self, XskSocket client not None, XskSocket server not None, L2Stage l2 not None,
@@ -236,7 +480,7 @@ cdef class XdpPump:
         self.s.umem = &client.umem.u
         self.s.buf = client.umem.u.area
         self.buf = client.umem.buf
-        n = batch * <uint32_t>self.s.nsk
+        n = batch * <uint32_t>(self.s.nsk + 1)   # a batch per socket, one handed over
         self.off = np.zeros(n, dtype=np.uint32)
         self.caplen = np.zeros(n, dtype=np.uint32)
         self.wirelen = np.zeros(n, dtype=np.uint32)
@@ -263,7 +507,41 @@ cdef class XdpPump:
         for i in range(self.s.nsk):
             self.s.pfd[i].fd = self.s.x[i].fd
             self.s.pfd[i].events = POLLIN
+        self.s.ndata = self.s.nsk
         self.s.npfd = self.s.nsk
+        self.s.nw = 1
+
+    def handoff(self, area, int workers, int worker, efds, unsigned int slots):
+        """Join the handoff between ``workers`` workers as ``worker``: ``area`` is the
+        shared memory (writable, :func:`handoff_size` bytes, zeroed before the first
+        worker started), ``efds`` every worker's eventfd, ``slots`` per ring (a power of
+        two). Call before :meth:`watch`."""
+        cdef uint8_t[::1] v = area
+        cdef int i
+        if not 2 <= workers <= MAX_WORKERS or not 0 <= worker < workers:
+            raise ValueError(f"workers must be 2..{MAX_WORKERS} and worker below it")
+        if slots == 0 or slots & (slots - 1) or len(efds) != workers:
+            raise ValueError("slots must be a power of two, one eventfd per worker")
+        if <size_t>v.shape[0] < <size_t>handoff_size(workers, slots):
+            raise ValueError("handoff area too small")
+        if self.s.npfd > self.s.ndata:
+            raise ValueError("handoff after watch")
+        self._area = area
+        self.s.ho = &v[0]
+        self.s.ho_slots = slots
+        self.s.nw = workers
+        self.s.wid = worker
+        for i in range(workers):
+            self.s.efd[i] = efds[i]
+        self.s.pfd[self.s.nsk].fd = efds[worker]
+        self.s.pfd[self.s.nsk].events = POLLIN
+        self.s.ndata = self.s.nsk + 1
+        self.s.npfd = self.s.ndata
+
+    def set_vips(self, vips):
+        """The VIPs (packed: 4 or 16 bytes each) that tell a request (client endpoint:
+        the source) from a reply (the destination) when picking a frame's worker."""
+        _set_vips(&self.s, vips)
 
     def __dealloc__(self):
         self._free()
@@ -293,9 +571,9 @@ cdef class XdpPump:
         if len(fds) > MAX_AUX:
             raise ValueError(f"at most {MAX_AUX} watched descriptors")
         for i, fd in enumerate(fds):
-            self.s.pfd[self.s.nsk + i].fd = fd
-            self.s.pfd[self.s.nsk + i].events = POLLIN
-        self.s.npfd = self.s.nsk + len(fds)
+            self.s.pfd[self.s.ndata + i].fd = fd
+            self.s.pfd[self.s.ndata + i].events = POLLIN
+        self.s.npfd = self.s.ndata + len(fds)
 
     def fds(self):
         """The AF_XDP sockets' descriptors (one for a one-arm director)."""
@@ -337,6 +615,43 @@ cdef class XdpPump:
     def counters(self):
         """I/O counters since creation: {name: count}."""
         return {COUNTER_NAMES[i]: self.s.c[i] for i in range(C_N)}
+
+
+def frame_owner(const uint8_t[::1] frame, vips, unsigned int workers):
+    """The worker (0..workers-1) the pump hands ``frame`` (Ethernet) to, given the VIPs
+    (packed); for tests against fastvs/live/bpf.py fanout_worker."""
+    cdef XPumpC s
+    memset(&s, 0, sizeof(XPumpC))
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"workers must be 1..{MAX_WORKERS}")
+    s.nw = workers
+    _set_vips(&s, vips)
+    if frame.shape[0] == 0:
+        return 0
+    return owner_of(&s, &frame[0], <uint32_t>frame.shape[0])
+
+
+cdef int _set_vips(XPumpC* s, vips) except -1:
+    cdef int n4 = 0, n6 = 0
+    cdef uint32_t v4
+    cdef const uint8_t[::1] b
+    vips = [bytes(v) for v in vips]
+    if len(vips) > MAX_VIPS:
+        raise ValueError(f"at most {MAX_VIPS} VIPs")
+    for v in vips:
+        b = v
+        if len(v) == 4:
+            memcpy(&v4, &b[0], 4)
+            s.vip4[n4] = v4
+            n4 += 1
+        elif len(v) == 16:
+            memcpy(s.vip6[n6], &b[0], 16)
+            n6 += 1
+        else:
+            raise ValueError("a VIP is 4 or 16 bytes")
+    s.nvip4 = n4
+    s.nvip6 = n6
+    return 0
 
 
 cdef uint32_t* _ptr32(arr):

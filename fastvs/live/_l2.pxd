@@ -210,3 +210,22 @@ cdef inline void l2_out(L2State* s, uint8_t* buf, const uint32_t* off, const uin
         else:
             tx_server[ntx[1]] = <uint32_t>i
             ntx[1] += 1
+
+
+cdef inline uint64_t l2_gather(const uint32_t* idx, int n, const uint32_t* off,
+                               const uint32_t* caplen, uint32_t* out_off, uint32_t* out_len,
+                               uint8_t* sent) noexcept nogil:
+    """One side's frames as ``l2_out`` listed them (``idx``: ``tx_client`` or
+    ``tx_server``, ``n`` of them) gathered into ``out_off``/``out_len`` in that order,
+    each marked in ``sent`` (batch-indexed; NULL: not kept). Returns their bytes."""
+    cdef int j
+    cdef uint32_t i
+    cdef uint64_t nbytes = 0
+    for j in range(n):
+        i = idx[j]
+        out_off[j] = off[i]
+        out_len[j] = caplen[i]
+        nbytes += caplen[i]
+        if sent != NULL:
+            sent[i] = 1
+    return nbytes

@@ -9,23 +9,29 @@ forwarder removed first; if any attach fails, those attached are detached: never
 half-attached pair). ARP and neighbour discovery stay with the stack
 (``steer_l2=False`` on both programs) so fastvs/live/neigh.py works unchanged.
 In the worker (``open``): one UMEM, the client side's socket first (it registers the
-UMEM), then the server side's (shared UMEM), both on queue 0, put in their program's
-XSKMAP slot.
+UMEM), then the server side's (shared UMEM), both on the worker's queue (worker k binds
+queue k of every interface), put in their program's XSKMAP slot k (the program redirects
+by ``rx_queue_index``). With several workers the programs are attached through a
+bpf_link whose descriptor every worker holds: the kernel detaches them when the last
+worker exits.
 
-When AF_XDP cannot be used -- no AF_XDP or BPF in the kernel, missing privileges, more
-than one worker or an interface with several receive queues (the program steers queue 0
-only), a program already attached -- one line says why and the forwarder runs the
-AF_PACKET ``ring-v2`` backend instead.
+When AF_XDP cannot be used -- no AF_XDP or BPF in the kernel, missing privileges, an
+interface whose queue count is not ``--workers`` (each queue needs its worker's socket,
+or its frames would pass to the stack), a program already attached -- one line says why
+and the forwarder runs the AF_PACKET ``ring-v2`` backend instead.
 
-The attach mode is ``auto`` (native, else generic); ``FASTVS_XDP_MODE=skb|drv|auto``
-overrides it, ``FASTVS_XDP_COPY=zerocopy|auto|copy`` the socket mode (copy by default:
-veth has no zero-copy).
+The attach mode is ``--xdp-mode`` (``auto``: native, else generic), the socket mode
+``--xdp-copy`` (copy by default: veth has no zero-copy); FASTVS_XDP_MODE and
+FASTVS_XDP_COPY give their defaults. ``--xdp-ring-size`` sizes the four rings of each
+socket, ``--xdp-busy-poll US`` asks for busy polling on them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
+import mmap
 import os
 import socket
 import sys
@@ -39,21 +45,32 @@ from fastvs.live.config import ForwardConfig
 from fastvs.live.iface import Iface
 
 FALLBACK = "ring-v2"
-QUEUE = 0
-RING = 2048  # RX, TX, fill and completion ring size per socket
+RING = 2048  # RX, TX, fill and completion ring size per socket (--xdp-ring-size default)
 FRAME = 2048  # UMEM chunk size
+HANDOFF_SLOTS = 2048  # frames each ring between two workers holds (at most)
+HANDOFF_VIPS = 256  # VIPs the workers' owner test compares (_afxdp.pyx MAX_VIPS)
+SO_BUSY_POLL, SO_PREFER_BUSY_POLL, SO_BUSY_POLL_BUDGET = 46, 69, 70  # asm-generic/socket.h
+AF_XDP = 44
 
 
 def _log(msg: str) -> None:
     print(f"fastvs forward: {msg}", file=sys.stderr, flush=True)
 
 
-def rx_queues(ifname: str) -> int:
-    """Receive queues of an interface (sysfs), 1 when it cannot be told."""
+def rx_queues(ifname: str, kind: str = "rx") -> int:
+    """Receive (``kind="tx"``: transmit) queues of an interface (sysfs), 1 when it
+    cannot be told."""
     try:
-        return max(1, sum(1 for q in os.listdir(f"/sys/class/net/{ifname}/queues") if q.startswith("rx-")))
+        return max(1, sum(1 for q in os.listdir(f"/sys/class/net/{ifname}/queues")
+                          if q.startswith(kind + "-")))
     except OSError:
         return 1
+
+
+def queues(ifname: str) -> int:
+    """Queues an AF_XDP socket can bind on ``ifname``: the kernel refuses a queue id
+    at or above the receive or the transmit queue count."""
+    return min(rx_queues(ifname), rx_queues(ifname, "tx"))
 
 
 def unavailable(cfg: ForwardConfig, ifaces: Sequence[Iface]) -> str | None:
@@ -64,13 +81,15 @@ def unavailable(cfg: ForwardConfig, ifaces: Sequence[Iface]) -> str | None:
     why = probe.unavailable(names)
     if why is not None:
         return why
-    if cfg.workers > 1:
-        return (f"--workers {cfg.workers}: one AF_XDP socket per queue and interface, and this "
-                "backend binds queue 0 only (one worker)")
     for n in names:
-        q = rx_queues(n)
-        if q > 1:
-            return f"{n} has {q} receive queues; the XDP program steers queue 0 only"
+        q, rq = queues(n), rx_queues(n)
+        if q < cfg.workers:
+            return (f"{n} has {q} queue{'s' if q > 1 else ''} for --workers {cfg.workers}: worker k "
+                    f"binds queue k (ethtool -L {n} combined {cfg.workers}, or veth numrxqueues/"
+                    "numtxqueues)")
+        if rq > cfg.workers:
+            return (f"{n} has {rq} receive queues for --workers {cfg.workers}: frames on a queue "
+                    f"without a worker would pass to the stack (ethtool -L {n} combined {cfg.workers})")
     if max(i.mtu for i in ifaces) + 14 + 4 + 256 > FRAME:
         return f"MTU above {FRAME - 274} does not fit a {FRAME}-byte UMEM frame"
     return None
@@ -88,30 +107,91 @@ def _rips(cfg: ForwardConfig) -> set[str]:
     return rules_addresses(load_rules(cfg))[1]
 
 
+def _packed(vips: Iterable[str]) -> list[bytes]:
+    return [ipaddress.ip_address(v).packed for v in vips]
+
+
+@dataclasses.dataclass
+class Handoff:
+    """What several workers share to hand each other frames (fastvs/live/_afxdp.pyx):
+    the memory (made before the fork, so every worker maps the same pages), every
+    worker's eventfd (this holder's duplicates), ring slots, the VIPs."""
+
+    area: mmap.mmap
+    efds: list[int]
+    slots: int
+    vips: list[bytes]
+
+    @classmethod
+    def make(cls, workers: int, vips: Iterable[str]) -> Handoff:
+        from fastvs.live._afxdp import handoff_size
+
+        # up to HANDOFF_SLOTS slots of 2 KiB per ring, about 64 MiB at most in all
+        slots = max(16, min(HANDOFF_SLOTS, 1 << ((64 << 20) // (workers * workers * 2048)).bit_length() - 1))
+        efds = [os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) for _ in range(workers)]
+        return cls(mmap.mmap(-1, handoff_size(workers, slots)), efds, slots, _packed(vips))
+
+    def share(self) -> Handoff:
+        return Handoff(self.area, [os.dup(fd) for fd in self.efds], self.slots, self.vips)
+
+    def close(self) -> None:
+        """Close this holder's eventfds (the memory goes with the last reference)."""
+        while self.efds:
+            os.close(self.efds.pop())
+
+
 @dataclasses.dataclass
 class XdpHandle:
-    """The XDP programs attached to the interfaces (supervisor side, one worker).
-    :meth:`close` detaches them and releases the programs; twice is harmless."""
+    """The XDP programs attached to the interfaces, as one worker holds them: its
+    ``queue``; ``shared``: one of several workers' (own duplicates of every descriptor,
+    bpf_link attachments). :meth:`close` detaches the programs (shared: closes this
+    holder's descriptors; the kernel detaches with the last) and releases them; twice is
+    harmless."""
 
     programs: list[Any]
     attachments: list[Any]
+    queue: int = 0
+    shared: bool = False
+    handoff: Handoff | None = None
+
+    def share(self, queue: int, handoff: Handoff) -> XdpHandle:
+        """Worker ``queue``'s handle: duplicates of every descriptor."""
+        h = XdpHandle([], [], queue, True)
+        try:
+            for p in self.programs:
+                h.programs.append(p.share())
+            for a in self.attachments:
+                h.attachments.append(a.share())
+            h.handoff = handoff.share()
+        except BaseException:
+            h.close()
+            raise
+        return h
 
     def close(self) -> None:
+        if self.handoff is not None:
+            self.handoff.close()
+            self.handoff = None
         while self.attachments:
             a = self.attachments.pop()
             with contextlib.suppress(Exception):
-                a.detach()
+                if self.shared:
+                    a.release()
+                else:
+                    a.detach()
         while self.programs:
             self.programs.pop().close()
 
 
 def attach_all(cfg: ForwardConfig, ifaces: Sequence[Iface], vips: Iterable[str]) -> XdpHandle:
-    """Load one program per interface over one set of address maps and attach each;
-    on any failure nothing stays attached (XdpError/BpfError/OSError raised)."""
+    """Load one program per interface over one set of address maps and attach each
+    (with several workers through a bpf_link); on any failure nothing stays attached
+    (XdpError/BpfError/OSError raised)."""
     from fastvs.live.xdp.attach import attach
     from fastvs.live.xdp.program import XdpProgram
 
-    mode = os.environ.get("FASTVS_XDP_MODE", "auto")
+    mode = cfg.xdp_mode
+    method = "link" if cfg.workers > 1 else "netlink"
     h = XdpHandle([], [])
     try:
         p0 = XdpProgram(steer_l2=False)
@@ -120,7 +200,7 @@ def attach_all(cfg: ForwardConfig, ifaces: Sequence[Iface], vips: Iterable[str])
             h.programs.append(XdpProgram(steer_l2=False, share_addresses=p0))
         p0.set_addresses(address_sets(cfg, vips, _rips(cfg)))
         for i, p in zip(ifaces, h.programs, strict=True):
-            a = attach(i.name, p, mode=mode)
+            a = attach(i.name, p, mode=mode, method=method)
             h.attachments.append(a)
             for left in a.leftovers:
                 _log(f"{i.name}: removed a leftover XDP program (id {left.prog_id}, {left.mode})")
@@ -141,33 +221,45 @@ class XdpIO:
         self.cfg = cfg
         self.handle = handle
         nsock = len(ifaces)
-        batch = min(cfg.batch, RING)
+        ring = cfg.xdp_ring_size
+        self.queue = q = handle.queue
+        batch = min(cfg.batch, ring)
         # every frame can be in a fill, RX or TX ring (or completion) of a socket, or
         # in the batch: room for all of them, so no ring ever starves another
-        nframes = 1 << max(12, (nsock * (3 * RING) + 2 * batch - 1).bit_length())
+        nframes = 1 << max(12, (nsock * (3 * ring) + 3 * batch - 1).bit_length())
         self.umem = Umem(nframes, FRAME)
         self.socks: list[Any] = []
-        sock_mode = os.environ.get("FASTVS_XDP_COPY", "copy")
+        busy = ""
         try:
             for i in ifaces:  # the client side first: it owns the UMEM
-                self.socks.append(XskSocket(self.umem, socket.if_nametoindex(i.name), QUEUE, rx_size=RING, tx_size=RING,
-                                            fill_size=RING, comp_size=RING, batch=batch,
-                                            mode=sock_mode))
+                self.socks.append(XskSocket(self.umem, socket.if_nametoindex(i.name), q, rx_size=ring,
+                                            tx_size=ring, fill_size=ring, comp_size=ring, batch=batch,
+                                            mode=cfg.xdp_copy))
+            if cfg.xdp_busy_poll:
+                busy = busy_poll(self.socks, cfg.xdp_busy_poll, batch)
             mtu = max(i.mtu for i in ifaces)
             self.pump = pump = XdpPump(self.socks[0], self.socks[-1], l2, batch=batch,
                                        max_frame=mtu + 14 + 4)
+            if handle.handoff is not None:
+                ho = handle.handoff
+                pump.handoff(ho.area, cfg.workers, q, ho.efds, ho.slots)
+                pump.set_vips(ho.vips)
             for p, s in zip(handle.programs, self.socks, strict=True):
-                p.set_socket(QUEUE, s.fileno())
+                p.set_socket(q, s.fileno())
         except BaseException:
             for s in self.socks:
                 s.close()
             raise
         self.mode = self.socks[0].mode
-        if not cfg.quiet:
+        if busy:
+            _log(f"warning: --xdp-busy-poll: {busy}")
+        if not cfg.quiet and (q == 0 or cfg.workers == 1):
             att = ", ".join(f"{a.ifname} {'native' if a.mode == 'drv' else 'generic'}"
                             for a in handle.attachments)
-            _log(f"AF_XDP: XDP program on {att}; sockets on queue {QUEUE} in {self.mode} mode, "
-                 f"{nframes} UMEM frames of {FRAME} bytes, batch {batch}")
+            where = f"queue {q}" if cfg.workers == 1 else f"queues 0..{cfg.workers - 1} (one per worker)"
+            _log(f"AF_XDP: XDP program on {att}; sockets on {where} in {self.mode} mode, "
+                 f"{nframes} UMEM frames of {FRAME} bytes, rings of {ring}, batch {batch}"
+                 + (f", busy poll {cfg.xdp_busy_poll} us" if cfg.xdp_busy_poll and not busy else ""))
         self.buf, self.off, self.caplen, self.wirelen = pump.buf, pump.off, pump.caplen, pump.wirelen
         self.ts, self.linktype, self.verdict = pump.ts, pump.linktype, pump.verdict
         self.receive = pump.receive
@@ -202,6 +294,8 @@ class XdpIO:
         except Exception:  # noqa: BLE001 - the worker said why already; keep the maps
             return
         self.handle.programs[0].set_addresses(address_sets(self.cfg, vips, rips))
+        if self.handle.handoff is not None:
+            self.pump.set_vips(_packed(vips))
 
     def close(self) -> None:
         """Sockets out of the maps and closed, the programs detached and released."""
@@ -209,7 +303,7 @@ class XdpIO:
         self.pump.close()
         for p in self.handle.programs:
             with contextlib.suppress(Exception):
-                p.clear_socket(QUEUE)
+                p.clear_socket(self.queue)
         for s in reversed(self.socks):  # the UMEM owner last
             s.close()
         self.handle.close()
@@ -225,11 +319,23 @@ class XdpBackend:
 
         vips = set(vips)
         why = unavailable(cfg, ifaces)
+        if why is None and cfg.workers > 1 and len(vips) > HANDOFF_VIPS:
+            why = f"more than {HANDOFF_VIPS} VIPs for the workers' handoff ({len(vips)})"
         if why is None:
             try:
-                return [attach_all(cfg, ifaces, vips)]
+                h = attach_all(cfg, ifaces, vips)
             except (XdpError, BpfError, OSError) as e:
                 why = str(e)
+            else:
+                if cfg.workers == 1:
+                    return [h]
+                ho = Handoff.make(cfg.workers, vips)
+                try:  # each worker its own descriptors; the kernel detaches with the last
+                    return [h.share(k, ho) for k in range(cfg.workers)]
+                finally:
+                    h.shared = True
+                    h.close()
+                    ho.close()
         _log(f"--io xdp: AF_XDP unavailable ({why}); using AF_PACKET {FALLBACK}")
         return list(afpacket.BACKEND.prepare(dataclasses.replace(cfg, io=FALLBACK), ifaces, vips))
 
@@ -245,5 +351,28 @@ class XdpBackend:
 
 BACKEND = XdpBackend()
 
-__all__ = ["BACKEND", "FALLBACK", "XdpBackend", "XdpHandle", "XdpIO", "attach_all", "rx_queues",
-           "unavailable"]
+def busy_poll(socks: Sequence[Any], usecs: int, budget: int) -> str:
+    """SO_PREFER_BUSY_POLL, SO_BUSY_POLL ``usecs`` and SO_BUSY_POLL_BUDGET ``budget`` on
+    every socket; "" when the kernel took them all, else what it refused (one line)."""
+    refused: list[str] = []
+    for s in socks:
+        fd = os.dup(s.fileno())
+        try:  # the family given: Python cannot tell an AF_XDP socket's (no getsockname)
+            so = socket.socket(AF_XDP, socket.SOCK_RAW, 0, fileno=fd)
+        except OSError:
+            os.close(fd)
+            raise
+        with so:
+            for name, opt, val in (("SO_PREFER_BUSY_POLL", SO_PREFER_BUSY_POLL, 1),
+                                   ("SO_BUSY_POLL", SO_BUSY_POLL, usecs),
+                                   ("SO_BUSY_POLL_BUDGET", SO_BUSY_POLL_BUDGET, budget)):
+                try:
+                    so.setsockopt(socket.SOL_SOCKET, opt, val)
+                except OSError as e:
+                    if name not in " ".join(refused):
+                        refused.append(f"{name} refused ({e.strerror})")
+    return "; ".join(refused)
+
+
+__all__ = ["BACKEND", "FALLBACK", "Handoff", "XdpBackend", "XdpHandle", "XdpIO", "attach_all", "busy_poll",
+           "queues", "rx_queues", "unavailable"]

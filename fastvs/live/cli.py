@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-if", metavar="IF", help="interface facing the real servers")
     p.add_argument("--if", dest="one_arm_if", metavar="IF",
                    help="one-arm director: clients and real servers on one interface")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (PACKET_FANOUT)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (AF_PACKET: PACKET_FANOUT; --io xdp: worker k on queue k)")
     p.add_argument("--stats-every", type=float, default=0.0, metavar="S",
                    help="print the listing every S seconds (default: only at exit)")
     p.add_argument("--stats-json", metavar="FILE", help="keep JSON statistics in FILE")
@@ -44,6 +45,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(fewer wake-ups under load, at the price of CPU)")
     p.add_argument("--ring-tov-ms", type=int, default=1, metavar="MS",
                    help="a ring block is handed over at the latest MS ms after its first frame")
+    p.add_argument("--xdp-ring-size", type=int, default=2048, metavar="N",
+                   help="--io xdp: fill, completion, RX and TX ring entries per socket "
+                   "(a power of two)")
+    p.add_argument("--xdp-busy-poll", type=int, default=0, metavar="US",
+                   help="--io xdp: busy-poll the sockets (SO_PREFER_BUSY_POLL, SO_BUSY_POLL US, "
+                   "SO_BUSY_POLL_BUDGET --batch); 0: off")
+    p.add_argument("--xdp-mode", default=None, metavar="auto|skb|drv",
+                   help="--io xdp: attach native (drv), generic (skb) or native else generic "
+                   "(auto; default: $FASTVS_XDP_MODE or auto)")
+    p.add_argument("--xdp-copy", default=None, metavar="auto|copy|zerocopy",
+                   help="--io xdp: socket bind mode (default: $FASTVS_XDP_COPY or copy)")
     p.add_argument("--capacity", type=int, default=1 << 20, help="connection table size")
     p.add_argument("--seed", type=int, default=None, help="connection-table hash seed")
     p.add_argument("--rules-order", choices=("kernel", "file"), default="kernel")
@@ -78,8 +90,14 @@ def config_from_args(a: argparse.Namespace) -> ForwardConfig:
         capacity=a.capacity, seed=a.seed, rules_order=a.rules_order, keep_ttl=a.keep_ttl,
         expire_nodest_conn=a.expire_nodest_conn, fix_offloads=a.fix_offloads,
         arp_reply=not a.no_arp_reply, quiet=a.quiet, control=a.control, metrics=a.metrics,
-        sync=sync_options_from_args(a),
+        sync=sync_options_from_args(a), xdp_ring_size=a.xdp_ring_size,
+        xdp_busy_poll=a.xdp_busy_poll, **xdp_modes(a),
     )
+
+
+def xdp_modes(a: argparse.Namespace) -> dict[str, str]:
+    """--xdp-mode/--xdp-copy when given (else ForwardConfig takes the environment's)."""
+    return {k: v for k in ("xdp_mode", "xdp_copy") if (v := getattr(a, k)) is not None}
 
 
 def cmd_forward(a: argparse.Namespace) -> int:

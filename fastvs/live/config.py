@@ -15,6 +15,8 @@ from typing import Any
 from fastvs.errors import FastvsError, OptionError, RulesError
 
 IO_KINDS = ("ring-v2", "ring-v3", "mmsg", "xdp")  # the I/O backends (fastvs/live/io.py)
+XDP_MODES = ("auto", "skb", "drv")  # --xdp-mode: native else generic, generic, native
+XDP_COPY = ("auto", "copy", "zerocopy")  # --xdp-copy: the AF_XDP sockets' bind mode
 
 
 class ForwardError(FastvsError):
@@ -52,6 +54,11 @@ class ForwardConfig:
     control: str | None = None  # --control PATH: the ControlServer's Unix socket
     metrics: str | None = None  # --metrics ADDR:PORT: Prometheus /metrics
     sync: Any = None  # --sync-master/--sync-backup: fastvs.live.sync.SyncOptions
+    # --io xdp (fastvs/live/afxdp.py): ring sizes, busy polling, attach and socket modes
+    xdp_ring_size: int = 2048
+    xdp_busy_poll: int = 0  # microseconds; 0: off
+    xdp_mode: str = field(default_factory=lambda: os.environ.get("FASTVS_XDP_MODE", "auto"))
+    xdp_copy: str = field(default_factory=lambda: os.environ.get("FASTVS_XDP_COPY", "copy"))
 
     def metrics_addr(self) -> tuple[str, int]:
         """``--metrics`` as (address, port); checked by :meth:`check`."""
@@ -106,12 +113,28 @@ class ForwardConfig:
             raise OptionError("control", "needs a socket path")
         if self.sync is not None:
             self.sync.check()
+        self.check_xdp()
         if not 0 <= self.spin_us <= 100_000:
             raise RulesError("--spin-us must be 0..100000")
         self.addrs = [_canonical_ip(a, "--addr") for a in self.addrs]
         self.client_gw = [_canonical_ip(a, "--client-gw") for a in self.client_gw]
         if len({ipaddress.ip_address(a).version for a in self.client_gw}) < len(self.client_gw):
             raise RulesError("--client-gw: at most one IPv4 and one IPv6 gateway")
+
+
+    def check_xdp(self) -> None:
+        """The ``--xdp-*`` options (their defaults from FASTVS_XDP_MODE/FASTVS_XDP_COPY)."""
+        n = self.xdp_ring_size
+        if not 64 <= n <= 16384 or n & (n - 1):
+            raise OptionError("xdp_ring_size", f"must be a power of two 64..16384, not {n}")
+        if not 0 <= self.xdp_busy_poll <= 1_000_000:
+            raise OptionError("xdp_busy_poll", f"must be 0..1000000 microseconds, not {self.xdp_busy_poll}")
+        if self.xdp_mode not in XDP_MODES:
+            raise OptionError("xdp_mode", f"must be {', '.join(XDP_MODES)} (or FASTVS_XDP_MODE), "
+                              f"not {self.xdp_mode!r}")
+        if self.xdp_copy not in XDP_COPY:
+            raise OptionError("xdp_copy", f"must be {', '.join(XDP_COPY)} (or FASTVS_XDP_COPY), "
+                              f"not {self.xdp_copy!r}")
 
 
 def _canonical_ip(text: str, what: str) -> str:

@@ -13,6 +13,7 @@ and nothing is changed. Every failure leaves the interface as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import os
@@ -157,6 +158,24 @@ class Attachment:
             if self.lock_fd >= 0:
                 _unlock(self.lock_fd, idx)
                 self.lock_fd = -1
+
+    def share(self) -> Attachment:
+        """A copy holding its own duplicates of the link and lock descriptors (a
+        worker's, over a bpf_link attachment): :meth:`release` closes them, and the
+        kernel detaches the program when the last process holding the link closes it."""
+        if self.link_fd < 0:
+            raise ValueError("only a bpf_link attachment can be shared between workers")
+        return dataclasses.replace(self, link_fd=os.dup(self.link_fd),
+                                   lock_fd=os.dup(self.lock_fd) if self.lock_fd >= 0 else -1)
+
+    def release(self) -> None:
+        """Close this holder's link and lock descriptors (the lock file stays; the
+        program stays attached while another holder has the link open)."""
+        for name in ("link_fd", "lock_fd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                setattr(self, name, -1)
+                os.close(fd)
 
     def _detach(self) -> None:
         if self.link_fd >= 0:

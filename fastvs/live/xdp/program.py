@@ -23,6 +23,7 @@ kernel (BPF_PROG_TEST_RUN) and compare its verdict and counters with the model.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import os
 import struct
@@ -307,6 +308,17 @@ class XdpProgram:
         info = bpf.prog_info(self.prog_fd)
         self.prog_id = int(info["id"])  # type: ignore[call-overload]
         self.tag = str(info["tag"])
+
+    def share(self) -> XdpProgram:
+        """A copy holding its own duplicates of every descriptor (a worker's: closing
+        it leaves the others' working)."""
+        other = copy.copy(self)
+        dup = {fd: os.dup(fd) for fd in self.fds}
+        other.fds = list(dup.values())
+        other.addr4, other.addr6 = dict(self.addr4), dict(self.addr6)
+        for name in ("addr4_fd", "addr6_fd", "xsk_fd", "stats_fd", "prog_fd"):
+            setattr(other, name, dup[getattr(self, name)])
+        return other
 
     def _keep(self, fd: int) -> int:
         self.fds.append(fd)

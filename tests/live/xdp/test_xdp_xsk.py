@@ -4,6 +4,7 @@ stack; a frame received on one interface leaves by another from the same UMEM.""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -187,3 +188,84 @@ def test_offloaded_checksums_arrive_partial(lab: Lab, fix: bool) -> None:
                 r = lab.cl(sys.executable, "-c", CLIENT.replace("1.0", "0.2"), str(n))
             s.close()
     assert int(r.stdout) == (n if fix else 0)
+
+
+SEND_ON_CPU = r"""
+import os, socket, sys
+cpu, n = int(sys.argv[1]), int(sys.argv[2])
+os.sched_setaffinity(0, {cpu})
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.setsockopt(263, 20, 1)   # PACKET_QDISC_BYPASS: the transmit queue is cpu % queues
+s.bind(("c2", 0))
+mac = bytes.fromhex(open("/sys/class/net/c2/address").read().strip().replace(":", ""))
+f = b"\x02" * 6 + mac + b"\x08\x00" + bytes(
+    [0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 7, 0, 2, 10, 7, 0, 100]) + bytes(8)
+for i in range(n):
+    s.send(f)
+"""
+
+
+@needs_lab
+@pytest.mark.parametrize("slot", [1, 0])
+def test_a_socket_receives_only_its_own_queue(slot: int) -> None:
+    """The kernel's rule the several-worker design rests on (docs/forwarder.md): a veth
+    peer sending on transmit queue q puts the frame on receive queue q (native XDP);
+    the socket bound to queue 1 in XSKMAP slot 1 receives exactly queue 1's frames (slot
+    0 empty: queue 0's pass as pass_no_socket). Put in slot 0 instead, queue 0's frames
+    are redirected into it and lost (xsk_rcv_check: not its queue), never received."""
+    cpus = sorted(os.sched_getaffinity(0))
+    even = [c for c in cpus if c % 2 == 0]
+    odd = [c for c in cpus if c % 2 == 1]
+    assert even and odd, f"needs an even and an odd CPU to pick both queues, have {cpus}"
+    tag = f"fvq-{os.getpid()}"
+    d, c = f"{tag}-d", f"{tag}-c"
+    made: list[str] = []
+    n = 10
+    try:
+        for ns in (d, c):
+            run("ip", "netns", "add", ns)
+            made.append(ns)
+        q = ["numtxqueues", "2", "numrxqueues", "2"]
+        run("ip", "link", "add", "name", "d2", "netns", d, *q, "type", "veth", "peer", "name", "c2", "netns", c, *q)
+        for ns, dev in ((d, "d2"), (c, "c2")):
+            run("ip", "-n", ns, "link", "set", dev, "up")
+        with inside(d), XdpProgram() as p:
+            p.set_addresses(AddressSets.of(vips=["10.7.0.100"]))
+            with attach("d2", p, mode="drv"):
+                s = XskSocket(Umem(1024), socket.if_nametoindex("d2"), 1, rx_size=256, tx_size=256,
+                              fill_size=256, comp_size=256, batch=32, mode="copy")
+                try:
+                    s.refill()
+                    p.set_socket(slot, s.fileno())
+                    for cpu in (even[0], odd[0]):  # transmit queue 0, then 1
+                        run("ip", "netns", "exec", c, sys.executable, "-c", SEND_ON_CPU, str(cpu), str(n))
+                    got = 0
+                    while s.poll(200):
+                        got += s.receive()
+                    pc = p.counters()
+                finally:
+                    s.close()
+    finally:
+        for ns in made:
+            run("ip", "netns", "del", ns, check=False)
+    assert pc["redirect_vip"] == n and pc["pass_no_socket"] == n, pc
+    assert got == (n if slot == 1 else 0), (got, pc)
+
+
+@needs_lab
+def test_busy_poll_options_on_an_xsk_socket(lab: Lab) -> None:
+    """--xdp-busy-poll's three socket options on a bound AF_XDP socket: taken, or one
+    line naming what the kernel refused (never an exception)."""
+    from fastvs.live.afxdp import SO_BUSY_POLL, busy_poll
+
+    with inside(lab.director):
+        s = XskSocket(Umem(1024), socket.if_nametoindex("d0"), 0, rx_size=256, tx_size=256,
+                      fill_size=256, comp_size=256, batch=32, mode="copy")
+        try:
+            why = busy_poll([s], 30, 32)
+            fd = os.dup(s.fileno())
+            with socket.socket(44, socket.SOCK_RAW, 0, fileno=fd) as so:
+                got = so.getsockopt(socket.SOL_SOCKET, SO_BUSY_POLL)
+        finally:
+            s.close()
+    assert why == "" and got == 30 or "refused" in why and "\n" not in why, why
