@@ -16,6 +16,7 @@ import numpy as np
 from fastvs import sched as _sched
 from fastvs import verdicts as V
 from fastvs.capture.batch import PacketBatch
+from fastvs.control.estimator import TICK_NS, RateEstimator
 from fastvs.control.rules import Event, RealServer, Rules, VirtualService
 from fastvs.datapath._engine import DEFAULT_TCP_TIMEOUTS, Engine
 from fastvs.datapath._xmit import encap_tunnel, set_dr_macs
@@ -116,6 +117,11 @@ class Director:
         self._svc_settings: dict[Any, VirtualService] = {}
         self.first_ts: int | None = None
         self.packets = 0
+        # ip_vs_est.c: one estimator per service and real server, ticked every 2 s of
+        # packet time from the first packet; keyed so that a new service starts afresh
+        # and a real server back from the trash keeps its own (the kernel revives it)
+        self._est: dict[tuple[Any, ...], RateEstimator] = {}
+        self._next_tick: int | None = None
         self._neigh = {ipaddress.ip_address(k): v for k, v in (neigh or {}).items()}
         self._pending: list[tuple[int, Rules]] = []
         self._pending_raw: list[tuple[int, bool, Rules]] = []
@@ -288,6 +294,7 @@ class Director:
         n = len(batch)
         if n and self.first_ts is None:
             self.first_ts = int(batch.ts[0])
+            self._next_tick = self.first_ts + TICK_NS
             self._pending = sorted((self.first_ts + off if rel else off, rules)
                                    for off, rel, rules in self._pending_raw)
         self.packets += n
@@ -322,6 +329,37 @@ class Director:
         return written
 
     def _run(self, b: PacketBatch, lo: int, hi: int, aux: np.ndarray | None) -> int:
+        """Packets lo..hi, with the rate estimator's ticks (every 2 s) between the
+        packets before a tick's time and those at or after it, as its timer fires."""
+        if hi <= lo or self._next_tick is None:
+            return self._run_engine(b, lo, hi, aux)
+        last = max(int(b.ts[lo:hi].max()), self.engine.now)
+        if last < self._next_tick:
+            return self._run_engine(b, lo, hi, aux)
+        clock = np.maximum.accumulate(np.maximum(b.ts[lo:hi], self.engine.now))
+        written = 0
+        while self._next_tick <= last:
+            cut = lo + int(np.searchsorted(clock, self._next_tick, side="left"))
+            if cut > lo:
+                written += self._run_engine(b, lo, cut, aux)
+                clock = clock[cut - lo:]
+                lo = cut
+            self._estimate()
+            self._next_tick += TICK_NS
+        return written + self._run_engine(b, lo, hi, aux)
+
+    def _estimate(self) -> None:
+        """One ``estimation_timer`` (ip_vs_est.c:96) over the live services and servers."""
+        for s in self.engine.services():
+            skey = (s["index"], s["proto"], s["fwmark"], s["addr"], s["port"])
+            self._est.setdefault(skey, RateEstimator()).tick(s["stats"])
+            for r in s["reals"]:
+                rkey = (*skey, r["index"], r["addr"], r["port"])
+                self._est.setdefault(rkey, RateEstimator()).tick(r["stats"])
+
+    def _run_engine(self, b: PacketBatch, lo: int, hi: int, aux: np.ndarray | None) -> int:
+        if hi <= lo:
+            return 0
         try:
             if lo == 0 and hi == len(b):
                 return self.engine.process(b.buf, b.off, b.caplen, b.wirelen, b.ts, b.linktype,
@@ -491,38 +529,29 @@ class Director:
             "defense_entries_dropped": self.engine.entries_dropped,
         }
 
-    def _span_seconds(self) -> float:
-        if self.first_ts is None:
-            return 0.0
-        return max(0.0, (self.engine.now - self.first_ts) / 1e9)
-
-    def _with_rates(self, stats: dict[str, int]) -> dict[str, int]:
-        span = self._span_seconds()
+    def _with_rates(self, stats: dict[str, int], key: tuple[Any, ...]) -> dict[str, int]:
+        """The counters with the estimator's rates as of its last tick (ip_vs_copy_stats
+        reads ip_vs_read_estimator): zero before the first tick, as for a new service."""
         out = dict(stats)
-        if span > 0:
-            out["cps"] = round(stats["conns"] / span)
-            out["inpps"] = round(stats["inpkts"] / span)
-            out["outpps"] = round(stats["outpkts"] / span)
-            out["inbps"] = round(stats["inbytes"] / span)
-            out["outbps"] = round(stats["outbytes"] / span)
-        else:
-            out.update(dict.fromkeys(RATE_KEYS, 0))
+        est = self._est.get(key)
+        out.update(est.read() if est is not None else dict.fromkeys(RATE_KEYS, 0))
         return out
 
     def services(self) -> list[dict[str, Any]]:
         """Services in the shape fastvs.control.listing formats (``ipvsadm -L -n``). Rates are
-        averages over the capture's time span (ipvsadm shows a 2 s estimator)."""
+        the kernel's estimator (fastvs.control.estimator) as of its last 2-second tick."""
         out = []
         by_index = {idx: key for key, idx in self._svc_index.items()}
         rules_by_key = {s.key: s for s in self.rules.services}
         for s in self.engine.services():
             key = by_index.get(s["index"])
             rs = rules_by_key.get(key) if key is not None else None
-            s["stats"] = self._with_rates(s["stats"])
+            skey = (s["index"], s["proto"], s["fwmark"], s["addr"], s["port"])
+            s["stats"] = self._with_rates(s["stats"], skey)
             s["persistent"] = rs.persistent if rs else None
             s["netmask"] = rs.netmask if rs else None
             for r in s["reals"]:
-                r["stats"] = self._with_rates(r["stats"])
+                r["stats"] = self._with_rates(r["stats"], (*skey, r["index"], r["addr"], r["port"]))
             out.append(s)
         return out
 
