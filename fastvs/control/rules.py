@@ -422,9 +422,19 @@ def _check_fwd(fwd: str, where: _Where) -> str:
 
 
 def _check_unicast(addr: str, what: str, where: _Where) -> None:
-    """ip_vs_new_dest refuses addresses that are not unicast (EINVAL)."""
+    """ip_vs_new_dest (ip_vs_ctl.c:1013-1031) refuses what is not unicast (EINVAL).
+    IPv4: ``inet_addr_type`` must be LOCAL or UNICAST, and 0.0.0.0/8 and 255.255.255.255
+    are BROADCAST, 224/4 MULTICAST (``__inet_dev_addr_type``). IPv6: ``ipv6_addr_type``
+    must say UNICAST and not LINKLOCAL (fe80::/10, accepted by the kernel only when it is
+    one of the director's own addresses, which fastvs does not know); ::, multicast and
+    IPv4-mapped ::ffff:0:0/96 (IPV6_ADDR_MAPPED, no UNICAST bit) are not unicast."""
     ip = ipaddress.ip_address(addr)
-    if ip.is_unspecified or ip.is_multicast or (ip.version == 4 and addr == "255.255.255.255"):
+    if ip.version == 4:
+        bad = ip.packed[0] == 0 or ip.is_multicast or addr == "255.255.255.255"
+    else:
+        bad = (ip.is_unspecified or ip.is_multicast or ip.is_link_local
+               or ip.packed[:12] == bytes(10) + b"\xff\xff")
+    if bad:
         raise where.error(f"{what} {addr} is not a unicast address")
 
 

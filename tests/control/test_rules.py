@@ -371,6 +371,7 @@ def test_load_rules_errors_name_the_file(tmp_path: Path) -> None:
 # every error names its line
 
 SVC = "-A -t 10.0.0.1:80\n"
+SVC6 = "-A -t [2001:db8::1]:80\n"
 
 ERRORS = [
     # (text, line, fragment of the message)
@@ -424,6 +425,12 @@ ERRORS = [
     (SVC + "-a -t 10.0.0.1:80 -r host.example -m\n", 2, "bad real server address 'host.example'"),
     (SVC + "-a -t 10.0.0.1:80 -r 224.0.0.1 -m\n", 2, "not a unicast address"),
     (SVC + "-a -t 10.0.0.1:80 -r 0.0.0.0 -m\n", 2, "not a unicast address"),
+    # ip_vs_new_dest ip_vs_ctl.c:1013-1031: inet_addr_type says BROADCAST for 0.0.0.0/8;
+    # ipv6_addr_type gives no UNICAST for ::ffff:0:0/96 and LINKLOCAL for fe80::/10
+    (SVC + "-a -t 10.0.0.1:80 -r 0.1.2.3 -m\n", 2, "0.1.2.3 is not a unicast address"),
+    (SVC + "-a -t 10.0.0.1:80 -r 255.255.255.255 -m\n", 2, "not a unicast address"),
+    (SVC6 + "-a -t [2001:db8::1]:80 -r fe80::1 -m\n", 2, "fe80::1 is not a unicast address"),
+    (SVC6 + "-a -t [2001:db8::1]:80 -r ::ffff:10.1.0.1 -m\n", 2, "is not a unicast address"),
     (
         SVC + "-a -t 10.0.0.1:80 -r 2001:db8::1 -m\n",
         2,
