@@ -5,6 +5,8 @@ every function read). Each test names the kernel function and its file:line ther
 
 from __future__ import annotations
 
+import socket
+
 import dpkt
 import pytest
 
@@ -12,7 +14,7 @@ from fastvs import verdicts as V
 from fastvs.control.director import Director
 from fastvs.control.rules import parse_rules
 
-from packets import icmp_error, tcp, udp
+from packets import CLIENT_MAC, DIR_MAC, icmp_error, tcp, udp
 
 VIP, CL = "10.10.0.1", "100.64.0.1"
 R1, R2 = "192.168.0.10", "192.168.0.11"
@@ -272,3 +274,41 @@ def test_short_tcp_header_on_a_dr_connection_is_forwarded() -> None:
     short[14 + 10:14 + 12] = dpkt.in_cksum(bytes(short[14:34])).to_bytes(2, "big")
     _, v = d.process_packets([bytes(short)], [S])
     assert v == [V.FWD_DR]
+
+
+def _ipsec(src: str, dst: str, proto: int) -> bytes:
+    """An IPv4 ESP (50) or AH (51) packet: 8 bytes of SPI and sequence, 16 of payload."""
+    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=proto, ttl=64,
+                    data=b"\x00\x00\x10\x01" + b"\x00\x00\x00\x01" + b"x" * 16)
+    ip.len = 20 + 24
+    return bytes(dpkt.ethernet.Ethernet(src=CLIENT_MAC, dst=DIR_MAC, type=0x0800, data=ip))
+
+
+IKE_RULES = f"-A -u {VIP}:500 -s rr -p 300\n-a -u {VIP}:500 -r {R1} -m\n"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ah_esp_conn_in_get (ip_vs_proto_ah_esp.c:55, key from ah_esp_conn_fill_param_proto "
+    ":40-51) finds an ESP/AH packet's connection as <UDP, client:500, VIP:500>, the IKE "
+    "connection, and ip_vs_nat_xmit (ip_vs_xmit.c:853-855, no dnat_handler) sends it to "
+    "that connection's real server with only the address rewritten; fastvs has no ESP/AH "
+    "protocol and passes the packet unchanged (pass_proto)"))
+@pytest.mark.parametrize("proto", [50, 51], ids=["esp", "ah"])
+def test_esp_and_ah_follow_the_ike_connection_to_its_real_server(proto: int) -> None:
+    d = director(IKE_RULES)
+    d.process_packets([udp(CL, 500, VIP, 500)])
+    out, v = d.process_packets([_ipsec(CL, VIP, proto)], [S])
+    assert v == [V.FWD_IN]
+    assert out[0][14 + 16:14 + 20] == socket.inet_aton(R1)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ah_esp_conn_out_get (ip_vs_proto_ah_esp.c:81) finds the real server's ESP reply by "
+    "<UDP, client:500, VIP:500> through ip_vs_conn_out_get, and handle_response "
+    "(ip_vs_core.c:1263) rewrites its source to the VIP; fastvs passes it unchanged"))
+def test_esp_reply_from_the_real_server_leaves_as_the_vip() -> None:
+    d = director(IKE_RULES)
+    d.process_packets([udp(CL, 500, VIP, 500)])
+    out, v = d.process_packets([_ipsec(R1, CL, 50)], [S])
+    assert v == [V.FWD_OUT]
+    assert out[0][14 + 12:14 + 16] == socket.inet_aton(VIP)
