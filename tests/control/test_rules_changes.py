@@ -266,3 +266,14 @@ def test_edit_clears_overload_only_above_the_current_connections() -> None:
     assert {d.lookup("tcp", c, 1000 + i, VIP, 80)["daddr"] for i in range(4)} == {R11}
     picks = [d.lookup("tcp", f"100.64.0.{k}", 1, VIP, 80)["daddr"] for k in (2, 3, 4, 5)]
     assert picks == [R10, R10, R10, R11]     # .11 overloaded under -x 3 and -x 5, not -x 6
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ip_vs_add_service (ip_vs_ctl.c:1347-1354) and ip_vs_edit_service (:1494-1501) take "
+    "the scheduler name 'none' as no scheduler, and ip_vs_schedule (ip_vs_core.c:524-530) "
+    "then finds no real server for a new connection; fastvs's rules refuse -s none as an "
+    "unknown scheduler"))
+def test_scheduler_none_is_a_service_without_a_scheduler() -> None:
+    d = Director(parse_rules(rr(R10, sched="none")), seed=1)
+    _, v = d.process_packets([tcp("100.64.0.1", 1000, VIP, 80, "S")])
+    assert v == [V.DROP_NO_DEST]
