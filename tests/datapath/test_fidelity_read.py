@@ -312,3 +312,32 @@ def test_esp_reply_from_the_real_server_leaves_as_the_vip() -> None:
     out, v = d.process_packets([_ipsec(R1, CL, 50)], [S])
     assert v == [V.FWD_OUT]
     assert out[0][14 + 12:14 + 16] == socket.inet_aton(VIP)
+
+
+def _df_udp(sport: int, size: int) -> bytes:
+    """A client's UDP datagram to the VIP, ``size`` bytes of payload, DF set."""
+    f = bytearray(udp(CL, sport, VIP, 53, b"d" * size))
+    f[14 + 6] |= 0x40
+    f[14 + 10:14 + 12] = b"\0\0"
+    f[14 + 10:14 + 12] = dpkt.in_cksum(bytes(f[14:34])).to_bytes(2, "big")
+    return bytes(f)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ip_vs_in_icmp's tunnel case (ip_vs_core.c:1747-1765): a fragmentation-needed error "
+    "about the director's own IPIP packet updates the route's path MTU toward the real "
+    "server (ipv4_update_pmtu), so ensure_mtu_is_adequate (ip_vs_xmit.c:218) then refuses "
+    "a DF packet above that MTU less the outer header; fastvs keeps --tunnel-mtu"))
+def test_frag_needed_about_our_ipip_packet_lowers_the_tunnel_mtu() -> None:
+    d = director(f"-A -u {VIP}:53 -s rr\n-a -u {VIP}:53 -r {R1} -i\n", tunnel_source="10.0.0.254")
+    out, v = d.process_packets([_df_udp(5000, 1100)])
+    assert v == [V.FWD_TUN]
+    quoted = out[0][14:14 + 48]  # outer IPv4, inner IPv4, UDP
+    ic = dpkt.icmp.ICMP(type=3, code=4, data=b"\0\0" + (1000).to_bytes(2, "big") + quoted)
+    ip = dpkt.ip.IP(src=socket.inet_aton("192.168.0.1"), dst=socket.inet_aton("10.0.0.254"),
+                    p=1, ttl=64, data=ic)
+    ip.len = 20 + len(bytes(ic))
+    err = bytes(dpkt.ethernet.Ethernet(src=CLIENT_MAC, dst=DIR_MAC, type=0x0800, data=ip))
+    d.process_packets([err], [S])
+    _, v = d.process_packets([_df_udp(5000, 1100)], [2 * S])
+    assert v == [V.DROP_MTU]  # 1128 bytes > 1000 - 20
