@@ -540,6 +540,11 @@ class Director:
     def services(self) -> list[dict[str, Any]]:
         """Services in the shape fastvs.control.listing formats (``ipvsadm -L -n``). Rates are
         the kernel's estimator (fastvs.control.estimator) as of its last 2-second tick."""
+        # ticks the clock passed without a packet (engine.advance, as the live worker
+        # calls it): the counters have not moved since, so they are the tick's
+        while self._next_tick is not None and self._next_tick <= self.engine.now:
+            self._estimate()
+            self._next_tick += TICK_NS
         out = []
         by_index = {idx: key for key, idx in self._svc_index.items()}
         rules_by_key = {s.key: s for s in self.rules.services}

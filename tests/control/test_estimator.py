@@ -80,3 +80,14 @@ def test_director_rates_are_zero_before_the_first_tick_and_decay_over_quiet_tick
     # 20 s without traffic: ten ticks with no new packets between them
     d.process_packets([udp(CL, 10000, VIP, 53)], [22 * S])
     assert d.services()[0]["stats"]["inpps"] < first
+
+
+def test_ticks_run_when_the_clock_moves_without_packets() -> None:
+    # the kernel's timer fires on time whether packets come or not: an idle director
+    # moved on by engine.advance (the live worker's clock) shows the decayed rate
+    d = Director(parse_rules(RULES), seed=1)
+    d.process_packets([udp(CL, 10000 + i, VIP, 53) for i in range(40)], [i * S // 40 for i in range(40)])
+    d.engine.advance(2 * S)
+    assert d.services()[0]["stats"]["inpps"] == 5
+    d.engine.advance(4 * S)  # one more tick with no new packets: 5120 + (0 - 5120) / 4
+    assert d.services()[0]["stats"]["inpps"] == ((5120 - (5120 >> 2)) + 0x1FF) >> 10 == 4
