@@ -344,18 +344,31 @@ class Director:
                 written += self._run_engine(b, lo, cut, aux)
                 clock = clock[cut - lo:]
                 lo = cut
-            self._estimate()
-            self._next_tick += TICK_NS
+            self._tick(int(clock[0]) if lo < hi else last)
         return written + self._run_engine(b, lo, hi, aux)
 
-    def _estimate(self) -> None:
-        """One ``estimation_timer`` (ip_vs_est.c:96) over the live services and servers."""
+    def _tick(self, quiet_until: int) -> None:
+        """One tick; then, once every average is 0, skip the ticks up to ``quiet_until``
+        (the next packet's time): with no counter moving they change nothing, and a
+        capture with an hour's gap would otherwise run 1800 of them."""
+        busy = self._estimate()
+        self._next_tick += TICK_NS
+        if not busy and self._next_tick <= quiet_until:
+            self._next_tick += ((quiet_until - self._next_tick) // TICK_NS + 1) * TICK_NS
+
+    def _estimate(self) -> bool:
+        """One ``estimation_timer`` (ip_vs_est.c:96) over the live services and servers;
+        whether any average is still above 0."""
+        busy = False
         for s in self.engine.services():
             skey = (s["index"], s["proto"], s["fwmark"], s["addr"], s["port"])
-            self._est.setdefault(skey, RateEstimator()).tick(s["stats"])
-            for r in s["reals"]:
-                rkey = (*skey, r["index"], r["addr"], r["port"])
-                self._est.setdefault(rkey, RateEstimator()).tick(r["stats"])
+            keyed = [(skey, s["stats"])]
+            keyed += [((*skey, r["index"], r["addr"], r["port"]), r["stats"]) for r in s["reals"]]
+            for key, stats in keyed:
+                est = self._est.setdefault(key, RateEstimator())
+                est.tick(stats)
+                busy = busy or any(est.avg)
+        return busy
 
     def _run_engine(self, b: PacketBatch, lo: int, hi: int, aux: np.ndarray | None) -> int:
         if hi <= lo:
@@ -543,8 +556,7 @@ class Director:
         # ticks the clock passed without a packet (engine.advance, as the live worker
         # calls it): the counters have not moved since, so they are the tick's
         while self._next_tick is not None and self._next_tick <= self.engine.now:
-            self._estimate()
-            self._next_tick += TICK_NS
+            self._tick(self.engine.now)
         out = []
         by_index = {idx: key for key, idx in self._svc_index.items()}
         rules_by_key = {s.key: s for s in self.rules.services}

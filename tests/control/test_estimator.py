@@ -91,3 +91,16 @@ def test_ticks_run_when_the_clock_moves_without_packets() -> None:
     assert d.services()[0]["stats"]["inpps"] == 5
     d.engine.advance(4 * S)  # one more tick with no new packets: 5120 + (0 - 5120) / 4
     assert d.services()[0]["stats"]["inpps"] == ((5120 - (5120 >> 2)) + 0x1FF) >> 10 == 4
+
+
+def test_a_long_quiet_gap_ends_with_zero_rates_without_ticking_through_it() -> None:
+    # 10^9 quiet seconds: the averages reach 0 within a few hundred ticks, after which
+    # the director jumps to the next packet instead of running 5 * 10^8 ticks
+    d = Director(parse_rules(RULES), seed=1)
+    d.process_packets([udp(CL, 10000 + i, VIP, 53) for i in range(40)], [i * S // 40 for i in range(40)])
+    d.process_packets([udp(CL, 20000, VIP, 53)], [10**9 * S])
+    stats = d.services()[0]["stats"]
+    assert stats["inpkts"] == 41 and stats["inpps"] == stats["cps"] == 0
+    assert d._next_tick == 10**9 * S + 2 * S
+    d.process_packets([udp(CL, 20001, VIP, 53)], [10**9 * S + 2 * S])
+    assert d.services()[0]["stats"]["inpps"] == ((1 << 9 >> 2) + 0x1FF) >> 10 == 0
