@@ -393,12 +393,18 @@ cdef inline void ct_expire_at(ConnTable* t, uint32_t idx, int64_t when) noexcept
     """Set a connection's expiry. A later time only updates ``expires`` (the heap key
     catches up lazily in ct_due); an earlier one moves the heap key forward too, since
     a key must never be later than the expiry it stands for."""
-    cdef uint32_t pos = t.conns[idx].heap_pos
-    t.conns[idx].expires = when
-    if t.conns[idx].heap_key > when:
-        t.heap_t[pos] = when
-        t.conns[idx].heap_key = when
-        heap_up(t, pos)
+    ct_expire_conn(t, &t.conns[idx], when)
+
+
+cdef inline void ct_expire_conn(ConnTable* t, Conn* c, int64_t when) noexcept nogil:
+    """ct_expire_at for a connection at hand (the per-packet path has it: no reload
+    of the table's base after the store, which may alias it; the heap position is
+    read only when the key moves)."""
+    c.expires = when
+    if c.heap_key > when:
+        t.heap_t[c.heap_pos] = when
+        c.heap_key = when
+        heap_up(t, c.heap_pos)
 
 
 cdef inline void ct_free(ConnTable* t, uint32_t idx) noexcept nogil:

@@ -9,7 +9,7 @@ or, in the director's view, delivered locally or routed (not_ipvs).
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memset, memcpy
 from fastvs.datapath._types cimport *
-from fastvs.datapath._conntab cimport (ct_hash_pkt, ct_lookup, ct_unhash, ct_expire_at,
+from fastvs.datapath._conntab cimport (ct_hash_pkt, ct_lookup, ct_unhash, ct_expire_at, ct_expire_conn,
                                        ct_lookup_template, CT_NONE, CT_DIR_IN, CT_DIR_OUT)
 from fastvs.datapath._state cimport EngineState, XmitArgs, NS
 from fastvs.datapath._proto_sctp cimport SCTP_S_ESTABLISHED
@@ -260,7 +260,7 @@ cdef inline int handle_response(EngineState* st, uint8_t* p, const PacketMeta* m
     # udp_state_transition: a reply assures the connection's template
     if FV_UNLIKELY(c.control != 0) and c.proto == IPPROTO_UDP_:
         control_assure(st, c)
-    ct_expire_at(&st.ct, idx, st.now + c.timeout)
+    ct_expire_conn(&st.ct, c, st.now + c.timeout)
     return v
 
 
@@ -396,7 +396,7 @@ cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int r
     c = &st.ct.conns[idx]
     count_in(st, c, mp.l3len, True)
     set_state(st, c, DIR_INPUT, mp)
-    ct_expire_at(&st.ct, idx, st.now + c.timeout)
+    ct_expire_conn(&st.ct, c, st.now + c.timeout)
     # ip_vs_nat_xmit: the route to the real server decrements the TTL first
     if not st.keep_ttl and mp.ttl <= 1:
         rc = V_DROP_TTL
