@@ -13,7 +13,7 @@ from fastvs.datapath._conntab cimport (ct_hash_pkt, ct_lookup, ct_unhash, ct_exp
                                        ct_lookup_template, CT_NONE, CT_DIR_IN, CT_DIR_OUT)
 from fastvs.datapath._state cimport EngineState, XmitArgs, NS
 from fastvs.datapath._proto_sctp cimport SCTP_S_ESTABLISHED
-from fastvs.datapath._proto cimport (pp_state, pp_active, pp_is_new_conn, pp_new_conn_expected,
+from fastvs.datapath._proto cimport (PP_MAX_STATES, pp_state, pp_active, pp_is_new_conn, pp_new_conn_expected,
                                      pp_schedule, nat_snat, hop_decrease)
 from fastvs.datapath._icmp cimport icmp_is_error, icmp_inner, icmp_csum_ok, icmp_nat
 from fastvs.datapath._conn cimport (conn_new, conn_stats, conn_expire, conn_expire_now, template_ok,
@@ -31,6 +31,7 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
     (a connection moving between active and inactive states moves between them) and
     the new state's timeout."""
     cdef ProtoArgs a
+    cdef int ix
     cdef uint8_t new_state
     cdef bint now_active
     cdef Dest* d
@@ -38,7 +39,9 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
     a.m = <PacketMeta*>m
     a.direction = direction
     a.arg = st.secure_tcp_on
-    new_state = <uint8_t>pp_state(c.proto, &a)
+    # (a connection exists only for a registered protocol: ix is slot and state)
+    ix = pp_state(c.proto, &a)
+    new_state = <uint8_t>(ix & (PP_MAX_STATES - 1))
     # the record's first line is written only on a change: an established flow's
     # packets leave it clean (no write-back of it from a large table)
     if new_state != c.state:
@@ -59,8 +62,7 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
                           or (c.proto == IPPROTO_SCTP_ and new_state == SCTP_S_ESTABLISHED)):
             control_assure(st, c)
         c.state = new_state
-    # (a connection exists only for a registered protocol: the dispatcher set a.slot)
-    c.timeout = st.timeout[a.slot][new_state]
+    c.timeout = (&st.timeout[0][0])[ix]
 
 
 cdef inline int one_packet_mark(const Service* svc, const PacketMeta* m) noexcept nogil:
