@@ -203,7 +203,10 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
             if aux != NULL:
                 aux[j] = st.last_dest
             st.counts[v] += 1
-            written += v < V_DROP_BASE
+    # counted after the loop, where GCC vectorizes it, rather than in a register the
+    # per-packet path would have to keep (or spill)
+    for j in range(n):
+        written += verdict[j] < V_DROP_BASE
     return written
 
 
