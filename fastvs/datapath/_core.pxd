@@ -332,7 +332,7 @@ cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int r
                               uint64_t h) noexcept nogil:
     """One packet, already parsed (``rc``, ``mp``) and, if a candidate, hashed (``h``)."""
     cdef int direction
-    cdef uint32_t idx
+    cdef uint32_t idx, new_idx
     cdef int32_t s
     cdef uint32_t fwmark
     cdef Conn* c
@@ -391,9 +391,12 @@ cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int r
             return not_ipvs(st, p, mp, rc)
         if rc:
             return rc
-        rc = conn_schedule(st, s, p, mp, fwmark, &idx)
+        # (its own out-variable: idx, whose address is never taken, stays a register
+        # on every packet's path instead of being stored for this one)
+        rc = conn_schedule(st, s, p, mp, fwmark, &new_idx)
         if rc:
             return rc
+        idx = new_idx
 
     c = &st.ct.conns[idx]
     count_in(st, c, mp.l3len, True)
