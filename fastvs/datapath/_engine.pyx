@@ -160,6 +160,7 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
     if n > 0 and not st.started:
         st.now = ts[0]
         st.started = True
+    st.last_dest = -1           # set by a packet that reaches a real server
     # window wi is processed while wi + 1 has its records prefetched and wi + 2 is
     # parsed and has its buckets prefetched; the first two rounds only fill the pipe
     for wi in range(-2, nw):
@@ -194,14 +195,15 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
                 st.next_defense = st.now + NS
             if st.ct.heap_n and st.ct.heap_t[0] <= st.now:
                 expire_due(st)
-            st.last_dest = -1
             if rcs[k] == V_DROP_BAD_SLOT:
                 v = V_DROP_BAD_SLOT
             else:
                 v = dp_packet(st, buf + off[j], &metas[k], rcs[k], hs[k])
             verdict[j] = <uint8_t>v
             if aux != NULL:
+                # (reset here, not before each packet: only aux reads it)
                 aux[j] = st.last_dest
+                st.last_dest = -1
             st.counts[v] += 1
     # counted after the loop, where GCC vectorizes it, rather than in a register the
     # per-packet path would have to keep (or spill)
