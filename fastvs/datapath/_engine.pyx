@@ -195,10 +195,9 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
                 st.next_defense = st.now + NS
             if st.ct.heap_n and st.ct.heap_t[0] <= st.now:
                 expire_due(st)
-            if rcs[k] == V_DROP_BAD_SLOT:
-                v = V_DROP_BAD_SLOT
-            else:
-                v = dp_packet(st, buf + off[j], &metas[k], rcs[k], hs[k])
+            # (a bad slot's V_DROP_BAD_SLOT comes back as it is: dp_packet returns a
+            # parse verdict it does not handle unchanged, and reads no byte of it)
+            v = dp_packet(st, buf + off[j], &metas[k], rcs[k], hs[k])
             verdict[j] = <uint8_t>v
             if aux != NULL:
                 # (reset here, not before each packet: only aux reads it)
