@@ -193,7 +193,7 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
             if st.now >= st.next_defense:
                 update_defense(st)
                 st.next_defense = st.now + NS
-            if st.ct.heap_n and st.ct.heap_t[0] <= st.now:
+            if st.ct.heap_t[0] <= st.now:         # (INT64_MAX when the heap is empty)
                 expire_due(st)
             # (a bad slot's V_DROP_BAD_SLOT comes back as it is: dp_packet returns a
             # parse verdict it does not handle unchanged, and reads no byte of it)
