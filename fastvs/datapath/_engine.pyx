@@ -145,6 +145,17 @@ cdef inline const uint8_t* dp_stage_record(const EngineState* st, int rc,
     return NULL
 
 
+# Once a second of packet time and when a connection is due: out of the batch loop,
+# whose registers the inlined sweep and defense update would otherwise share
+cdef cold_void dp_defense(EngineState* st) noexcept nogil:
+    update_defense(st)
+    st.next_defense = st.now + NS
+
+
+cdef cold_void dp_expire(EngineState* st) noexcept nogil:
+    expire_due(st)
+
+
 cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
                        const uint32_t* off, const uint32_t* caplen, const uint32_t* wirelen,
                        const int64_t* ts, const uint16_t* linktype, uint8_t* verdict,
@@ -191,10 +202,9 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
             if ts[j] > st.now:
                 st.now = ts[j]
             if st.now >= st.next_defense:
-                update_defense(st)
-                st.next_defense = st.now + NS
+                dp_defense(st)
             if st.ct.heap_t[0] <= st.now:         # (INT64_MAX when the heap is empty)
-                expire_due(st)
+                dp_expire(st)
             # (a bad slot's V_DROP_BAD_SLOT comes back as it is: dp_packet returns a
             # parse verdict it does not handle unchanged, and reads no byte of it)
             v = dp_packet(st, buf + off[j], &metas[k], rcs[k], hs[k])
