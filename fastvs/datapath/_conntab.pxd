@@ -14,11 +14,12 @@ deletion shifts the cluster back, so there are no tombstones. The keyed hash use
 per-table seed (the kernel's ip_vs_conn_rnd).
 
 Expiry follows the packets' clock: every connection has one entry in a binary
-min-heap keyed by its expiry time. A packet only moves a connection's ``expires``
+min-heap keyed by its expiry time (an empty heap's top time is INT64_MAX, so that
+"is anything due" is one comparison). A packet only moves a connection's ``expires``
 forward; the heap entry is corrected lazily when it reaches the top. So the work per
 packet is one comparison with the heap's top, never a scan of the table.
 """
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t, INT64_MAX
 from libc.stdlib cimport calloc, free
 from fastvs.datapath._types cimport Conn, PacketMeta, CONN_F_TEMPLATE, FV_LIKELY, FWD_MASQ
 from fastvs.datapath._bytes cimport ldraw16, ldraw32
@@ -112,6 +113,8 @@ cdef inline int ct_init(ConnTable* t, uint32_t capacity, uint64_t seed) noexcept
             or t.heap_t == NULL or t.heap_i == NULL:
         ct_destroy(t)
         return -1
+    if capacity:
+        t.heap_t[0] = INT64_MAX     # an empty heap's top: nothing is ever due
     # slot 0 is handed out first, so runs are reproducible
     for i in range(capacity):
         t.free_stack[i] = capacity - 1 - i
@@ -320,6 +323,8 @@ cdef inline void heap_down(ConnTable* t, uint32_t pos) noexcept nogil:
 cdef inline void heap_remove(ConnTable* t, uint32_t pos) noexcept nogil:
     t.heap_n -= 1
     if pos == t.heap_n:
+        if pos == 0:
+            t.heap_t[0] = INT64_MAX     # empty: the batch loop's due test needs no count
         return
     heap_set(t, pos, t.heap_t[t.heap_n], t.heap_i[t.heap_n])
     if pos > 0 and t.heap_t[pos] < t.heap_t[(pos - 1) >> 1]:
@@ -406,12 +411,18 @@ cdef inline void ct_expire_at(ConnTable* t, uint32_t idx, int64_t when) noexcept
     """Set a connection's expiry. A later time only updates ``expires`` (the heap key
     catches up lazily in ct_due); an earlier one moves the heap key forward too, since
     a key must never be later than the expiry it stands for."""
-    cdef uint32_t pos = t.conns[idx].heap_pos
-    t.conns[idx].expires = when
-    if t.conns[idx].heap_key > when:
-        t.heap_t[pos] = when
-        t.conns[idx].heap_key = when
-        heap_up(t, pos)
+    ct_expire_conn(t, &t.conns[idx], when)
+
+
+cdef inline void ct_expire_conn(ConnTable* t, Conn* c, int64_t when) noexcept nogil:
+    """ct_expire_at for a connection at hand (the per-packet path has it: no reload
+    of the table's base after the store, which may alias it; the heap position is
+    read only when the key moves)."""
+    c.expires = when
+    if c.heap_key > when:
+        t.heap_t[c.heap_pos] = when
+        c.heap_key = when
+        heap_up(t, c.heap_pos)
 
 
 cdef inline void ct_free(ConnTable* t, uint32_t idx) noexcept nogil:

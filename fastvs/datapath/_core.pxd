@@ -9,11 +9,11 @@ or, in the director's view, delivered locally or routed (not_ipvs).
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memset, memcpy
 from fastvs.datapath._types cimport *
-from fastvs.datapath._conntab cimport (ct_hash_pkt, ct_lookup, ct_unhash, ct_expire_at,
+from fastvs.datapath._conntab cimport (ct_hash_pkt, ct_lookup, ct_unhash, ct_expire_at, ct_expire_conn,
                                        ct_lookup_template, CT_NONE, CT_DIR_IN, CT_DIR_OUT)
 from fastvs.datapath._state cimport EngineState, XmitArgs, NS
 from fastvs.datapath._proto_sctp cimport SCTP_S_ESTABLISHED
-from fastvs.datapath._proto cimport (pp_state, pp_active, pp_is_new_conn, pp_new_conn_expected,
+from fastvs.datapath._proto cimport (PP_MAX_STATES, pp_state, pp_active, pp_is_new_conn, pp_new_conn_expected,
                                      pp_schedule, nat_snat, hop_decrease)
 from fastvs.datapath._icmp cimport icmp_is_error, icmp_inner, icmp_csum_ok, icmp_nat
 from fastvs.datapath._conn cimport (conn_new, conn_stats, conn_expire, conn_expire_now, template_ok,
@@ -31,6 +31,7 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
     (a connection moving between active and inactive states moves between them) and
     the new state's timeout."""
     cdef ProtoArgs a
+    cdef int ix
     cdef uint8_t new_state
     cdef bint now_active
     cdef Dest* d
@@ -38,7 +39,9 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
     a.m = <PacketMeta*>m
     a.direction = direction
     a.arg = st.secure_tcp_on
-    new_state = <uint8_t>pp_state(c.proto, &a)
+    # (a connection exists only for a registered protocol: ix is slot and state)
+    ix = pp_state(c.proto, &a)
+    new_state = <uint8_t>(ix & (PP_MAX_STATES - 1))
     # the record's first line is written only on a change: an established flow's
     # packets leave it clean (no write-back of it from a large table)
     if new_state != c.state:
@@ -59,8 +62,7 @@ cdef inline void set_state(EngineState* st, Conn* c, int direction,
                           or (c.proto == IPPROTO_SCTP_ and new_state == SCTP_S_ESTABLISHED)):
             control_assure(st, c)
         c.state = new_state
-    # (a connection exists only for a registered protocol: the dispatcher set a.slot)
-    c.timeout = st.timeout[a.slot][new_state]
+    c.timeout = (&st.timeout[0][0])[ix]
 
 
 cdef inline int one_packet_mark(const Service* svc, const PacketMeta* m) noexcept nogil:
@@ -260,7 +262,7 @@ cdef inline int handle_response(EngineState* st, uint8_t* p, const PacketMeta* m
     # udp_state_transition: a reply assures the connection's template
     if FV_UNLIKELY(c.control != 0) and c.proto == IPPROTO_UDP_:
         control_assure(st, c)
-    ct_expire_at(&st.ct, idx, st.now + c.timeout)
+    ct_expire_conn(&st.ct, c, st.now + c.timeout)
     return v
 
 
@@ -335,7 +337,7 @@ cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int r
                               uint64_t h) noexcept nogil:
     """One packet, already parsed (``rc``, ``mp``) and, if a candidate, hashed (``h``)."""
     cdef int direction
-    cdef uint32_t idx
+    cdef uint32_t idx, new_idx
     cdef int32_t s
     cdef uint32_t fwmark
     cdef Conn* c
@@ -394,14 +396,17 @@ cdef inline hot_int dp_packet(EngineState* st, uint8_t* p, PacketMeta* mp, int r
             return not_ipvs(st, p, mp, rc)
         if rc:
             return rc
-        rc = conn_schedule(st, s, p, mp, fwmark, &idx)
+        # (its own out-variable: idx, whose address is never taken, stays a register
+        # on every packet's path instead of being stored for this one)
+        rc = conn_schedule(st, s, p, mp, fwmark, &new_idx)
         if rc:
             return rc
+        idx = new_idx
 
     c = &st.ct.conns[idx]
     count_in(st, c, mp.l3len, True)
     set_state(st, c, DIR_INPUT, mp)
-    ct_expire_at(&st.ct, idx, st.now + c.timeout)
+    ct_expire_conn(&st.ct, c, st.now + c.timeout)
     # ip_vs_nat_xmit: the route to the real server decrements the TTL first
     if not st.keep_ttl and mp.ttl <= 1:
         rc = V_DROP_TTL

@@ -145,6 +145,17 @@ cdef inline const uint8_t* dp_stage_record(const EngineState* st, int rc,
     return NULL
 
 
+# Once a second of packet time and when a connection is due: out of the batch loop,
+# whose registers the inlined sweep and defense update would otherwise share
+cdef cold_void dp_defense(EngineState* st) noexcept nogil:
+    update_defense(st)
+    st.next_defense = st.now + NS
+
+
+cdef cold_void dp_expire(EngineState* st) noexcept nogil:
+    expire_due(st)
+
+
 cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
                        const uint32_t* off, const uint32_t* caplen, const uint32_t* wirelen,
                        const int64_t* ts, const uint16_t* linktype, uint8_t* verdict,
@@ -160,6 +171,7 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
     if n > 0 and not st.started:
         st.now = ts[0]
         st.started = True
+    st.last_dest = -1           # set by a packet that reaches a real server
     # window wi is processed while wi + 1 has its records prefetched and wi + 2 is
     # parsed and has its buckets prefetched; the first two rounds only fill the pipe
     for wi in range(-2, nw):
@@ -190,20 +202,22 @@ cdef Py_ssize_t dp_run(EngineState* st, uint8_t* buf, Py_ssize_t buflen,
             if ts[j] > st.now:
                 st.now = ts[j]
             if st.now >= st.next_defense:
-                update_defense(st)
-                st.next_defense = st.now + NS
-            if st.ct.heap_n and st.ct.heap_t[0] <= st.now:
-                expire_due(st)
-            st.last_dest = -1
-            if rcs[k] == V_DROP_BAD_SLOT:
-                v = V_DROP_BAD_SLOT
-            else:
-                v = dp_packet(st, buf + off[j], &metas[k], rcs[k], hs[k])
+                dp_defense(st)
+            if st.ct.heap_t[0] <= st.now:         # (INT64_MAX when the heap is empty)
+                dp_expire(st)
+            # (a bad slot's V_DROP_BAD_SLOT comes back as it is: dp_packet returns a
+            # parse verdict it does not handle unchanged, and reads no byte of it)
+            v = dp_packet(st, buf + off[j], &metas[k], rcs[k], hs[k])
             verdict[j] = <uint8_t>v
             if aux != NULL:
+                # (reset here, not before each packet: only aux reads it)
                 aux[j] = st.last_dest
+                st.last_dest = -1
             st.counts[v] += 1
-            written += v < V_DROP_BASE
+    # counted after the loop, where GCC vectorizes it, rather than in a register the
+    # per-packet path would have to keep (or spill)
+    for j in range(n):
+        written += verdict[j] < V_DROP_BASE
     return written
 
 
