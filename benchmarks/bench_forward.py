@@ -127,7 +127,7 @@ def forwarder_cpu() -> float:
     tck, total = os.sysconf("SC_CLK_TCK"), 0
     for pid in os.listdir("/proc"):
         try:
-            if not pid.isdigit() or b"fastvs.live" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if not pid.isdigit() or b"-m\0fastvs.live\0" not in Path(f"/proc/{pid}/cmdline").read_bytes():
                 continue
             f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
