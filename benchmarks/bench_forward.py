@@ -11,11 +11,14 @@ if installed, else busybox httpd), measured in one run with the director namespa
 For each: HTTP requests/s and latency percentiles with ``wrk`` (keep-alive), new
 connections/s (``Connection: close``: one TCP connection per request), and 64-byte UDP
 frames/s forwarded (a client blasting 18-byte datagrams over 64 flows; counted at the
-real servers' interfaces). Prints a table with the ratios fastvs/kernel. Needs root,
-``ip netns``, ``wrk`` and ``nft``; run as a script::
+real servers' interfaces) with the forwarder's CPU time per frame forwarded (user +
+system time of its processes: the one UDP figure the host's other load hardly moves).
+Prints a table with the ratios fastvs/kernel. Needs root, ``ip netns``, ``wrk`` and
+``nft``; run as a script::
 
     python benchmarks/bench_forward.py [--seconds 5] [--workers 1 2] [--io ring-v2 ring-v3 mmsg xdp]
-        [--repeat 3] [--queues 2] [--xdp-ring-sizes 512 2048] [--xdp-busy-polls 0 50] [--json out.json]
+        [--repeat 3] [--queues 2] [--xdp-ring-sizes 512 2048] [--xdp-busy-polls 0 50]
+        [--xdp-modes auto skb drv] [--tests http newconn udp] [--json out.json]
 
 With ``--queues N`` the director's veths (and their peers) are made with N queues; each
 ``--io xdp --workers W`` column runs with W of them (``ethtool -L``: worker k binds queue
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import signal
@@ -118,11 +122,28 @@ def mac_of(t: Topology, ns: str, ip: str | None, dev: str = "eth0") -> str:
     return m.group(1).replace(":", "")
 
 
+def forwarder_cpu() -> float:
+    """CPU seconds (user + system) used so far by the running ``fastvs.live`` processes."""
+    tck, total = os.sysconf("SC_CLK_TCK"), 0
+    for pid in os.listdir("/proc"):
+        try:
+            if not pid.isdigit() or b"-m\0fastvs.live\0" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(f[11]) + int(f[12])
+    return total / tck
+
+
 def udp_pps(t: Topology, seconds: float, senders: int = 1) -> dict[str, float]:
-    """A raw AF_PACKET blaster (sendmmsg of prebuilt frames) over 64 flows."""
+    """A raw AF_PACKET blaster (sendmmsg of prebuilt frames) over 64 flows; with the
+    forwarder's CPU time per frame forwarded (µs; none for the kernel's NAT: it runs in
+    the sender's softirq)."""
     from netns import CLIENT_IP
 
     dmac, smac = mac_of(t, t.client, VIP), mac_of(t, t.client, None)
+    cpu0 = forwarder_cpu()
     before = rs_rx(t)
     procs = [t.spawn(t.client, sys.executable, "-c", BLASTER, dmac, smac, CLIENT_IP, VIP, str(BLAST_PORT),
                      str(seconds), "64", stdout=subprocess.PIPE) for _ in range(senders)]
@@ -133,7 +154,11 @@ def udp_pps(t: Topology, seconds: float, senders: int = 1) -> dict[str, float]:
         t.procs.remove(p)
     time.sleep(0.3)
     got = rs_rx(t) - before
-    return {"sent_pps": sent / seconds, "fwd_pps": got / seconds}
+    cpu = forwarder_cpu() - cpu0
+    res = {"sent_pps": sent / seconds, "fwd_pps": got / seconds}
+    if cpu > 0:  # not the kernel's NAT (no forwarder process)
+        res["cpu_us"] = cpu * 1e6 / max(1, got)
+    return res
 
 
 def rules_text() -> str:
@@ -144,12 +169,18 @@ def rules_text() -> str:
     return "\n".join(lines) + "\n"
 
 
-def measure(t: Topology, seconds: float, conns: int) -> dict[str, Any]:
+TESTS = ("http", "newconn", "udp")
+
+
+def measure(t: Topology, seconds: float, conns: int, tests: tuple[str, ...] = TESTS) -> dict[str, Any]:
     t.nsx(t.client, "curl", "-s", "--max-time", "3", f"http://{VIP}/", check=False)  # warm ARP
     res: dict[str, Any] = {}
-    res["http"] = wrk(t, seconds, conns, close=False)
-    res["newconn"] = wrk(t, seconds, conns, close=True)
-    res["udp"] = udp_pps(t, seconds)
+    if "http" in tests:
+        res["http"] = wrk(t, seconds, conns, close=False)
+    if "newconn" in tests:
+        res["newconn"] = wrk(t, seconds, conns, close=True)
+    if "udp" in tests:
+        res["udp"] = udp_pps(t, seconds)
     return res
 
 
@@ -181,7 +212,7 @@ def kernel_mode(t: Topology, on: bool) -> None:
 
 
 def run_fastvs(t: Topology, rules: Path, workers: int, seconds: float, conns: int,
-               io: str = "ring-v2", extra: tuple[str, ...] = ()) -> dict[str, Any]:
+               io: str = "ring-v2", extra: tuple[str, ...] = (), tests: tuple[str, ...] = TESTS) -> dict[str, Any]:
     t.flush_neighbours()
     p = t.spawn(t.director, sys.executable, "-m", "fastvs.live", "-r", str(rules),
                 *t.forward_args(), "--fix-offloads", "-q", "--workers", str(workers),
@@ -196,7 +227,7 @@ def run_fastvs(t: Topology, rules: Path, workers: int, seconds: float, conns: in
         if "ready" in line or not line:
             break
     try:
-        return measure(t, seconds, conns)
+        return measure(t, seconds, conns, tests)
     finally:
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=30)
@@ -209,7 +240,7 @@ def run_fastvs(t: Topology, rules: Path, workers: int, seconds: float, conns: in
 def fmt(v: float | None, unit: str = "") -> str:
     if v is None:
         return "-"
-    if unit == "ms":
+    if unit in ("ms", "us"):
         return f"{v:.2f}"
     return f"{v:,.0f}"
 
@@ -228,11 +259,17 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         ("  errors", lambda r: r["newconn"]["errors"], ""),
         ("UDP 64 B frames/s forwarded", lambda r: r["udp"]["fwd_pps"], ""),
         ("  offered by the client", lambda r: r["udp"]["sent_pps"], ""),
+        ("  forwarder CPU us per frame", lambda r: r["udp"].get("cpu_us"), "us"),
     ]
     fast = [c for c in cols if c != "kernel"]
     head = f"{'':36}" + "".join(f"{c:>14}" for c in cols) + "".join(f"{c + '/kernel':>20}" for c in fast)
     out = [head, "-" * len(head)]
+    first = next(iter(results.values()))
     for name, get, unit in rows:
+        try:
+            get(first)
+        except KeyError:  # a test not run (--tests)
+            continue
         line = f"{name:36}" + "".join(f"{fmt(get(results[c]), unit):>14}" for c in cols)
         if kern is not None:
             for c in fast:
@@ -259,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="--io xdp: one column per --xdp-ring-size (0: the default)")
     ap.add_argument("--xdp-busy-polls", type=int, nargs="+", default=[0],
                     help="--io xdp: one column per --xdp-busy-poll microseconds (0: off)")
+    ap.add_argument("--xdp-modes", nargs="+", default=["auto"], choices=("auto", "skb", "drv"),
+                    help="--io xdp: one column per --xdp-mode (attach: native drv, generic skb)")
+    ap.add_argument("--tests", nargs="+", default=list(TESTS), choices=TESTS,
+                    help="measurements to run (all by default)")
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args(argv)
     ok, why = have_netns()
@@ -290,23 +331,26 @@ def main(argv: list[str] | None = None) -> int:
             results: dict[str, dict[str, Any]] = {}
             for io in a.io:
                 for w in a.workers:
-                    xdp = [(r, b) for r in a.xdp_ring_sizes for b in a.xdp_busy_polls]
-                    for ring, busy in xdp if io == "xdp" else [(0, 0)]:
+                    xdp = [(r, b, m) for r in a.xdp_ring_sizes for b in a.xdp_busy_polls for m in a.xdp_modes]
+                    for ring, busy, mode in xdp if io == "xdp" else [(0, 0, "auto")]:
                         q = w if io == "xdp" and w <= a.queues else 1
                         if a.queues > 1:
                             t.set_queues(q)
-                        col = f"{io}-w{w}" + (f"-r{ring}" if ring else "") + (f"-bp{busy}" if busy else "")
+                        col = (f"{io}-w{w}" + (f"-r{ring}" if ring else "") + (f"-bp{busy}" if busy else "")
+                               + (f"-{mode}" if mode != "auto" else ""))
                         more = (("--xdp-ring-size", str(ring)) if ring else ()) + (
-                            ("--xdp-busy-poll", str(busy)) if busy else ())
+                            ("--xdp-busy-poll", str(busy)) if busy else ()) + (
+                            ("--xdp-mode", mode) if mode != "auto" else ())
                         print(f"-- round {rnd + 1}: fastvs forward --io {io} --workers {w} {' '.join(more)} "
                               f"({q} queue{'s' if q > 1 else ''})", file=sys.stderr)
-                        results[col] = run_fastvs(t, rules, w, a.seconds, a.conns, io, extra + more)
+                        results[col] = run_fastvs(t, rules, w, a.seconds, a.conns, io, extra + more,
+                                                  tuple(a.tests))
             if a.queues > 1:
                 t.set_queues(1)
             print(f"-- round {rnd + 1}: kernel: nftables dnat numgen + conntrack", file=sys.stderr)
             kernel_mode(t, True)
             try:
-                results["kernel"] = measure(t, a.seconds, a.conns)
+                results["kernel"] = measure(t, a.seconds, a.conns, tuple(a.tests))
             finally:
                 kernel_mode(t, False)
             rounds.append(results)
