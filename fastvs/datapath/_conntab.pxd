@@ -376,10 +376,8 @@ cdef inline void ct_link(ConnTable* t, uint32_t idx) noexcept nogil:
     c.hash = fv_hash_key(c.caddr, c.vaddr, c.cport_be, c.vport_be, c.proto, t.seed)
     # the out key: <real server, client> under NAT, <VIP, client> for DR/TUN/local
     # (ip_vs_conn_out_get)
-    if c.fwd == FWD_MASQ:
-        c.hash_out = fv_hash_key(c.daddr, c.caddr, c.dport_be, c.cport_be, c.proto, t.seed)
-    else:
-        c.hash_out = fv_hash_key(c.vaddr, c.caddr, c.dport_be, c.cport_be, c.proto, t.seed)
+    cdef const uint32_t* out = &c.daddr[0] if c.fwd == FWD_MASQ else &c.vaddr[0]
+    c.hash_out = fv_hash_key(out, c.caddr, c.dport_be, c.cport_be, c.proto, t.seed)
     ct_bucket_put(t, c.hash, idx, CT_DIR_IN)
     t.nentries += 1
     if c.flags & CONN_F_TEMPLATE:
