@@ -12,13 +12,14 @@ For each: HTTP requests/s and latency percentiles with ``wrk`` (keep-alive), new
 connections/s (``Connection: close``: one TCP connection per request), and 64-byte UDP
 frames/s forwarded (a client blasting 18-byte datagrams over 64 flows; counted at the
 real servers' interfaces) with the forwarder's CPU time per frame forwarded (user +
-system time of its processes: the one UDP figure the host's other load hardly moves).
+system time of its processes: the one UDP figure the host's other load hardly moves),
+and TCP bulk Gbit/s (``wrk`` fetching a 256 MiB file over 4 keep-alive connections).
 Prints a table with the ratios fastvs/kernel. Needs root, ``ip netns``, ``wrk`` and
 ``nft``; run as a script::
 
     python benchmarks/bench_forward.py [--seconds 5] [--workers 1 2] [--io ring-v2 ring-v3 mmsg xdp]
         [--repeat 3] [--queues 2] [--xdp-ring-sizes 512 2048] [--xdp-busy-polls 0 50]
-        [--xdp-modes auto skb drv] [--tests http newconn udp] [--json out.json]
+        [--xdp-modes auto skb drv] [--tests http newconn udp tcp] [--json out.json]
 
 With ``--queues N`` the director's veths (and their peers) are made with N queues; each
 ``--io xdp --workers W`` column runs with W of them (``ethtool -L``: worker k binds queue
@@ -169,7 +170,8 @@ def rules_text() -> str:
     return "\n".join(lines) + "\n"
 
 
-TESTS = ("http", "newconn", "udp")
+TESTS = ("http", "newconn", "udp", "tcp")
+BIG_MIB = 256  # the bulk-transfer file each real server serves
 
 
 def measure(t: Topology, seconds: float, conns: int, tests: tuple[str, ...] = TESTS) -> dict[str, Any]:
@@ -181,6 +183,32 @@ def measure(t: Topology, seconds: float, conns: int, tests: tuple[str, ...] = TE
         res["newconn"] = wrk(t, seconds, conns, close=True)
     if "udp" in tests:
         res["udp"] = udp_pps(t, seconds)
+    if "tcp" in tests:
+        res["tcp"] = tcp_bulk(t, seconds)
+    return res
+
+
+def tcp_bulk(t: Topology, seconds: float, conns: int = 4) -> dict[str, float]:
+    """TCP bulk throughput: ``wrk`` fetching a 256 MiB file over ``conns``
+    keep-alive connections (full-size segments through the director both ways: the
+    data from the real servers, the ACKs from the client); Gbit/s of HTTP bodies."""
+    for i in range(len(t.rs)):
+        big = t.tmp / f"rs{i + 1}" / "big.bin"
+        if not big.exists():
+            with big.open("wb") as f:
+                f.truncate(BIG_MIB << 20)
+    args = ["wrk", "-t2", f"-c{conns}", f"-d{max(1, round(seconds))}s", f"http://{VIP}/big.bin"]
+    r = t.nsx(t.client, *args, timeout=seconds + 60, check=False)
+    res = {"gbps": 0.0, "errors": 0.0}
+    m = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?)B", r.stdout)
+    if m:
+        scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)]
+        res["gbps"] = float(m.group(1)) * scale * 8 / 1e9
+    else:
+        print(f"wrk failed: {r.stdout.strip()} {r.stderr.strip()}", file=sys.stderr)
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", r.stdout)
+    if m:
+        res["errors"] = float(sum(int(x) for x in m.groups()))
     return res
 
 
@@ -240,7 +268,7 @@ def run_fastvs(t: Topology, rules: Path, workers: int, seconds: float, conns: in
 def fmt(v: float | None, unit: str = "") -> str:
     if v is None:
         return "-"
-    if unit in ("ms", "us"):
+    if unit in ("ms", "us", "Gb"):
         return f"{v:.2f}"
     return f"{v:,.0f}"
 
@@ -260,6 +288,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         ("UDP 64 B frames/s forwarded", lambda r: r["udp"]["fwd_pps"], ""),
         ("  offered by the client", lambda r: r["udp"]["sent_pps"], ""),
         ("  forwarder CPU us per frame", lambda r: r["udp"].get("cpu_us"), "us"),
+        ("TCP bulk Gbit/s (wrk -c4, 256 MiB file)", lambda r: r["tcp"]["gbps"], "Gb"),
+        ("  errors", lambda r: r["tcp"]["errors"], ""),
     ]
     fast = [c for c in cols if c != "kernel"]
     head = f"{'':36}" + "".join(f"{c:>14}" for c in cols) + "".join(f"{c + '/kernel':>20}" for c in fast)

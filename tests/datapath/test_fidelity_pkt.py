@@ -300,7 +300,8 @@ def test_ipv6_tcp_state_reads_the_header_after_extension_headers() -> None:
     which ip_vs_in_hook (ip_vs_core.c:2080) and handle_response (:1314) pass as
     iph.len: ipv6_find_hdr's offset past hop-by-hop, routing and destination options
     (include/net/ip_vs.h:91-95). Issue 11 item 11 describes a fixed 40-byte offset: that
-    was kernels before 3.7; 6.1 steps the state on the right bytes, as fastvs does."""
+    is what older kernels (6.1.0 among them) do; the lab's 6.1.192 passes the parsed
+    offset (ip_vs_proto_tcp.c:551-558) and steps the state on the right bytes, as fastvs does."""
     d = director(f"-A -t [{VIP6}]:80 -s rr\n-a -t [{VIP6}]:80 -r [{R6}]:8080 -m\n")
     # hop-by-hop (PadN) then destination options (PadN), then TCP
     ext = bytes([60, 0, 1, 4, 0, 0, 0, 0]) + bytes([6, 0, 1, 4, 0, 0, 0, 0])
