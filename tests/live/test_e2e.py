@@ -298,6 +298,83 @@ def test_e2e_xdp_two_workers_on_two_queues() -> None:
     assert rc == 0, err
 
 
+HELD_CLIENT = r"""
+import json, socket, sys
+n, vip, port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+held = [socket.create_connection((vip, port), timeout=10) for _ in range(n)]  # handshakes done
+print("HELD", flush=True)
+sys.stdin.readline()  # the forwarder has reloaded
+out = []
+for s in held:
+    try:
+        s.settimeout(10)
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        out.append(data.decode(errors="replace").rsplit("\r\n\r\n", 1)[-1].strip())
+    except OSError as e:
+        out.append(f"error {e}")
+print(json.dumps(out), flush=True)
+"""
+
+
+def test_e2e_xdp_two_workers_sighup_weight_zero_drains() -> None:
+    """``--io xdp --workers 2`` on two-queue veths, SIGHUP setting 10.1.0.12 to weight 0:
+    both workers apply the reload (the merged ``reloads`` is the smallest of theirs),
+    new connections all go to 10.1.0.11, connections established before it (some on
+    10.1.0.12, on either worker) are still served, and a second SIGHUP brings 10.1.0.12
+    back."""
+    with Topology(queues=2, prefix=f"fvt-{os.getpid()}-h") as t:
+        rules = write_rules(t, name="hup2.txt")
+        fwd = Forwarder(t, rules, "--workers", "2", "--io", "xdp")
+        held = None
+        try:
+            before = curl(t, 8)
+            stats0 = fwd.wait_stats(lambda d: d["workers"] == 2 and tcp_conns(d) >= 8, 10,
+                                    "both workers' snapshots with the 8 TCP connections")
+            # four connections held open: whichever worker gets two of them (rr per
+            # worker) sends one to 10.1.0.12
+            held = t.spawn(t.client, sys.executable, "-c", HELD_CLIENT, "4", VIP, "80",
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            assert held.stdout is not None and held.stdin is not None
+            assert held.stdout.readline().strip() == b"HELD"
+            fwd.wait_stats(lambda d: tcp_conns(d) >= 12, 10, "the 4 held connections in the statistics")
+            rules.write_text(t.rules_text((1, 0)))
+            mark = fwd.hup()
+            line = fwd.wait_log("SIGHUP: ", after=mark)
+            drained = fwd.wait_stats(lambda d: d["reloads"] == 1 and rs_weights(d) == {"10.1.0.11": 1, "10.1.0.12": 0},
+                                     10, "both workers at reload 1, 10.1.0.12 at weight 0 in the listing")
+            after = curl(t, 10)
+            udp_after = udp(t, 4)
+            held.stdin.write(b"go\n")
+            held.stdin.flush()
+            held_out, _ = held.communicate(timeout=30)
+            rules.write_text(t.rules_text((1, 1)))
+            mark = fwd.hup()
+            fwd.wait_log("weight 0->1", after=mark)
+            fwd.wait_stats(lambda d: d["reloads"] == 2 and rs_weights(d) == {"10.1.0.11": 1, "10.1.0.12": 1},
+                           10, "both workers at reload 2 with both real servers at weight 1")
+            again = curl(t, 8)
+        finally:
+            if held is not None and held.poll() is None:
+                held.kill()
+            rc, out, err = fwd.stop()
+    assert_backend("xdp", err)
+    assert stats0["workers"] == 2 and all(w["rx"] > 0 for w in stats0["per_worker"]), stats0["per_worker"]
+    assert all(g in ("rs1", "rs2") for g in before) and set(before) == {"rs1", "rs2"}, (before, err[-3000:])
+    assert "10.1.0.12:80 weight 1->0" in line and drained["reloads"] == 1, line
+    assert err.count("SIGHUP: rules not reloaded") == 0 and "reload failed" not in err, err[-3000:]
+    assert after == ["rs1"] * 10, (after, err[-3000:])
+    assert [r[0].split(":")[0] for r in udp_after] == ["rs1"] * 4, udp_after
+    kept = json.loads(held_out.decode().strip().splitlines()[-1])
+    assert all(k in ("rs1", "rs2") for k in kept) and "rs2" in kept, kept
+    assert set(again) == {"rs1", "rs2"}, again
+    assert rc == 0 and "TCP  10.0.0.100:80" in out, err[-3000:]
+    m = re.search(r"TCP  10\.0\.0\.100:80\s+(\d+)", out)
+    assert m and int(m.group(1)) == 8 + 4 + 10 + 8, out
+
+
 def test_e2e_one_arm(io: str) -> None:
     with Topology(one_arm=True, prefix=f"fvt-{os.getpid()}-o") as t:
         spin = ["--spin-us", "50"] if io != "mmsg" else []  # rings watched before sleeping
