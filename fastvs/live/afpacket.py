@@ -139,7 +139,7 @@ class AfPacketIO:
         c.update(self.kernel)
         return c
 
-    def update_vips(self, vips: set[str]) -> None:
+    def update_vips(self, vips: set[str], rips: set[str] | None = None) -> None:
         if self.sockets.fanout:
             prog = fanout_program(vips, self.workers)
             for s in self.sockets.socks:

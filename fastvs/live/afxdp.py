@@ -287,12 +287,15 @@ class XdpIO:
                 c["xdp_" + k] = c.get("xdp_" + k, 0) + int(v)
         return c
 
-    def update_vips(self, vips: set[str]) -> None:
-        """SIGHUP: the address maps again (VIPs and the reloaded real servers)."""
-        try:
-            rips = _rips(self.cfg)
-        except Exception:  # noqa: BLE001 - the worker said why already; keep the maps
-            return
+    def update_vips(self, vips: set[str], rips: set[str] | None = None) -> None:
+        """A reload (SIGHUP or ``fastvs ctl``): the address maps again, from the rules the
+        worker applied (``rips``: their masqueraded real servers; read from the rules
+        file when not given)."""
+        if rips is None:
+            try:
+                rips = _rips(self.cfg)
+            except Exception:  # noqa: BLE001 - the worker said why already; keep the maps
+                return
         self.handle.programs[0].set_addresses(address_sets(self.cfg, vips, rips))
         if self.handle.handoff is not None:
             self.pump.set_vips(_packed(vips))

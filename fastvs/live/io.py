@@ -82,8 +82,9 @@ class FrameIO(Protocol):
         """I/O counters since opening ({name: count}, summed over workers)."""
         ...
 
-    def update_vips(self, vips: set[str]) -> None:
-        """The VIPs changed (SIGHUP): re-steer frames to workers if the backend steers."""
+    def update_vips(self, vips: set[str], rips: set[str] | None = None) -> None:
+        """The rules changed (SIGHUP, ``fastvs ctl``): re-steer frames to workers if the
+        backend steers; ``rips`` are the new rules' masqueraded real servers."""
         ...
 
     def close(self) -> None: ...

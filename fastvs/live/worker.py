@@ -146,7 +146,7 @@ class Worker:
         self.neigh.resolve_set = rips | set(self.cfg.client_gw)
         self.neigh.join_groups()
         self.neigh.request(self.neigh.missing(), force=True)
-        self.io.update_vips(vips)
+        self.io.update_vips(vips, rips)
         if self.sync is not None:
             self.sync.receiver.set_rules(new)
         self.reloads += 1

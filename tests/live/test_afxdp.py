@@ -258,3 +258,22 @@ def test_too_many_vips_for_the_handoff_fall_back(monkeypatch: pytest.MonkeyPatch
     assert out == ["afpacket-handle"] * 2
     assert err.splitlines() == ["fastvs forward: --io xdp: AF_XDP unavailable (more than 256 VIPs for the "
                                 "workers' handoff (257)); using AF_PACKET ring-v2"], err
+
+
+def test_reload_maps_take_the_applied_rules_real_servers() -> None:
+    """A reload pushes the real servers of the rules the worker applied into the XDP
+    address map (a server added by ``fastvs ctl add`` is in no rules file)."""
+    got: list[Any] = []
+
+    class Program:
+        def set_addresses(self, sets: Any) -> None:
+            got.append(sets)
+
+    io = object.__new__(afxdp.XdpIO)
+    io.cfg = cfg()  # its rules file does not exist: only the given servers can be used
+    io.handle = argparse.Namespace(programs=[Program()], handoff=None)
+    io.update_vips({"10.0.0.100"}, {"10.1.0.13"})
+    want = afxdp.address_sets(io.cfg, {"10.0.0.100"}, {"10.1.0.13"})
+    assert got == [want]
+    io.update_vips({"10.0.0.100"})  # no servers given, the file unreadable: maps kept
+    assert len(got) == 1
