@@ -614,7 +614,7 @@ CLUSTER_BAD = [
     (["--directors", "2", "--ecmp-hash", "net/33"], "--ecmp-hash", "net/LEN"),
     (["--ecmp-hash", "l3"], "--ecmp-hash", "needs --directors"),
     (["--dask", "tcp://127.0.0.1:1"], "--dask", "needs --directors"),
-    (["--directors", "2", "--sync-out", "/tmp/fastvs-never.pcap"], "--sync-out", "cannot be used with --directors"),
+    (["--directors", "2", "--sync-out", "fastvs-never.pcap"], "--sync-out", "cannot be used with --directors"),
     (["--directors", "2", "--sync-in", PCAP], "--sync-in", "cannot be used with --directors"),
     (["--directors", "2", "--dask", "nonsense://x"], "--dask", "unknown address scheme"),
     # nothing listens on port 1: refused until the connect timeout, then one line

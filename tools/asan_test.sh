@@ -39,7 +39,7 @@ if [ ! -e "$LIBASAN" ]; then echo "asan: libasan.so not found (gcc -print-file-n
 # real function and aborts ("CHECK failed ... real___cxa_throw") the first time a C++
 # extension throws (matplotlib's ft2font does, on import, in tests/test_bench.py)
 LIBSTDCXX=$(gcc -print-file-name=libstdc++.so)
-so=$(ls "$WORK"/fastvs/datapath/_engine*.so)
+so="$WORK/$(cd "$WORK" && ls fastvs/datapath/_engine*.so)"
 if [ "$(nm -D "$so" | grep -c __asan_report)" = 0 ]; then echo "asan: $so is not instrumented"; exit 2; fi
 
 export LD_PRELOAD="$LIBASAN${LIBSTDCXX:+ $LIBSTDCXX}"
