@@ -36,6 +36,14 @@ TRUNCATED_MODES = ("balance", "drop")
 RATE_KEYS = ("cps", "inpps", "outpps", "inbps", "outbps")
 
 
+def _est_key(entry: dict[str, Any], service: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    """The rate estimator's key of an engine listing entry: a service's, or (with its
+    service's key) a real server's."""
+    if service:
+        return (*service, entry["index"], entry["addr"], entry["port"])
+    return (entry["index"], entry["proto"], entry["fwmark"], entry["addr"], entry["port"])
+
+
 class Director:
     """An LVS director in user space.
 
@@ -361,9 +369,9 @@ class Director:
         whether any average is still above 0."""
         busy = False
         for s in self.engine.services():
-            skey = (s["index"], s["proto"], s["fwmark"], s["addr"], s["port"])
+            skey = _est_key(s)
             keyed = [(skey, s["stats"])]
-            keyed += [((*skey, r["index"], r["addr"], r["port"]), r["stats"]) for r in s["reals"]]
+            keyed += [(_est_key(r, skey), r["stats"]) for r in s["reals"]]
             for key, stats in keyed:
                 est = self._est.setdefault(key, RateEstimator())
                 est.tick(stats)
@@ -563,12 +571,12 @@ class Director:
         for s in self.engine.services():
             key = by_index.get(s["index"])
             rs = rules_by_key.get(key) if key is not None else None
-            skey = (s["index"], s["proto"], s["fwmark"], s["addr"], s["port"])
+            skey = _est_key(s)
             s["stats"] = self._with_rates(s["stats"], skey)
             s["persistent"] = rs.persistent if rs else None
             s["netmask"] = rs.netmask if rs else None
             for r in s["reals"]:
-                r["stats"] = self._with_rates(r["stats"], (*skey, r["index"], r["addr"], r["port"]))
+                r["stats"] = self._with_rates(r["stats"], _est_key(r, skey))
             out.append(s)
         return out
 
