@@ -397,7 +397,7 @@ cdef inline bint take_frame(PumpC* s, Py_ssize_t n, uint8_t* p, uint32_t length,
     if status & TP_STATUS_VLAN_VALID:
         s.c[C_RX_VLAN_STRIPPED] += 1
     if status & TP_STATUS_CSUMNOTREADY:
-        if l2_csum_complete(p, length):
+        if l2_csum_complete(p, length, False):
             s.l2.c[L2_CSUM_COMPLETED] += 1
     s.off[n] = <uint32_t>(p - s.buf)
     s.caplen[n] = length

@@ -6,7 +6,7 @@ side's (``XDP_SHARED_UMEM``), or a single one for a one-arm director. The UMEM *
 batch buffer: :meth:`XdpPump.receive` takes up to ``batch`` frames off each socket's RX
 ring into one pair of ``off``/``caplen`` arrays (UMEM offsets, where the kernel put the
 frames), remembers which side each came in on, stamps them with one CLOCK_MONOTONIC
-reading and completes offloaded checksums (``csum_complete_partial``: copy mode hands
+reading and completes offloaded checksums (``l2_csum_complete``: copy mode hands
 over a veth peer's CHECKSUM_PARTIAL frames without a flag). The engine rewrites them in
 place; :meth:`XdpPump.transmit` runs the shared L2 output stage (fastvs/live/_l2.pxd:
 neighbour lookup, MAC rewrite, frames sorted by side), puts each side's frames on its
@@ -36,9 +36,9 @@ from libc.string cimport memcmp, memcpy, memset
 
 from fastvs.datapath._packet cimport LT_EN10MB
 from fastvs.live._l2 cimport (L2Stage, L2State, L2_CSUM_COMPLETED, SIDE_CLIENT, l2_out,
-                              l2_gather, mono_ns)
+                              l2_gather, l2_csum_complete, mono_ns)
 from fastvs.live.xdp._xsk cimport (XskC, UmemC, XskSocket, xsk_rx, xsk_tx, xsk_refill,
-                                   xsk_rx_ready, umem_recycle, csum_complete_partial)
+                                   xsk_rx_ready, umem_recycle)
 
 import numpy as np
 
@@ -378,7 +378,7 @@ cdef Py_ssize_t pump_rx(XPumpC* s, int timeout_ms) noexcept nogil:
                 umem_recycle(s.umem, s.off[idx])
                 continue
             p = s.buf + s.off[idx]
-            if csum_complete_partial(p, s.caplen[idx]):
+            if l2_csum_complete(p, s.caplen[idx], True):
                 s.l2.c[L2_CSUM_COMPLETED] += 1
             s.c[C_RX] += 1
             s.c[C_RX_BYTES] += s.caplen[idx]

@@ -17,7 +17,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from fastvs.datapath._types cimport V_FWD_IN, V_FWD_OUT
 from fastvs.datapath._bytes cimport ld16
-from fastvs.datapath._csum cimport csum_partial, csum_fold
+from fastvs.datapath._csum cimport csum_block, csum_partial, csum_fold
 from fastvs.datapath._packet cimport l2_parse, LT_EN10MB
 from fastvs.live._neightab cimport NeighEnt, key_v4, key_eq, nb_find, nb_put
 
@@ -69,10 +69,16 @@ cdef inline int l2_ip(const uint8_t* p, uint32_t length, uint32_t* l3off) noexce
     return 0
 
 
-cdef inline bint l2_csum_complete(uint8_t* p, uint32_t length) noexcept nogil:
+cdef inline bint l2_csum_complete(uint8_t* p, uint32_t length, bint partial_only) noexcept nogil:
     """Compute the full TCP/UDP checksum of an Ethernet/IPv4 or IPv6 frame in place
     (what skb_checksum_help does for CHECKSUM_PARTIAL). False when not applicable: not
-    TCP/UDP, a fragment, IPv6 extension headers, lengths beyond the frame."""
+    TCP/UDP, a fragment, IPv6 extension headers, lengths beyond the frame.
+
+    ``partial_only`` (AF_XDP copy mode, which hands a veth peer's CHECKSUM_PARTIAL
+    frames over without a flag): only a frame whose checksum field holds exactly the
+    folded pseudo-header sum -- what a sender with TX checksum offload leaves -- is
+    completed; any other is left as it is (a wrong checksum stays wrong, except the
+    1-in-65536 one that equals the pseudo-header sum)."""
     cdef uint32_t l3 = 0
     cdef int af = l2_ip(p, length, &l3)
     cdef uint32_t ihl, tot, l4len, l4, coff
@@ -125,10 +131,14 @@ cdef inline bint l2_csum_complete(uint8_t* p, uint32_t length) noexcept nogil:
         coff = 6
     else:
         return False
+    s = csum_partial(ph, phlen, 0)
+    if partial_only:
+        memcpy(&c, p + l4 + coff, 2)
+        if c != csum_fold(s):
+            return False
     p[l4 + coff] = 0
     p[l4 + coff + 1] = 0
-    s = csum_partial(ph, phlen, 0)
-    s = csum_partial(p + l4, l4len, s)
+    s = csum_block(p + l4, l4len, s)
     c = <uint16_t>~csum_fold(s)
     if c == 0 and proto == 17:
         c = 0xffff

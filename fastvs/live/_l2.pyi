@@ -2,12 +2,15 @@
 
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from typing_extensions import disjoint_base
 
 L2_COUNTER_NAMES: tuple[str, ...]
 
 def monotonic_ns() -> int: ...
 def complete_l4_checksum(frame: Any) -> bool: ...
+def complete_partial(buf: Any, off: npt.NDArray[np.uint32], length: npt.NDArray[np.uint32], n: int) -> int: ...
 
 @disjoint_base
 class L2Stage:

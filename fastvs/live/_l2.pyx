@@ -29,7 +29,26 @@ def complete_l4_checksum(frame):
     cdef uint8_t[::1] b = frame
     if b.shape[0] == 0:
         return False
-    return l2_csum_complete(&b[0], <uint32_t>b.shape[0])
+    return l2_csum_complete(&b[0], <uint32_t>b.shape[0], False)
+
+
+def complete_partial(uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t[::1] length,
+                     Py_ssize_t n):
+    """What the AF_XDP receive path does to n frames of a batch (``l2_csum_complete``
+    with ``partial_only``): complete those that arrived CHECKSUM_PARTIAL. Returns how
+    many were completed."""
+    cdef Py_ssize_t i, k = 0
+    if n < 0 or n > off.shape[0] or n > length.shape[0]:
+        raise ValueError("n exceeds the batch")
+    for i in range(n):
+        if <size_t>off[i] + length[i] > <size_t>buf.shape[0]:
+            raise ValueError("frame outside the buffer")
+    if n == 0:
+        return 0
+    with nogil:
+        for i in range(n):
+            k += l2_csum_complete(&buf[0] + off[i], length[i], True)
+    return k
 
 
 cdef int _ip_key(ip, uint32_t* k) except -1:

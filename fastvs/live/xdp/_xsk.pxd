@@ -53,7 +53,6 @@ cdef void xsk_kick_tx(XskC* x) noexcept nogil
 cdef void xsk_refill(XskC* x) noexcept nogil
 cdef void umem_recycle(UmemC* u, uint64_t addr) noexcept nogil
 cdef bint xsk_rx_ready(XskC* x) noexcept nogil
-cdef bint csum_complete_partial(uint8_t* p, uint32_t length) noexcept nogil
 
 cdef class Umem:
     cdef UmemC u
@@ -69,5 +68,6 @@ cdef class XskSocket:
     cdef readonly int ifindex, queue
     cdef readonly str mode
     cdef readonly uint32_t batch
+    cdef readonly uint32_t tx_budget  # frames one sendto sends in copy mode
     cdef readonly object off, caplen, wirelen, ts, linktype, verdict
     cdef void _close(self) noexcept

@@ -10,7 +10,6 @@ COUNTER_NAMES: tuple[str, ...]
 MODES: tuple[str, ...]
 
 def xdp_available() -> str | None: ...
-def complete_partial(buf: Any, off: npt.NDArray[np.uint32], length: npt.NDArray[np.uint32], n: int) -> int: ...
 def reflect(buf: Any, off: npt.NDArray[np.uint32], length: npt.NDArray[np.uint32], n: int) -> None: ...
 
 @disjoint_base
@@ -31,6 +30,7 @@ class XskSocket:
     queue: int
     mode: str
     batch: int
+    tx_budget: int
     off: npt.NDArray[np.uint32]
     caplen: npt.NDArray[np.uint32]
     wirelen: npt.NDArray[np.uint32]

@@ -85,6 +85,9 @@ cdef extern from *:
     #ifndef SOL_XDP
     #define SOL_XDP 283
     #endif
+    #ifndef XDP_MAX_TX_SKB_BUDGET
+    #define XDP_MAX_TX_SKB_BUDGET 9   /* Linux 6.17: frames one sendto sends in copy mode */
+    #endif
     static inline uint32_t fv_load_acquire(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
     static inline void fv_store_release(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
     static inline uint32_t fv_load_relaxed(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
@@ -96,6 +99,7 @@ cdef extern from *:
         XDP_MMAP_OFFSETS
         XDP_RX_RING
         XDP_TX_RING
+        XDP_MAX_TX_SKB_BUDGET
         XDP_UMEM_REG
         XDP_UMEM_FILL_RING
         XDP_UMEM_COMPLETION_RING
@@ -303,96 +307,6 @@ cdef void xsk_refill(XskC* x) noexcept nogil:
 
 
 # -- checksum state lost in copy mode ------------------------------------------------------
-cdef inline uint64_t sum16(const uint8_t* p, uint32_t n) noexcept nogil:
-    cdef uint64_t s = 0
-    cdef uint32_t i = 0
-    while i + 1 < n:
-        s += (<uint32_t>p[i] << 8) | p[i + 1]
-        i += 2
-    if i < n:
-        s += <uint32_t>p[i] << 8
-    return s
-
-
-cdef inline uint16_t fold(uint64_t s) noexcept nogil:
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return <uint16_t>s
-
-
-cdef bint csum_complete_partial(uint8_t* p, uint32_t length) noexcept nogil:
-    """A TCP/UDP frame (IPv4, or IPv6 without extension headers) whose checksum field
-    holds exactly the folded pseudo-header sum -- what a sender with TX checksum offload
-    leaves (CHECKSUM_PARTIAL), which AF_XDP copy mode hands over without a flag -- gets
-    its full checksum. Anything else is left as it is (a wrong checksum stays wrong,
-    except the 1-in-65536 one that equals the pseudo-header sum). True if completed."""
-    cdef uint16_t et, ph, field, c
-    cdef uint32_t ihl, tot, l4, l4len, coff
-    cdef uint8_t proto
-    cdef uint64_t s
-    if length < 14:
-        return False
-    et = (<uint16_t>p[12] << 8) | p[13]
-    if et == 0x0800:
-        if length < 34 or (p[14] >> 4) != 4:
-            return False
-        ihl = (p[14] & 15) * 4
-        tot = (<uint32_t>p[16] << 8) | p[17]
-        if ihl < 20 or tot < ihl or 14 + tot > length or ((p[20] & 0x3F) | p[21]) != 0:
-            return False                     # bad header or a fragment
-        proto = p[23]
-        l4 = 14 + ihl
-        l4len = tot - ihl
-        s = sum16(p + 26, 8)
-    elif et == 0x86DD:
-        if length < 54:
-            return False
-        proto = p[20]
-        l4 = 54
-        l4len = (<uint32_t>p[18] << 8) | p[19]
-        if 54 + l4len > length:
-            return False
-        s = sum16(p + 22, 32)
-    else:
-        return False
-    if proto == 6:
-        coff = 16
-    elif proto == 17:
-        coff = 6
-    else:
-        return False
-    if l4len < coff + 2:
-        return False
-    s += proto + l4len
-    ph = fold(s)
-    field = (<uint16_t>p[l4 + coff] << 8) | p[l4 + coff + 1]
-    if field != ph:
-        return False
-    p[l4 + coff] = 0
-    p[l4 + coff + 1] = 0
-    c = ~fold(s + sum16(p + l4, l4len)) & 0xFFFF
-    if c == 0 and proto == 17:
-        c = 0xFFFF
-    p[l4 + coff] = c >> 8
-    p[l4 + coff + 1] = c & 0xFF
-    return True
-
-
-def complete_partial(uint8_t[::1] buf, const uint32_t[::1] off, const uint32_t[::1] length,
-                     Py_ssize_t n):
-    """csum_complete_partial over n frames of a batch; returns how many were completed."""
-    cdef Py_ssize_t i, k = 0
-    if n > off.shape[0] or n > length.shape[0]:
-        raise ValueError("n exceeds the batch")
-    for i in range(n):
-        if <size_t>off[i] + length[i] > <size_t>buf.shape[0]:
-            raise ValueError("frame outside the buffer")
-    with nogil:
-        for i in range(n):
-            k += csum_complete_partial(&buf[0] + off[i], length[i])
-    return k
-
-
 # -- test helper: a UDP/TCP reflector ------------------------------------------------------
 cdef inline void swap(uint8_t* p, int a, int b, int n) noexcept nogil:
     cdef uint8_t t[16]
@@ -538,6 +452,7 @@ cdef class XskSocket:
                   unsigned int comp_size=2048, unsigned int batch=64, str mode="copy",
                   bint need_wakeup=True):
         cdef xdp_umem_reg reg
+        cdef uint32_t budget
         cdef xdp_mmap_offsets offs
         cdef socklen_t olen = sizeof(offs)
         cdef sockaddr_xdp sa
@@ -574,6 +489,13 @@ cdef class XskSocket:
             sockopt_u32(fd, XDP_UMEM_COMPLETION_RING, comp_size, "completion ring")
             sockopt_u32(fd, XDP_RX_RING, rx_size, "RX ring")
             sockopt_u32(fd, XDP_TX_RING, tx_size, "TX ring")
+            # copy mode: let one sendto drain the whole TX ring (the kernel's default is
+            # 32 frames a call); kernels before 6.17 refuse the option and keep 32
+            budget = tx_size
+            if setsockopt(fd, SOL_XDP, XDP_MAX_TX_SKB_BUDGET, &budget, sizeof(budget)) == 0:
+                self.tx_budget = tx_size
+            else:
+                self.tx_budget = 32
             if getsockopt(fd, SOL_XDP, XDP_MMAP_OFFSETS, &offs, &olen) < 0:
                 raise OSError(errno, "AF_XDP ring offsets: " + os.strerror(errno))
             map_ring(&self.x.rx, fd, rx_size, &offs.rx, sizeof(xdp_desc), XDP_PGOFF_RX_RING)

@@ -23,7 +23,8 @@ from xdplab import (
 
 from fastvs.control.director import Director
 from fastvs.control.rules import parse_rules
-from fastvs.live.xdp._xsk import Umem, XskSocket, complete_partial, set_macs
+from fastvs.live._l2 import complete_partial
+from fastvs.live.xdp._xsk import Umem, XskSocket, set_macs
 from fastvs.live.xdp.attach import attach
 from fastvs.live.xdp.program import AddressSets, XdpProgram
 

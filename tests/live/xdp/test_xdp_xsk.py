@@ -5,6 +5,8 @@ stack; a frame received on one interface leaves by another from the same UMEM.""
 from __future__ import annotations
 
 import os
+import platform
+import re
 import socket
 import subprocess
 import sys
@@ -22,7 +24,8 @@ from xdplab import (
     run,
 )
 
-from fastvs.live.xdp._xsk import Umem, XskSocket, complete_partial, reflect
+from fastvs.live._l2 import complete_partial
+from fastvs.live.xdp._xsk import Umem, XskSocket, reflect
 from fastvs.live.xdp.attach import attach
 from fastvs.live.xdp.program import XDP_PASS, XDP_REDIRECT, AddressSets, XdpProgram
 
@@ -112,6 +115,11 @@ def pump(s: XskSocket, out: XskSocket | None = None, rewrite: str = "reflect",
         t.join()
 
 
+def kernel_at_least(major: int, minor: int) -> bool:
+    m = re.match(r"(\d+)\.(\d+)", platform.release())
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= (major, minor)
+
+
 @needs_lab
 @pytest.mark.parametrize("mode", ["skb", "drv"])
 def test_vip_frames_reflected_other_traffic_passes(lab: Lab, mode: str) -> None:
@@ -127,6 +135,8 @@ def test_vip_frames_reflected_other_traffic_passes(lab: Lab, mode: str) -> None:
                           fill_size=256, comp_size=256, batch=32, mode="copy")
             p.set_socket(0, s.fileno())
             assert a.mode == mode and s.mode == "copy" and not s.zerocopy_active()
+            # XDP_MAX_TX_SKB_BUDGET (6.17): one sendto may drain the whole TX ring
+            assert s.tx_budget == (256 if kernel_at_least(6, 17) else 32)
             assert p.test_run(frame) == XDP_REDIRECT  # the kernel's verdict with a socket
             with pump(s):
                 r = lab.cl(sys.executable, "-c", CLIENT, str(n))
