@@ -174,17 +174,40 @@ TESTS = ("http", "newconn", "udp", "tcp")
 BIG_MIB = 256  # the bulk-transfer file each real server serves
 
 
+def cpu_times() -> list[int]:
+    """The host's CPU time so far (/proc/stat, all CPUs, clock ticks): user, nice,
+    system, idle, iowait, irq, softirq, steal."""
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def host_cpu(before: list[int], after: list[int], units: float) -> dict[str, float]:
+    """Where the host's CPU went during one measurement: busy share of all CPUs, the
+    softirq share of the busy time (the kernel's forwarding, and veth's receive paths,
+    run there), and busy CPU microseconds per unit of work (request, frame, MB) --
+    client, director and servers together, so the director's part is the difference
+    between columns."""
+    d = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(d) or 1
+    busy = total - d[3] - d[4]
+    tck = os.sysconf("SC_CLK_TCK")
+    return {"host_busy": 100.0 * busy / total, "host_softirq": 100.0 * d[6] / max(1, busy),
+            "host_us": busy / tck * 1e6 / units if units > 0 else float("nan")}
+
+
 def measure(t: Topology, seconds: float, conns: int, tests: tuple[str, ...] = TESTS) -> dict[str, Any]:
     t.nsx(t.client, "curl", "-s", "--max-time", "3", f"http://{VIP}/", check=False)  # warm ARP
     res: dict[str, Any] = {}
-    if "http" in tests:
-        res["http"] = wrk(t, seconds, conns, close=False)
-    if "newconn" in tests:
-        res["newconn"] = wrk(t, seconds, conns, close=True)
-    if "udp" in tests:
-        res["udp"] = udp_pps(t, seconds)
-    if "tcp" in tests:
-        res["tcp"] = tcp_bulk(t, seconds)
+    runs = {"http": (lambda: wrk(t, seconds, conns, close=False), lambda r: r["rps"] * seconds),
+            "newconn": (lambda: wrk(t, seconds, conns, close=True), lambda r: r["rps"] * seconds),
+            "udp": (lambda: udp_pps(t, seconds), lambda r: r["fwd_pps"] * seconds),
+            "tcp": (lambda: tcp_bulk(t, seconds), lambda r: r["gbps"] * seconds * 1e9 / 8 / 1e6)}
+    for name in TESTS:
+        if name in tests:
+            run, units = runs[name]
+            c0 = cpu_times()
+            r = run()
+            r.update(host_cpu(c0, cpu_times(), units(r)))
+            res[name] = r
     return res
 
 
@@ -276,20 +299,29 @@ def fmt(v: float | None, unit: str = "") -> str:
 def table(results: dict[str, dict[str, Any]]) -> str:
     cols = list(results)
     kern = results.get("kernel")
+    def cpu(test: str, per: str) -> list[tuple[str, Any, str]]:
+        return [("  host CPU busy %", lambda r: r[test].get("host_busy"), ""),
+                ("    of it softirq %", lambda r: r[test].get("host_softirq"), ""),
+                (f"  host CPU us per {per}", lambda r: r[test].get("host_us"), "us")]
+
     rows = [
         ("HTTP req/s (keep-alive)", lambda r: r["http"]["rps"], ""),
         ("  latency p50 ms", lambda r: r["http"].get("p50_ms"), "ms"),
         ("  latency p90 ms", lambda r: r["http"].get("p90_ms"), "ms"),
         ("  latency p99 ms", lambda r: r["http"].get("p99_ms"), "ms"),
         ("  errors", lambda r: r["http"]["errors"], ""),
+        *cpu("http", "request"),
         ("new connections/s (no keep-alive)", lambda r: r["newconn"]["rps"], ""),
         ("  latency p99 ms", lambda r: r["newconn"].get("p99_ms"), "ms"),
         ("  errors", lambda r: r["newconn"]["errors"], ""),
+        *cpu("newconn", "connection"),
         ("UDP 64 B frames/s forwarded", lambda r: r["udp"]["fwd_pps"], ""),
         ("  offered by the client", lambda r: r["udp"]["sent_pps"], ""),
         ("  forwarder CPU us per frame", lambda r: r["udp"].get("cpu_us"), "us"),
+        *cpu("udp", "frame"),
         ("TCP bulk Gbit/s (wrk -c4, 256 MiB file)", lambda r: r["tcp"]["gbps"], "Gb"),
         ("  errors", lambda r: r["tcp"]["errors"], ""),
+        *cpu("tcp", "MB"),
     ]
     fast = [c for c in cols if c != "kernel"]
     head = f"{'':36}" + "".join(f"{c:>14}" for c in cols) + "".join(f"{c + '/kernel':>20}" for c in fast)
