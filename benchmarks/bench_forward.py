@@ -263,12 +263,14 @@ def kernel_mode(t: Topology, on: bool) -> None:
 
 
 def run_fastvs(t: Topology, rules: Path, workers: int, seconds: float, conns: int,
-               io: str = "ring-v2", extra: tuple[str, ...] = (), tests: tuple[str, ...] = TESTS) -> dict[str, Any]:
+               io: str = "ring-v2", extra: tuple[str, ...] = (), tests: tuple[str, ...] = TESTS,
+               loop: str = "c") -> dict[str, Any]:
     t.flush_neighbours()
+    env = dict(os.environ, FASTVS_LIVE_LOOP=loop)
     p = t.spawn(t.director, sys.executable, "-m", "fastvs.live", "-r", str(rules),
                 *t.forward_args(), "--fix-offloads", "-q", "--workers", str(workers),
                 "--io", io, "--capacity", str(1 << 21), *extra,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert p.stderr is not None
     end = time.monotonic() + 20
     while time.monotonic() < end:
@@ -360,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="--io xdp: one column per --xdp-busy-poll microseconds (0: off)")
     ap.add_argument("--xdp-modes", nargs="+", default=["auto"], choices=("auto", "skb", "drv"),
                     help="--io xdp: one column per --xdp-mode (attach: native drv, generic skb)")
+    ap.add_argument("--loops", nargs="+", default=["c"], choices=("c", "python"),
+                    help="one column per worker loop: c (FrameIO.run, batches in C) or python "
+                    "(FASTVS_LIVE_LOOP=python: receive, process, transmit called per batch)")
     ap.add_argument("--tests", nargs="+", default=list(TESTS), choices=TESTS,
                     help="measurements to run (all by default)")
     ap.add_argument("--json", metavar="FILE")
@@ -394,19 +399,21 @@ def main(argv: list[str] | None = None) -> int:
             for io in a.io:
                 for w in a.workers:
                     xdp = [(r, b, m) for r in a.xdp_ring_sizes for b in a.xdp_busy_polls for m in a.xdp_modes]
-                    for ring, busy, mode in xdp if io == "xdp" else [(0, 0, "auto")]:
+                    for (ring, busy, mode), loop in ((x, lp) for x in (xdp if io == "xdp" else [(0, 0, "auto")])
+                                                     for lp in a.loops):
                         q = w if io == "xdp" and w <= a.queues else 1
                         if a.queues > 1:
                             t.set_queues(q)
                         col = (f"{io}-w{w}" + (f"-r{ring}" if ring else "") + (f"-bp{busy}" if busy else "")
-                               + (f"-{mode}" if mode != "auto" else ""))
+                               + (f"-{mode}" if mode != "auto" else "") + ("-py" if loop == "python" else ""))
                         more = (("--xdp-ring-size", str(ring)) if ring else ()) + (
                             ("--xdp-busy-poll", str(busy)) if busy else ()) + (
                             ("--xdp-mode", mode) if mode != "auto" else ())
                         print(f"-- round {rnd + 1}: fastvs forward --io {io} --workers {w} {' '.join(more)} "
-                              f"({q} queue{'s' if q > 1 else ''})", file=sys.stderr)
+                              + ("(FASTVS_LIVE_LOOP=python) " if loop == "python" else "")
+                              + f"({q} queue{'s' if q > 1 else ''})", file=sys.stderr)
                         results[col] = run_fastvs(t, rules, w, a.seconds, a.conns, io, extra + more,
-                                                  tuple(a.tests))
+                                                  tuple(a.tests), loop)
             if a.queues > 1:
                 t.set_queues(1)
             print(f"-- round {rnd + 1}: kernel: nftables dnat numgen + conntrack", file=sys.stderr)

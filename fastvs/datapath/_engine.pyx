@@ -10,7 +10,7 @@ services, classifier, flood defenses), ``_conn`` (ip_vs_conn.c), ``_core``
 (ip_vs_proto*.c), ``_frag`` (fragments). They are inline ``.pxd`` modules: one C
 unit, as fast as the single file they were carved from.
 """
-from cpython.pycapsule cimport PyCapsule_GetPointer
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport calloc, realloc, free
 from libc.string cimport memset, memcpy
@@ -484,18 +484,29 @@ cdef dict _stats(const Stats* s):
             "inbytes": s.inbytes, "outbytes": s.outbytes}
 
 
+cdef Py_ssize_t engine_batch(void* st, uint8_t* buf, Py_ssize_t buflen, const uint32_t* off,
+                             const uint32_t* caplen, const uint32_t* wirelen, const int64_t* ts,
+                             const uint16_t* linktype, uint8_t* verdict, int32_t* aux,
+                             Py_ssize_t n) noexcept nogil:
+    """The BatchEntry function (_types.pxd): dp_run on an engine's state."""
+    return dp_run(<EngineState*>st, buf, buflen, off, caplen, wirelen, ts, linktype, verdict, aux, n)
+
+
 cdef class Engine:
     """One IPVS director's data path and state. Configure it, then feed it batches.
 
     Not thread-safe; use one engine per core (shard flows by 5-tuple hash).
     """
     cdef EngineState st
+    cdef BatchEntry entry
     cdef readonly uint64_t insert_skipped
     cdef readonly uint64_t insert_updated
     cdef readonly uint64_t insert_replaced
 
     def __cinit__(self, unsigned int capacity=1 << 20, seed=None):
         memset(&self.st, 0, sizeof(EngineState))
+        self.entry.run = engine_batch
+        self.entry.st = &self.st
         if capacity < 1 or capacity > (1 << 30):
             raise ValueError(f"capacity must be between 1 and 2**30, not {capacity}")
         if seed is None:
@@ -1128,6 +1139,12 @@ cdef class Engine:
             written = dp_run(&self.st, b, buf.shape[0], &off[0], &caplen[0], &wirelen[0],
                              &ts[0], &linktype[0], &verdict[0], auxp, n)
         return written
+
+    def batch_entry(self):
+        """:meth:`process`'s body for an I/O backend's own loop: a capsule (named
+        ``fastvs.datapath.BatchEntry``) around the C entry, valid while this engine
+        lives -- the holder keeps a reference to the engine too."""
+        return PyCapsule_New(&self.entry, BATCH_ENTRY_NAME, NULL)
 
     def dest_table(self):
         """Every real server's address (16 bytes each, IPv4 in the first 4) and family,

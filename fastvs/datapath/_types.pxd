@@ -316,3 +316,24 @@ ctypedef struct SyncState:
     uint32_t nev
     uint32_t cap
     uint64_t lost            # records that found the buffer at its bound
+
+
+# The engine's batch entry, for an I/O backend's own receive-process-transmit loop
+# without Python in between (fastvs/live/_afxdp.pyx, _afpacket.pyx): Engine.batch_entry()
+# is a capsule (BATCH_ENTRY_NAME) around one; ``run(st, ...)`` is Engine.process's nogil
+# body (dp_run in _engine.pyx) over ``n`` packets.
+ctypedef Py_ssize_t (*batch_fn)(void* st, uint8_t* buf, Py_ssize_t buflen, const uint32_t* off,
+                                const uint32_t* caplen, const uint32_t* wirelen, const int64_t* ts,
+                                const uint16_t* linktype, uint8_t* verdict, int32_t* aux,
+                                Py_ssize_t n) noexcept nogil
+
+ctypedef struct BatchEntry:
+    batch_fn run
+    void* st
+
+cdef extern from *:
+    """
+    #define FV_BATCH_ENTRY_NAME "fastvs.datapath.BatchEntry"
+    """
+    const char* BATCH_ENTRY_NAME "FV_BATCH_ENTRY_NAME"
+

@@ -33,8 +33,10 @@ Both run without the GIL and touch no Python object per frame. The Python side
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcmp, memcpy, memset
+from cpython.pycapsule cimport PyCapsule_GetPointer
 
 from fastvs.datapath._packet cimport LT_EN10MB
+from fastvs.datapath._types cimport BatchEntry, BATCH_ENTRY_NAME
 from fastvs.live._l2 cimport (L2Stage, L2State, L2_CSUM_COMPLETED, SIDE_CLIENT, l2_out,
                               l2_gather, l2_csum_complete, mono_ns)
 from fastvs.live.xdp._xsk cimport (XskC, UmemC, XskSocket, xsk_rx, xsk_tx, xsk_refill,
@@ -454,7 +456,8 @@ cdef class XdpPump:
     cdef readonly object buf, off, caplen, wirelen, ts, linktype, verdict
     cdef readonly L2Stage l2
     cdef readonly XskSocket client, server
-    cdef object _side, _sent, _area
+    cdef object _side, _sent, _area, _engine
+    cdef BatchEntry* _entry
     cdef bint _closed
 
     def __cinit__(self, XskSocket client not None, XskSocket server not None, L2Stage l2 not None,
@@ -590,6 +593,46 @@ cdef class XdpPump:
             pump_release(&self.s)       # a batch neither sent nor released
             n = pump_rx(&self.s, timeout_ms)
         return n
+
+    def bind_engine(self, engine):
+        """The engine :meth:`run` hands batches to (its ``batch_entry``); the pump keeps
+        a reference to it."""
+        cdef BatchEntry* e = <BatchEntry*>PyCapsule_GetPointer(engine.batch_entry(), BATCH_ENTRY_NAME)
+        self._engine = engine
+        self._entry = e
+
+    def run(self, int timeout_ms, int64_t budget_ns):
+        """Receive, run the bound engine (:meth:`bind_engine`) over the batch and
+        transmit, batch after batch without Python in between, until a receive finds
+        nothing within ``timeout_ms``, a watched descriptor is readable
+        (:attr:`aux_ready`), the L2 stage wants a neighbour, or ``budget_ns`` has passed
+        since the first batch. The worker's loop (fastvs/live/worker.py) in C: what
+        ``receive``, ``Engine.process`` and ``transmit`` do, one Python call per
+        ``budget_ns`` instead of three per batch. Returns the frames handed to the
+        engine."""
+        cdef Py_ssize_t n, total = 0
+        cdef int64_t end = 0
+        cdef BatchEntry* e = self._entry
+        cdef Py_ssize_t buflen = <Py_ssize_t>self.s.umem.size
+        if self._closed:
+            raise ValueError("run on a closed XdpPump")
+        if e == NULL:
+            raise ValueError("run before bind_engine")
+        with nogil:
+            pump_release(&self.s)
+            while True:
+                n = pump_rx(&self.s, timeout_ms)
+                if n == 0:
+                    break
+                if total == 0:
+                    end = mono_ns() + budget_ns
+                e.run(e.st, self.s.buf, buflen, self.s.off, self.s.caplen, self.s.wirelen,
+                      self.s.ts, self.s.linktype, self.s.verdict, NULL, n)
+                pump_tx(&self.s, n)
+                total += n
+                if self.s.aux_ready or self.s.l2.nwant or mono_ns() >= end:
+                    break
+        return total
 
     def transmit(self, Py_ssize_t n):
         """After ``Engine.process`` over the first ``n`` frames: the L2 output stage, one

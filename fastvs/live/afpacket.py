@@ -120,6 +120,8 @@ class AfPacketIO:
         self.receive = pump.receive
         self.transmit = pump.transmit
         self.release = pump.release
+        self.bind_engine = pump.bind_engine
+        self.run = pump.run
         self.watch = pump.watch
         self.fds = pump.fds
         self.kernel = {"rx_kernel_packets": 0, "rx_kernel_drops": 0}

@@ -266,6 +266,8 @@ class XdpIO:
         self.receive = pump.receive
         self.transmit = pump.transmit
         self.release = pump.release
+        self.bind_engine = pump.bind_engine
+        self.run = pump.run
         self.watch = pump.watch
         self.fds = pump.fds
 

@@ -6,6 +6,10 @@ A worker's loop (fastvs/live/worker.py) is the same whatever carries the frames:
     engine.process(io.buf, io.off[:n], ...) # the data path rewrites it in place
     io.transmit(n)                          # L2 output stage (fastvs/live/_l2.pxd) + send
 
+or, the same in C for as long as frames keep coming (``io.bind_engine(engine)`` once)::
+
+    n = io.run(timeout_ms, budget_ns)       # receive, Engine.process, transmit, repeat
+
 A backend is one module with a :class:`Backend` object (``BACKEND``) registered by
 name in :data:`BACKENDS`: ``prepare`` opens what must exist before the workers fork
 (AF_PACKET: every socket, joined to its fanout group in worker order), ``open`` turns
@@ -63,6 +67,17 @@ class FrameIO(Protocol):
 
     def release(self) -> None:
         """Release the last batch without sending anything."""
+        ...
+
+    def bind_engine(self, engine: Any) -> None:
+        """The engine :meth:`run` hands batches to."""
+        ...
+
+    def run(self, timeout_ms: int, budget_ns: int) -> int:
+        """``receive``, the bound engine's ``process`` and ``transmit``, batch after
+        batch in C, until the input is idle for ``timeout_ms``, a watched descriptor is
+        readable, the L2 stage wants a neighbour, or ``budget_ns`` has passed since the
+        first batch; the frames handed to the engine."""
         ...
 
     def watch(self, fds: Iterable[int]) -> None:

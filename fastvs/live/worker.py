@@ -18,6 +18,7 @@ between batches.
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import time
@@ -35,6 +36,11 @@ from fastvs.live.neigh import Neighbours, Side, load_neigh_file
 REPORT_EVERY = 1.0  # seconds between worker snapshots
 READY_WAIT = 2.0  # seconds to wait for real servers' MACs before saying "ready"
 POLL_EVERY = 0.05  # seconds between polls of pushed rules (health changes, control edits)
+RUN_BUDGET_NS = 1_000_000  # longest stretch of batches in C (FrameIO.run) between two
+#                            rounds of the Python loop's duties (signals, timers, sync)
+# FASTVS_LIVE_LOOP=python: one Python round per batch (receive, Engine.process, transmit
+# called from Python), the loop before FrameIO.run; kept to measure the two side by side
+PY_LOOP = os.environ.get("FASTVS_LIVE_LOOP", "") == "python"
 
 
 class Worker:
@@ -180,6 +186,9 @@ class Worker:
             io.buf, io.off, io.caplen, io.wirelen, io.ts, io.linktype, io.verdict)
         sync = self.sync
         sync_bit = 1 << len(self.ifaces)  # the sync receiver's epoll, watched after the ARP sockets
+        run = None if PY_LOOP else io.run  # batches in C while the worker is a master
+        if run is not None:
+            io.bind_engine(engine)
         neigh.announce()
         neigh.refresh()
         t_start = time.monotonic()
@@ -187,7 +196,15 @@ class Worker:
         next_poll = t_start
         try:
             while not self.stop:
-                n = receive(100)
+                if run is not None and self.role == "master":
+                    n = run(100, RUN_BUDGET_NS)
+                    if n:
+                        if director.first_ts is None:
+                            director.first_ts = monotonic_ns()
+                        director.packets += n
+                    n = 0
+                else:
+                    n = receive(100)
                 if n:
                     if self.role == "master":
                         try:
