@@ -19,11 +19,20 @@ Prints a table with the ratios fastvs/kernel. Needs root, ``ip netns``, ``wrk`` 
 
     python benchmarks/bench_forward.py [--seconds 5] [--workers 1 2] [--io ring-v2 ring-v3 mmsg xdp]
         [--repeat 3] [--queues 2] [--xdp-ring-sizes 512 2048] [--xdp-busy-polls 0 50]
-        [--xdp-modes auto skb drv] [--tests http newconn udp tcp] [--json out.json]
+        [--xdp-modes auto skb drv] [--tests http newconn udp tcp] [--loops c python] [--rps]
+        [--json out.json]
 
 With ``--queues N`` the director's veths (and their peers) are made with N queues; each
 ``--io xdp --workers W`` column runs with W of them (``ethtool -L``: worker k binds queue
 k), every other column (and the kernel's) with one.
+
+Every measurement also reads the host's CPU time (/proc/stat) before and after: the
+busy share of all CPUs, the softirq share of that, and busy CPU microseconds per
+request, connection, frame or MB -- client, director and servers together, so the
+difference between two columns is their directors'. ``--loops c python`` runs each
+fastvs column with the worker's batches in C (FrameIO.run, the default) and with
+FASTVS_LIVE_LOOP=python; ``--rps`` spreads every lab interface's receive path over all
+CPUs (receive packet steering) instead of the sender's thread.
 
 Nothing is asserted; pytest collects no test from this file.
 """
@@ -235,6 +244,16 @@ def tcp_bulk(t: Topology, seconds: float, conns: int = 4) -> dict[str, float]:
     return res
 
 
+def spread_rps(t: Topology) -> None:
+    """Receive packet steering over every CPU on every interface of the lab (--rps):
+    a veth's receive path then runs on the CPU the flow hashes to, not always on the
+    sender's thread -- closer to a network, where the next hop is another machine."""
+    mask = format((1 << (os.cpu_count() or 1)) - 1, "x")
+    for ns in (t.client, t.director, t.switch, *t.rs):
+        t.nsx(ns, "sh", "-c", f"for q in /sys/class/net/*/queues/rx-*/rps_cpus; do echo {mask} > $q; done",
+              check=False)
+
+
 def kernel_mode(t: Topology, on: bool) -> None:
     d = t.director
     if on:
@@ -367,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                     "(FASTVS_LIVE_LOOP=python: receive, process, transmit called per batch)")
     ap.add_argument("--tests", nargs="+", default=list(TESTS), choices=TESTS,
                     help="measurements to run (all by default)")
+    ap.add_argument("--rps", action="store_true",
+                    help="receive packet steering over all CPUs on every lab interface (see spread_rps)")
     ap.add_argument("--json", metavar="FILE")
     a = ap.parse_args(argv)
     ok, why = have_netns()
@@ -404,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                         q = w if io == "xdp" and w <= a.queues else 1
                         if a.queues > 1:
                             t.set_queues(q)
+                        if a.rps:
+                            spread_rps(t)
                         col = (f"{io}-w{w}" + (f"-r{ring}" if ring else "") + (f"-bp{busy}" if busy else "")
                                + (f"-{mode}" if mode != "auto" else "") + ("-py" if loop == "python" else ""))
                         more = (("--xdp-ring-size", str(ring)) if ring else ()) + (
@@ -416,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   tuple(a.tests), loop)
             if a.queues > 1:
                 t.set_queues(1)
+            if a.rps:
+                spread_rps(t)
             print(f"-- round {rnd + 1}: kernel: nftables dnat numgen + conntrack", file=sys.stderr)
             kernel_mode(t, True)
             try:

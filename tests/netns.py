@@ -403,7 +403,7 @@ class Forwarder:
 
     def __init__(self, topo: Topology, rules: Path, *extra: str, stats_every: float = 0.2,
                  ready_timeout: float = 20, director: str | None = None, ready_text: str = "fastvs forward: ready",
-                 flush: bool = True) -> None:
+                 flush: bool = True, env: dict[str, str] | None = None) -> None:
         self.topo = topo
         self.rules = rules
         self.stats = topo.tmp / f"stats-{time.monotonic_ns()}.json"
@@ -412,7 +412,8 @@ class Forwarder:
                 "-q", *extra]
         if flush:
             topo.flush_neighbours()
-        self.p = topo.spawn(director or topo.director, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        kw: dict[str, Any] = {} if env is None else {"env": dict(os.environ, **env)}
+        self.p = topo.spawn(director or topo.director, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
         self.err: list[str] = []
         self._lock = threading.Lock()
         self._t = threading.Thread(target=self._read, daemon=True)

@@ -19,12 +19,14 @@ cdef extern from *:
     #if defined(__GNUC__)
     #pragma GCC diagnostic ignored "-Wattributes"
     #define FV_HOT_INT __attribute__((always_inline)) int
+    #define FV_HOT_SSIZE __attribute__((always_inline)) Py_ssize_t
     #define FV_COLD_INT __attribute__((noinline)) int
     #define FV_COLD_I32 __attribute__((noinline)) int32_t
     #define FV_COLD_U32 __attribute__((noinline)) uint32_t
     #define FV_COLD_VOID __attribute__((noinline)) void
     #else
     #define FV_HOT_INT int
+    #define FV_HOT_SSIZE Py_ssize_t
     #define FV_COLD_INT int
     #define FV_COLD_I32 int32_t
     #define FV_COLD_U32 uint32_t
@@ -32,6 +34,7 @@ cdef extern from *:
     #endif
     """
     ctypedef int hot_int "FV_HOT_INT"
+    ctypedef Py_ssize_t hot_ssize "FV_HOT_SSIZE"
     ctypedef int cold_int "FV_COLD_INT"
     ctypedef int32_t cold_i32 "FV_COLD_I32"
     ctypedef uint32_t cold_u32 "FV_COLD_U32"
@@ -336,4 +339,3 @@ cdef extern from *:
     #define FV_BATCH_ENTRY_NAME "fastvs.datapath.BatchEntry"
     """
     const char* BATCH_ENTRY_NAME "FV_BATCH_ENTRY_NAME"
-
