@@ -258,8 +258,7 @@ class XdpIO:
                             for a in handle.attachments)
             where = f"queue {q}" if cfg.workers == 1 else f"queues 0..{cfg.workers - 1} (one per worker)"
             _log(f"AF_XDP: XDP program on {att}; sockets on {where} in {self.mode} mode, "
-                 f"{nframes} UMEM frames of {FRAME} bytes, rings of {ring}, batch {batch}, "
-                 f"{self.socks[0].tx_budget} frames a send"
+                 f"{nframes} UMEM frames of {FRAME} bytes, rings of {ring}, batch {batch}"
                  + (f", busy poll {cfg.xdp_busy_poll} us" if cfg.xdp_busy_poll and not busy else ""))
         self.buf, self.off, self.caplen, self.wirelen = pump.buf, pump.off, pump.caplen, pump.wirelen
         self.ts, self.linktype, self.verdict = pump.ts, pump.linktype, pump.verdict

@@ -68,6 +68,5 @@ cdef class XskSocket:
     cdef readonly int ifindex, queue
     cdef readonly str mode
     cdef readonly uint32_t batch
-    cdef readonly uint32_t tx_budget  # frames one sendto sends in copy mode
     cdef readonly object off, caplen, wirelen, ts, linktype, verdict
     cdef void _close(self) noexcept

@@ -30,7 +30,6 @@ class XskSocket:
     queue: int
     mode: str
     batch: int
-    tx_budget: int
     off: npt.NDArray[np.uint32]
     caplen: npt.NDArray[np.uint32]
     wirelen: npt.NDArray[np.uint32]

@@ -85,9 +85,6 @@ cdef extern from *:
     #ifndef SOL_XDP
     #define SOL_XDP 283
     #endif
-    #ifndef XDP_MAX_TX_SKB_BUDGET
-    #define XDP_MAX_TX_SKB_BUDGET 9   /* Linux 6.17: frames one sendto sends in copy mode */
-    #endif
     static inline uint32_t fv_load_acquire(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
     static inline void fv_store_release(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
     static inline uint32_t fv_load_relaxed(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
@@ -99,7 +96,6 @@ cdef extern from *:
         XDP_MMAP_OFFSETS
         XDP_RX_RING
         XDP_TX_RING
-        XDP_MAX_TX_SKB_BUDGET
         XDP_UMEM_REG
         XDP_UMEM_FILL_RING
         XDP_UMEM_COMPLETION_RING
@@ -452,7 +448,6 @@ cdef class XskSocket:
                   unsigned int comp_size=2048, unsigned int batch=64, str mode="copy",
                   bint need_wakeup=True):
         cdef xdp_umem_reg reg
-        cdef uint32_t budget
         cdef xdp_mmap_offsets offs
         cdef socklen_t olen = sizeof(offs)
         cdef sockaddr_xdp sa
@@ -489,13 +484,6 @@ cdef class XskSocket:
             sockopt_u32(fd, XDP_UMEM_COMPLETION_RING, comp_size, "completion ring")
             sockopt_u32(fd, XDP_RX_RING, rx_size, "RX ring")
             sockopt_u32(fd, XDP_TX_RING, tx_size, "TX ring")
-            # copy mode: let one sendto drain the whole TX ring (the kernel's default is
-            # 32 frames a call); kernels before 6.17 refuse the option and keep 32
-            budget = tx_size
-            if setsockopt(fd, SOL_XDP, XDP_MAX_TX_SKB_BUDGET, &budget, sizeof(budget)) == 0:
-                self.tx_budget = tx_size
-            else:
-                self.tx_budget = 32
             if getsockopt(fd, SOL_XDP, XDP_MMAP_OFFSETS, &offs, &olen) < 0:
                 raise OSError(errno, "AF_XDP ring offsets: " + os.strerror(errno))
             map_ring(&self.x.rx, fd, rx_size, &offs.rx, sizeof(xdp_desc), XDP_PGOFF_RX_RING)
