@@ -19,7 +19,7 @@ Prints a table with the ratios fastvs/kernel. Needs root, ``ip netns``, ``wrk`` 
 
     python benchmarks/bench_forward.py [--seconds 5] [--workers 1 2] [--io ring-v2 ring-v3 mmsg xdp]
         [--repeat 3] [--queues 2] [--xdp-ring-sizes 512 2048] [--xdp-busy-polls 0 50]
-        [--xdp-modes auto skb drv] [--tests http newconn udp tcp] [--loops c python] [--rps]
+        [--xdp-modes auto skb drv] [--tests http newconn udp tcp] [--loops c python] [--spins 0 20] [--rps]
         [--json out.json]
 
 With ``--queues N`` the director's veths (and their peers) are made with N queues; each
@@ -381,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="--io xdp: one column per --xdp-busy-poll microseconds (0: off)")
     ap.add_argument("--xdp-modes", nargs="+", default=["auto"], choices=("auto", "skb", "drv"),
                     help="--io xdp: one column per --xdp-mode (attach: native drv, generic skb)")
+    ap.add_argument("--spins", type=int, nargs="+", default=[0],
+                    help="one column per --spin-us microseconds (0: off; rings and xdp)")
     ap.add_argument("--loops", nargs="+", default=["c"], choices=("c", "python"),
                     help="one column per worker loop: c (FrameIO.run, batches in C) or python "
                     "(FASTVS_LIVE_LOOP=python: receive, process, transmit called per batch)")
@@ -420,18 +422,21 @@ def main(argv: list[str] | None = None) -> int:
             for io in a.io:
                 for w in a.workers:
                     xdp = [(r, b, m) for r in a.xdp_ring_sizes for b in a.xdp_busy_polls for m in a.xdp_modes]
-                    for (ring, busy, mode), loop in ((x, lp) for x in (xdp if io == "xdp" else [(0, 0, "auto")])
-                                                     for lp in a.loops):
+                    for (ring, busy, mode), loop, spin in ((x, lp, sp)
+                                                           for x in (xdp if io == "xdp" else [(0, 0, "auto")])
+                                                           for lp in a.loops for sp in a.spins):
                         q = w if io == "xdp" and w <= a.queues else 1
                         if a.queues > 1:
                             t.set_queues(q)
                         if a.rps:
                             spread_rps(t)
                         col = (f"{io}-w{w}" + (f"-r{ring}" if ring else "") + (f"-bp{busy}" if busy else "")
-                               + (f"-{mode}" if mode != "auto" else "") + ("-py" if loop == "python" else ""))
+                               + (f"-{mode}" if mode != "auto" else "") + ("-py" if loop == "python" else "")
+                               + (f"-spin{spin}" if spin else ""))
                         more = (("--xdp-ring-size", str(ring)) if ring else ()) + (
                             ("--xdp-busy-poll", str(busy)) if busy else ()) + (
-                            ("--xdp-mode", mode) if mode != "auto" else ())
+                            ("--xdp-mode", mode) if mode != "auto" else ()) + (
+                            ("--spin-us", str(spin)) if spin else ())
                         print(f"-- round {rnd + 1}: fastvs forward --io {io} --workers {w} {' '.join(more)} "
                               + ("(FASTVS_LIVE_LOOP=python) " if loop == "python" else "")
                               + f"({q} queue{'s' if q > 1 else ''})", file=sys.stderr)

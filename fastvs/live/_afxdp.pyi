@@ -29,7 +29,14 @@ class XdpPump:
     client: XskSocket
     server: XskSocket
     def __new__(
-        cls, client: XskSocket, server: XskSocket, l2: L2Stage, *, batch: int = 256, max_frame: int = 1518
+        cls,
+        client: XskSocket,
+        server: XskSocket,
+        l2: L2Stage,
+        *,
+        batch: int = 256,
+        max_frame: int = 1518,
+        spin_us: int = 0,
     ) -> Self: ...
     def close(self) -> None: ...
     def handoff(self, area: mmap.mmap | bytearray, workers: int, worker: int, efds: Sequence[int],

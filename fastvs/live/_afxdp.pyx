@@ -52,10 +52,18 @@ cdef extern from *:
     static inline void fvh_store_release(uint32_t* p, uint32_t v)
         { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
     static inline void fvh_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+    #if defined(__x86_64__) || defined(__i386__)
+    #define fvh_cpu_relax() __builtin_ia32_pause()
+    #elif defined(__aarch64__)
+    #define fvh_cpu_relax() __asm__ __volatile__("yield")
+    #else
+    #define fvh_cpu_relax() ((void)0)
+    #endif
     """
     uint32_t fvh_load_acquire(const uint32_t* p) nogil
     void fvh_store_release(uint32_t* p, uint32_t v) nogil
     void fvh_fence() nogil
+    void fvh_cpu_relax() nogil
 
 
 cdef extern from "<unistd.h>" nogil:
@@ -160,6 +168,7 @@ ctypedef struct XPumpC:
     int nvip6
     uint32_t aux_ready
     int64_t aux_polled
+    int64_t spin_ns        # watch the RX rings this long before sleeping in poll
     uint64_t c[C_N]
 
 
@@ -322,6 +331,23 @@ cdef Py_ssize_t ho_take(XPumpC* s, Py_ssize_t n, uint32_t room, int64_t now) noe
     return n
 
 
+cdef bint rx_spin(XPumpC* s) noexcept nogil:
+    """Watch the RX rings (and the handoff rings) for up to spin_ns before sleeping in
+    poll: a frame that comes meanwhile is taken without a wake-up."""
+    cdef int64_t end = mono_ns() + s.spin_ns
+    cdef int fi, _k
+    while True:
+        for _k in range(64):
+            for fi in range(s.nsk):
+                if xsk_rx_ready(s.x[fi]):
+                    return True
+            if s.nw > 1 and ho_pending(s):
+                return True
+            fvh_cpu_relax()
+        if mono_ns() >= end:
+            return False
+
+
 cdef Py_ssize_t pump_rx(XPumpC* s, int timeout_ms) noexcept nogil:
     """Refill every socket, poll unless frames are waiting, take up to ``batch`` frames
     from each socket (handing other workers theirs) and up to ``batch`` handed to this
@@ -341,6 +367,8 @@ cdef Py_ssize_t pump_rx(XPumpC* s, int timeout_ms) noexcept nogil:
     for fi in range(s.nsk):
         if xsk_rx_ready(s.x[fi]):
             ready = True
+    if not ready and s.spin_ns > 0:
+        ready = rx_spin(s)
     if s.nw > 1 and not ready:
         fvh_store_release(ho_sleeping(s, s.wid), 1)
         fvh_fence()           # the flag before the look at the rings (ho_wake: the reverse)
@@ -461,10 +489,13 @@ cdef class XdpPump:
     cdef bint _closed
 
     def __cinit__(self, XskSocket client not None, XskSocket server not None, L2Stage l2 not None,
-                  *, unsigned int batch=256, unsigned int max_frame=1518):
+                  *, unsigned int batch=256, unsigned int max_frame=1518, unsigned int spin_us=0):
         cdef int i, side
         cdef uint32_t n
         memset(&self.s, 0, sizeof(XPumpC))
+        if spin_us > 100_000:
+            raise ValueError("spin_us must be 0..100000")
+        self.s.spin_ns = <int64_t>spin_us * 1000
         if batch < 1 or batch > 4096:
             raise ValueError("batch must be 1..4096")
         if client.umem is not server.umem:

@@ -239,7 +239,7 @@ class XdpIO:
                 busy = busy_poll(self.socks, cfg.xdp_busy_poll, batch)
             mtu = max(i.mtu for i in ifaces)
             self.pump = pump = XdpPump(self.socks[0], self.socks[-1], l2, batch=batch,
-                                       max_frame=mtu + 14 + 4)
+                                       max_frame=mtu + 14 + 4, spin_us=cfg.spin_us)
             if handle.handoff is not None:
                 ho = handle.handoff
                 pump.handoff(ho.area, cfg.workers, q, ho.efds, ho.slots)

@@ -41,8 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ring block size (a power of two; default 65536)")
     p.add_argument("--ring-blocks", type=int, default=64, metavar="N", help="ring blocks per socket")
     p.add_argument("--spin-us", type=int, default=0, metavar="US",
-                   help="rings: watch an empty ring this many microseconds before sleeping "
-                   "(fewer wake-ups under load, at the price of CPU)")
+                   help="rings and xdp: watch the empty RX rings this many microseconds before "
+                   "sleeping (fewer wake-ups under load, at the price of CPU)")
     p.add_argument("--ring-tov-ms", type=int, default=1, metavar="MS",
                    help="a ring block is handed over at the latest MS ms after its first frame")
     p.add_argument("--xdp-ring-size", type=int, default=2048, metavar="N",

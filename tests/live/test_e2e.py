@@ -350,7 +350,8 @@ def test_e2e_xdp_two_workers_sighup_weight_zero_drains() -> None:
     back."""
     with Topology(queues=2, prefix=f"fvt-{os.getpid()}-h") as t:
         rules = write_rules(t, name="hup2.txt")
-        fwd = Forwarder(t, rules, "--workers", "2", "--io", "xdp")
+        # --spin-us: the RX and handoff rings watched before sleeping (the two-worker spin)
+        fwd = Forwarder(t, rules, "--workers", "2", "--io", "xdp", "--spin-us", "20")
         held = None
         try:
             before = curl(t, 8)
