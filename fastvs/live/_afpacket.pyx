@@ -40,7 +40,7 @@ from posix.mman cimport (mmap, munmap, PROT_READ, PROT_WRITE, PROT_NONE, MAP_SHA
 from fastvs.datapath._packet cimport LT_EN10MB
 from fastvs.datapath._types cimport BatchEntry, BATCH_ENTRY_NAME
 from fastvs.live._l2 cimport (L2Stage, L2State, L2_CSUM_COMPLETED, SIDE_CLIENT, l2_out,
-                              l2_gather, l2_csum_complete, mono_ns)
+                              l2_gather, l2_csum_complete, mono_ns, io_run)
 
 import os
 
@@ -687,6 +687,24 @@ cdef void pump_tx(PumpC* s, Py_ssize_t n) noexcept nogil:
             sent += r
 
 
+cdef Py_ssize_t afp_rx(void* p, int timeout_ms) noexcept nogil:
+    """A receive step (io_rx_fn): a batch, or the ring frames taken back when none of
+    them is for the engine."""
+    cdef PumpC* s = <PumpC*>p
+    cdef Py_ssize_t n = pump_rx(s, timeout_ms)
+    if n == 0 and s.ring:
+        ring_release(s)
+    return n
+
+
+cdef void afp_tx(void* p, Py_ssize_t n) noexcept nogil:
+    """A transmit step (io_tx_fn): send, then the ring frames back to the kernel."""
+    cdef PumpC* s = <PumpC*>p
+    pump_tx(s, n)
+    if s.ring:
+        ring_release(s)
+
+
 cdef class Pump:
     """Receive and send batches on one or two AF_PACKET sockets (a FrameIO backend:
     fastvs/live/io.py; wrapped with its sockets by fastvs/live/afpacket.py).
@@ -888,51 +906,28 @@ cdef class Pump:
         if self._closed:
             raise ValueError("receive on a closed Pump")
         with nogil:
-            n = pump_rx(&self.s, timeout_ms)
-            if n == 0 and self.s.ring:
-                ring_release(&self.s)      # frames taken but none for the engine
+            n = afp_rx(&self.s, timeout_ms)
         return n
 
     def bind_engine(self, engine):
-        """The engine :meth:`run` hands batches to (its ``batch_entry``); the pump keeps
-        a reference to it."""
-        cdef BatchEntry* e = <BatchEntry*>PyCapsule_GetPointer(engine.batch_entry(), BATCH_ENTRY_NAME)
+        """The engine :meth:`run` hands batches to; kept referenced by the pump."""
+        self._entry = <BatchEntry*>PyCapsule_GetPointer(engine.batch_entry(), BATCH_ENTRY_NAME)
         self._engine = engine
-        self._entry = e
 
     def run(self, int timeout_ms, int64_t budget_ns):
-        """Receive, run the bound engine (:meth:`bind_engine`) over the batch and
-        transmit, batch after batch without Python in between, until a receive finds
-        nothing within ``timeout_ms``, a watched descriptor is readable
-        (:attr:`aux_ready`), the L2 stage wants a neighbour, or ``budget_ns`` has passed
-        since the first batch. The worker's loop (fastvs/live/worker.py) in C: what
-        ``receive``, ``Engine.process`` and ``transmit`` do, one Python call per
-        ``budget_ns`` instead of three per batch. Returns the frames handed to the
-        engine."""
-        cdef Py_ssize_t n, total = 0
-        cdef int64_t end = 0
-        cdef BatchEntry* e = self._entry
+        """``receive``, the bound engine, ``transmit``, batch after batch in C over
+        the AF_PACKET sockets (rings: their frames back to the kernel after each send).
+        ``io_run`` (fastvs/live/_l2.pxd) says until when. Returns the frames handed to
+        the engine."""
+        cdef Py_ssize_t total
         if self._closed:
             raise ValueError("run on a closed Pump")
-        if e == NULL:
+        if self._entry == NULL:
             raise ValueError("run before bind_engine")
         with nogil:
-            while True:
-                n = pump_rx(&self.s, timeout_ms)
-                if n == 0:
-                    if self.s.ring:
-                        ring_release(&self.s)
-                    break
-                if total == 0:
-                    end = mono_ns() + budget_ns
-                e.run(e.st, self.s.buf, <Py_ssize_t>self.s.buflen, self.s.off, self.s.caplen,
-                      self.s.wirelen, self.s.ts, self.s.linktype, self.s.verdict, NULL, n)
-                pump_tx(&self.s, n)
-                if self.s.ring:
-                    ring_release(&self.s)
-                total += n
-                if self.s.aux_ready or self.s.l2.nwant or mono_ns() >= end:
-                    break
+            total = io_run(&self.s, afp_rx, afp_tx, self._entry, self.s.buf, <Py_ssize_t>self.s.buflen,
+                           self.s.off, self.s.caplen, self.s.wirelen, self.s.ts, self.s.linktype,
+                           self.s.verdict, &self.s.aux_ready, self.s.l2, timeout_ms, budget_ns)
         return total
 
     def transmit(self, Py_ssize_t n):
@@ -943,9 +938,7 @@ cdef class Pump:
         if n < 0 or n > self.s.nslots:
             raise ValueError("transmit: n outside the batch")
         with nogil:
-            pump_tx(&self.s, n)
-            if self.s.ring:
-                ring_release(&self.s)
+            afp_tx(&self.s, n)
 
     def release(self):
         """Give the frames of the last :meth:`receive` back without sending any (after

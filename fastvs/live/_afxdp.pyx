@@ -38,7 +38,7 @@ from cpython.pycapsule cimport PyCapsule_GetPointer
 from fastvs.datapath._packet cimport LT_EN10MB
 from fastvs.datapath._types cimport BatchEntry, BATCH_ENTRY_NAME
 from fastvs.live._l2 cimport (L2Stage, L2State, L2_CSUM_COMPLETED, SIDE_CLIENT, l2_out,
-                              l2_gather, l2_csum_complete, mono_ns)
+                              l2_gather, l2_csum_complete, mono_ns, io_run)
 from fastvs.live.xdp._xsk cimport (XskC, UmemC, XskSocket, xsk_rx, xsk_tx, xsk_refill,
                                    xsk_rx_ready, umem_recycle)
 
@@ -469,6 +469,14 @@ cdef void pump_release(XPumpC* s) noexcept nogil:
     s.last_n = 0
 
 
+cdef Py_ssize_t xdp_rx(void* p, int timeout_ms) noexcept nogil:
+    return pump_rx(<XPumpC*>p, timeout_ms)
+
+
+cdef void xdp_tx(void* p, Py_ssize_t n) noexcept nogil:
+    pump_tx(<XPumpC*>p, n)
+
+
 cdef class XdpPump:
     """Receive and send batches on one or two AF_XDP sockets sharing one UMEM (the
     ``xdp`` FrameIO backend: fastvs/live/io.py; wrapped by fastvs/live/afxdp.py).
@@ -626,43 +634,25 @@ cdef class XdpPump:
         return n
 
     def bind_engine(self, engine):
-        """The engine :meth:`run` hands batches to (its ``batch_entry``); the pump keeps
-        a reference to it."""
-        cdef BatchEntry* e = <BatchEntry*>PyCapsule_GetPointer(engine.batch_entry(), BATCH_ENTRY_NAME)
+        """The engine :meth:`run` hands batches to; kept referenced by the pump."""
+        self._entry = <BatchEntry*>PyCapsule_GetPointer(engine.batch_entry(), BATCH_ENTRY_NAME)
         self._engine = engine
-        self._entry = e
 
     def run(self, int timeout_ms, int64_t budget_ns):
-        """Receive, run the bound engine (:meth:`bind_engine`) over the batch and
-        transmit, batch after batch without Python in between, until a receive finds
-        nothing within ``timeout_ms``, a watched descriptor is readable
-        (:attr:`aux_ready`), the L2 stage wants a neighbour, or ``budget_ns`` has passed
-        since the first batch. The worker's loop (fastvs/live/worker.py) in C: what
-        ``receive``, ``Engine.process`` and ``transmit`` do, one Python call per
-        ``budget_ns`` instead of three per batch. Returns the frames handed to the
-        engine."""
-        cdef Py_ssize_t n, total = 0
-        cdef int64_t end = 0
-        cdef BatchEntry* e = self._entry
-        cdef Py_ssize_t buflen = <Py_ssize_t>self.s.umem.size
+        """``receive``, the bound engine, ``transmit``, batch after batch in C over
+        the AF_XDP sockets (frames of an unsent batch back to the UMEM first).
+        ``io_run`` (fastvs/live/_l2.pxd) says until when. Returns the frames handed to
+        the engine."""
+        cdef Py_ssize_t total
         if self._closed:
             raise ValueError("run on a closed XdpPump")
-        if e == NULL:
+        if self._entry == NULL:
             raise ValueError("run before bind_engine")
         with nogil:
             pump_release(&self.s)
-            while True:
-                n = pump_rx(&self.s, timeout_ms)
-                if n == 0:
-                    break
-                if total == 0:
-                    end = mono_ns() + budget_ns
-                e.run(e.st, self.s.buf, buflen, self.s.off, self.s.caplen, self.s.wirelen,
-                      self.s.ts, self.s.linktype, self.s.verdict, NULL, n)
-                pump_tx(&self.s, n)
-                total += n
-                if self.s.aux_ready or self.s.l2.nwant or mono_ns() >= end:
-                    break
+            total = io_run(&self.s, xdp_rx, xdp_tx, self._entry, self.s.buf, <Py_ssize_t>self.s.umem.size,
+                           self.s.off, self.s.caplen, self.s.wirelen, self.s.ts, self.s.linktype,
+                           self.s.verdict, &self.s.aux_ready, self.s.l2, timeout_ms, budget_ns)
         return total
 
     def transmit(self, Py_ssize_t n):

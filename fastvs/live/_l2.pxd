@@ -15,7 +15,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
-from fastvs.datapath._types cimport V_FWD_IN, V_FWD_OUT
+from fastvs.datapath._types cimport V_FWD_IN, V_FWD_OUT, BatchEntry
 from fastvs.datapath._bytes cimport ld16
 from fastvs.datapath._csum cimport csum_block, csum_partial, csum_fold
 from fastvs.datapath._packet cimport l2_parse, LT_EN10MB
@@ -239,3 +239,34 @@ cdef inline uint64_t l2_gather(const uint32_t* idx, int n, const uint32_t* off,
         if sent != NULL:
             sent[i] = 1
     return nbytes
+
+
+# A backend's receive and transmit steps, for io_run (the pump is the backend's struct)
+ctypedef Py_ssize_t (*io_rx_fn)(void* pump, int timeout_ms) noexcept nogil
+ctypedef void (*io_tx_fn)(void* pump, Py_ssize_t n) noexcept nogil
+
+
+cdef inline Py_ssize_t io_run(void* pump, io_rx_fn rx, io_tx_fn tx, const BatchEntry* e,
+                              uint8_t* buf, Py_ssize_t buflen, const uint32_t* off,
+                              const uint32_t* caplen, const uint32_t* wirelen, const int64_t* ts,
+                              const uint16_t* linktype, uint8_t* verdict,
+                              const uint32_t* aux_ready, const L2State* l2, int timeout_ms,
+                              int64_t budget_ns) noexcept nogil:
+    """The worker's loop in C, for both backends' ``run``: receive (``rx``: up to
+    ``timeout_ms`` when nothing waits), the engine's batch entry over the batch,
+    transmit (``tx``), again -- until a receive brings nothing, a watched descriptor is
+    readable (``aux_ready``), the L2 stage wants a neighbour, or ``budget_ns`` has
+    passed since the first batch. Returns the frames handed to the engine."""
+    cdef Py_ssize_t n, total = 0
+    cdef int64_t end = 0
+    while True:
+        n = rx(pump, timeout_ms)
+        if n == 0:
+            return total
+        if total == 0:
+            end = mono_ns() + budget_ns
+        e.run(e.st, buf, buflen, off, caplen, wirelen, ts, linktype, verdict, NULL, n)
+        tx(pump, n)
+        total += n
+        if aux_ready[0] or l2.nwant or mono_ns() >= end:
+            return total
