@@ -40,6 +40,7 @@ from fastvs.capture.batch import (
 from fastvs.capture.pcap import Reader, Writer, open_capture
 from fastvs.cluster.shard import EcmpHash, Sharder, take
 from fastvs.control.director import Director, check_options
+from fastvs.control.estimator import COUNT_KEYS, RATE_KEYS
 from fastvs.control.rules import Rules
 from fastvs.errors import EngineError, FastvsError, OptionError
 
@@ -49,8 +50,6 @@ __all__ = ["ClusterResult", "DirectorJob", "DirectorResult", "run_cluster", "run
 MAX_DIRECTORS = 4096  # directors behind one router: far beyond any ECMP group
 DASK_TIMEOUT_S = 10  # how long to try reaching a Dask scheduler
 DROP_BASE = V.DROP_BASE  # verdicts below it are written
-RATE_KEYS = ("cps", "inpps", "outpps", "inbps", "outbps")
-COUNT_KEYS = ("conns", "inpkts", "outpkts", "inbytes", "outbytes")
 SVC_SUMS = ("activeconns", "inactconns", "persistconns")
 _CODE = {name: code for code, name in V.NAMES.items()}  # counters in verdict-code order
 

@@ -16,7 +16,7 @@ import numpy as np
 from fastvs import sched as _sched
 from fastvs import verdicts as V
 from fastvs.capture.batch import PacketBatch
-from fastvs.control.estimator import TICK_NS, RateEstimator
+from fastvs.control.estimator import RATE_KEYS, TICK_NS, RateEstimator
 from fastvs.control.rules import Event, RealServer, Rules, VirtualService
 from fastvs.datapath._engine import DEFAULT_TCP_TIMEOUTS, Engine
 from fastvs.datapath._xmit import encap_tunnel, set_dr_macs
@@ -32,8 +32,6 @@ MIN_TUNNEL_MTU = 68  # RFC 791: every IPv4 link carries 68 bytes
 MAX_TUNNEL_MTU = 65535
 DEFENSE_MODES = (0, 1, 2, 3)  # the kernel's sysctls: off, automatic, (automatic, on), always
 TRUNCATED_MODES = ("balance", "drop")
-
-RATE_KEYS = ("cps", "inpps", "outpps", "inbps", "outbps")
 
 
 def _est_key(entry: dict[str, Any], service: tuple[Any, ...] = ()) -> tuple[Any, ...]:
