@@ -40,7 +40,7 @@ from posix.mman cimport (mmap, munmap, PROT_READ, PROT_WRITE, PROT_NONE, MAP_SHA
 from fastvs.datapath._packet cimport LT_EN10MB
 from fastvs.datapath._types cimport BatchEntry, BATCH_ENTRY_NAME
 from fastvs.live._l2 cimport (L2Stage, L2State, L2_CSUM_COMPLETED, SIDE_CLIENT, l2_out,
-                              l2_gather, l2_csum_complete, mono_ns, io_run)
+                              l2_gather, l2_csum_complete, mono_ns, io_run, fv_cpu_relax)
 
 import os
 
@@ -207,13 +207,6 @@ cdef extern from *:
     static inline void fv_frame_release(void* p) {
         __atomic_store_n(&((struct tpacket2_hdr*)p)->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
     }
-    #if defined(__x86_64__) || defined(__i386__)
-    #define fv_cpu_relax() __builtin_ia32_pause()
-    #elif defined(__aarch64__)
-    #define fv_cpu_relax() __asm__ __volatile__("yield")
-    #else
-    #define fv_cpu_relax() ((void)0)
-    #endif
     #define FV_TP3_SLL_OFF (TPACKET_ALIGN(sizeof(struct tpacket3_hdr)))
     #define FV_TP2_SLL_OFF (TPACKET_ALIGN(sizeof(struct tpacket2_hdr)))
     """
@@ -222,7 +215,6 @@ cdef extern from *:
     void fv_block_release(void* p) nogil
     unsigned int fv_frame_status(void* p) nogil
     void fv_frame_release(void* p) nogil
-    void cpu_relax "fv_cpu_relax"() nogil
     size_t FV_TP3_SLL_OFF
     size_t FV_TP2_SLL_OFF
 
@@ -435,7 +427,7 @@ cdef bint rings_spin(PumpC* s) noexcept nogil:
         for _k in range(64):
             if rings_ready(s):
                 return True
-            cpu_relax()
+            fv_cpu_relax()
         if mono_ns() >= end:
             return False
 

@@ -38,32 +38,12 @@ from cpython.pycapsule cimport PyCapsule_GetPointer
 from fastvs.datapath._packet cimport LT_EN10MB
 from fastvs.datapath._types cimport BatchEntry, BATCH_ENTRY_NAME
 from fastvs.live._l2 cimport (L2Stage, L2State, L2_CSUM_COMPLETED, SIDE_CLIENT, l2_out,
-                              l2_gather, l2_csum_complete, mono_ns, io_run)
+                              l2_gather, l2_csum_complete, mono_ns, io_run, fv_cpu_relax)
 from fastvs.live.xdp._xsk cimport (XskC, UmemC, XskSocket, xsk_rx, xsk_tx, xsk_refill,
-                                   xsk_rx_ready, umem_recycle)
+                                   xsk_rx_ready, umem_recycle, fv_load_acquire, fv_store_release,
+                                   fv_fence)
 
 import numpy as np
-
-
-cdef extern from *:
-    """
-    static inline uint32_t fvh_load_acquire(const uint32_t* p)
-        { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline void fvh_store_release(uint32_t* p, uint32_t v)
-        { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-    static inline void fvh_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-    #if defined(__x86_64__) || defined(__i386__)
-    #define fvh_cpu_relax() __builtin_ia32_pause()
-    #elif defined(__aarch64__)
-    #define fvh_cpu_relax() __asm__ __volatile__("yield")
-    #else
-    #define fvh_cpu_relax() ((void)0)
-    #endif
-    """
-    uint32_t fvh_load_acquire(const uint32_t* p) nogil
-    void fvh_store_release(uint32_t* p, uint32_t v) nogil
-    void fvh_fence() nogil
-    void fvh_cpu_relax() nogil
 
 
 cdef extern from "<unistd.h>" nogil:
@@ -256,13 +236,13 @@ cdef inline bint ho_push(XPumpC* s, int dst, const uint8_t* frame, uint32_t leng
     cdef uint32_t* tail = <uint32_t*>r
     cdef uint32_t t = tail[0]
     cdef uint8_t* slot
-    if t - fvh_load_acquire(<uint32_t*>(r + HO_LINE)) >= s.ho_slots:
+    if t - fv_load_acquire(<uint32_t*>(r + HO_LINE)) >= s.ho_slots:
         return False
     slot = r + 2 * HO_LINE + <size_t>(t & (s.ho_slots - 1)) * HO_SLOT
     (<HoSlot*>slot).length = length
     (<HoSlot*>slot).side = side
     memcpy(slot + HO_HDR, frame, length)
-    fvh_store_release(tail, t + 1)
+    fv_store_release(tail, t + 1)
     s.ho_kick |= (<uint64_t>1) << dst
     return True
 
@@ -273,7 +253,7 @@ cdef inline bint ho_pending(XPumpC* s) noexcept nogil:
     for src in range(s.nw):
         if src != s.wid:
             r = ho_ring(s, src, s.wid)
-            if fvh_load_acquire(<uint32_t*>r) != (<uint32_t*>(r + HO_LINE))[0]:
+            if fv_load_acquire(<uint32_t*>r) != (<uint32_t*>(r + HO_LINE))[0]:
                 return True
     return False
 
@@ -284,9 +264,9 @@ cdef inline void ho_wake(XPumpC* s) noexcept nogil:
     cdef uint64_t one = 1
     if s.ho_kick == 0:
         return
-    fvh_fence()
+    fv_fence()
     for w in range(s.nw):
-        if s.ho_kick & ((<uint64_t>1) << w) and fvh_load_acquire(ho_sleeping(s, w)):
+        if s.ho_kick & ((<uint64_t>1) << w) and fv_load_acquire(ho_sleeping(s, w)):
             if write(s.efd[w], &one, 8) == 8:
                 s.c[C_HANDOFF_WAKEUPS] += 1
     s.ho_kick = 0
@@ -308,7 +288,7 @@ cdef Py_ssize_t ho_take(XPumpC* s, Py_ssize_t n, uint32_t room, int64_t now) noe
         r = ho_ring(s, src, s.wid)
         head = <uint32_t*>(r + HO_LINE)
         h = head[0]
-        t = fvh_load_acquire(<uint32_t*>r)
+        t = fv_load_acquire(<uint32_t*>r)
         while h != t and room > 0 and s.umem.nfree > 0:
             slot = r + 2 * HO_LINE + <size_t>(h & (s.ho_slots - 1)) * HO_SLOT
             length = (<HoSlot*>slot).length
@@ -327,7 +307,7 @@ cdef Py_ssize_t ho_take(XPumpC* s, Py_ssize_t n, uint32_t room, int64_t now) noe
             n += 1
             h += 1
             room -= 1
-        fvh_store_release(head, h)
+        fv_store_release(head, h)
     return n
 
 
@@ -343,7 +323,7 @@ cdef bint rx_spin(XPumpC* s) noexcept nogil:
                     return True
             if s.nw > 1 and ho_pending(s):
                 return True
-            fvh_cpu_relax()
+            fv_cpu_relax()
         if mono_ns() >= end:
             return False
 
@@ -370,11 +350,11 @@ cdef Py_ssize_t pump_rx(XPumpC* s, int timeout_ms) noexcept nogil:
     if not ready and s.spin_ns > 0:
         ready = rx_spin(s)
     if s.nw > 1 and not ready:
-        fvh_store_release(ho_sleeping(s, s.wid), 1)
-        fvh_fence()           # the flag before the look at the rings (ho_wake: the reverse)
+        fv_store_release(ho_sleeping(s, s.wid), 1)
+        fv_fence()           # the flag before the look at the rings (ho_wake: the reverse)
         ready = ho_pending(s)
         if ready:
-            fvh_store_release(ho_sleeping(s, s.wid), 0)
+            fv_store_release(ho_sleeping(s, s.wid), 0)
     now = mono_ns()
     if ready:
         if s.npfd > s.ndata and now - s.aux_polled >= AUX_POLL_NS:
@@ -388,7 +368,7 @@ cdef Py_ssize_t pump_rx(XPumpC* s, int timeout_ms) noexcept nogil:
         s.c[C_POLLS] += 1
         r = poll(s.pfd, s.npfd, timeout_ms)
         if s.nw > 1:
-            fvh_store_release(ho_sleeping(s, s.wid), 0)
+            fv_store_release(ho_sleeping(s, s.wid), 0)
             if s.pfd[s.nsk].revents:
                 read(s.efd[s.wid], &junk, 8)
         if r <= 0:

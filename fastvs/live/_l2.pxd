@@ -51,6 +51,20 @@ cdef class L2Stage:
     cdef L2State s
 
 
+# the CPU's spin-wait hint, for a pump that watches its rings before sleeping (--spin-us)
+cdef extern from *:
+    """
+    #if defined(__x86_64__) || defined(__i386__)
+    #define fv_cpu_relax() __builtin_ia32_pause()
+    #elif defined(__aarch64__)
+    #define fv_cpu_relax() __asm__ __volatile__("yield")
+    #else
+    #define fv_cpu_relax() ((void)0)
+    #endif
+    """
+    void fv_cpu_relax() nogil
+
+
 cdef inline int64_t mono_ns() noexcept nogil:
     """CLOCK_MONOTONIC in ns: the clock frames and neighbour entries are stamped with."""
     cdef timespec t

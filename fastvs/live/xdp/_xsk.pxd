@@ -4,6 +4,20 @@
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
+# Memory order on the rings' 32-bit indexes (the kernel's rings here, the workers'
+# handoff rings in fastvs/live/_afxdp.pyx): GCC/Clang atomics, inline C
+cdef extern from *:
+    """
+    static inline uint32_t fv_load_acquire(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline uint32_t fv_load_relaxed(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    static inline void fv_store_release(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline void fv_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+    """
+    uint32_t fv_load_acquire(const uint32_t* p) nogil
+    uint32_t fv_load_relaxed(const uint32_t* p) nogil
+    void fv_store_release(uint32_t* p, uint32_t v) nogil
+    void fv_fence() nogil
+
 ctypedef struct XRing:
     uint32_t* producer
     uint32_t* consumer

@@ -30,6 +30,7 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
+
 cdef extern from "<sys/mman.h>" nogil:
     void* mmap(void*, size_t, int, int, int, long)
     int munmap(void*, size_t)
@@ -85,10 +86,6 @@ cdef extern from *:
     #ifndef SOL_XDP
     #define SOL_XDP 283
     #endif
-    static inline uint32_t fv_load_acquire(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline void fv_store_release(uint32_t* p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-    static inline uint32_t fv_load_relaxed(const uint32_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-    static inline void fv_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
     """
     enum:
         AF_XDP
@@ -147,10 +144,6 @@ cdef extern from *:
         uint64_t tx_ring_empty_descs
     struct xdp_options:
         uint32_t flags
-    uint32_t fv_load_acquire(const uint32_t* p) nogil
-    void fv_store_release(uint32_t* p, uint32_t v) nogil
-    uint32_t fv_load_relaxed(const uint32_t* p) nogil
-    void fv_fence() nogil
 
 
 COUNTER_NAMES = ("rx", "tx", "rx_batches", "tx_kicks", "tx_kick_errors", "fill_kicks",
