@@ -147,6 +147,17 @@ def rs_weights(doc: dict) -> dict[str, int]:
     return {r["addr"]: r["weight"] for s in doc["services"] if s["proto"] == "tcp" for r in s["reals"]}
 
 
+def drain_second(fwd: Forwarder, topo: Topology, rules: Path, what: str) -> tuple[str, dict]:
+    """Rewrite the rules with 10.1.0.12 at weight 0 and SIGHUP: the reload's log line and
+    the first statistics showing reload 1 with those weights."""
+    rules.write_text(topo.rules_text((1, 0)))
+    mark = fwd.hup()
+    line = fwd.wait_log("SIGHUP: ", after=mark)
+    drained = fwd.wait_stats(lambda d: d["reloads"] == 1 and rs_weights(d) == {"10.1.0.11": 1, "10.1.0.12": 0},
+                             10, what)
+    return line, drained
+
+
 def test_e2e_http_rr_alternates_and_client_sees_only_the_vip(topo: Topology, io: str) -> None:
     fwd = Forwarder(topo, write_rules(topo), "--io", io)
     pcap = topo.tmp / "client.pcap"
@@ -239,12 +250,8 @@ def test_e2e_sighup_weight_zero_drains(topo: Topology, io: str) -> None:
         before = curl(topo, 4)
         # the forwarder scheduled exactly the four connections (no extra rr pick)
         stats0 = fwd.wait_stats(lambda d: tcp_conns(d) >= 4, 10, "4 TCP connections in the statistics")
-        rules.write_text(topo.rules_text((1, 0)))
-        mark = fwd.hup()
         # the reload happened: its log line, and the listing shows the new weight
-        line = fwd.wait_log("SIGHUP: ", after=mark)
-        drained = fwd.wait_stats(lambda d: d["reloads"] == 1 and rs_weights(d) == {"10.1.0.11": 1, "10.1.0.12": 0},
-                                 10, "reload 1 with 10.1.0.12 at weight 0 in the listing")
+        line, drained = drain_second(fwd, topo, rules, "reload 1 with 10.1.0.12 at weight 0 in the listing")
         after = curl(topo, 10)
         udp_after = udp(topo, 4)
         rules.write_text(topo.rules_text((1, 1)))
@@ -364,11 +371,8 @@ def test_e2e_xdp_two_workers_sighup_weight_zero_drains() -> None:
             assert held.stdout is not None and held.stdin is not None
             assert held.stdout.readline().strip() == b"HELD"
             fwd.wait_stats(lambda d: tcp_conns(d) >= 12, 10, "the 4 held connections in the statistics")
-            rules.write_text(t.rules_text((1, 0)))
-            mark = fwd.hup()
-            line = fwd.wait_log("SIGHUP: ", after=mark)
-            drained = fwd.wait_stats(lambda d: d["reloads"] == 1 and rs_weights(d) == {"10.1.0.11": 1, "10.1.0.12": 0},
-                                     10, "both workers at reload 1, 10.1.0.12 at weight 0 in the listing")
+            line, drained = drain_second(fwd, t, rules,
+                                         "both workers at reload 1, 10.1.0.12 at weight 0 in the listing")
             after = curl(t, 10)
             udp_after = udp(t, 4)
             held.stdin.write(b"go\n")
