@@ -40,6 +40,7 @@ Nothing is asserted; pytest collects no test from this file.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -362,6 +363,26 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def variants(a: argparse.Namespace, io: str) -> list[tuple[str, tuple[str, ...], str]]:
+    """Every combination of the column axes asked for, for one receive path: (column
+    suffix, ``fastvs forward`` options, worker loop). An axis at its default (0, auto, c)
+    adds neither; the ``--xdp-*`` axes apply to ``--io xdp`` only."""
+    xdp = io == "xdp"
+    axes = [("-r", "--xdp-ring-size", a.xdp_ring_sizes if xdp else [0], 0),
+            ("-bp", "--xdp-busy-poll", a.xdp_busy_polls if xdp else [0], 0),
+            ("-", "--xdp-mode", a.xdp_modes if xdp else ["auto"], "auto"),
+            ("-spin", "--spin-us", a.spins, 0)]
+    out = []
+    for values in itertools.product(*(vals for _, _, vals, _ in axes)):
+        suffix, more = "", ()
+        for (tag, opt, _, default), v in zip(axes, values, strict=True):
+            if v != default:
+                suffix += f"{tag}{v}"
+                more += (opt, str(v))
+        out += [(suffix + ("-py" if loop == "python" else ""), more, loop) for loop in a.loops]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -421,27 +442,17 @@ def main(argv: list[str] | None = None) -> int:
             results: dict[str, dict[str, Any]] = {}
             for io in a.io:
                 for w in a.workers:
-                    xdp = [(r, b, m) for r in a.xdp_ring_sizes for b in a.xdp_busy_polls for m in a.xdp_modes]
-                    for (ring, busy, mode), loop, spin in ((x, lp, sp)
-                                                           for x in (xdp if io == "xdp" else [(0, 0, "auto")])
-                                                           for lp in a.loops for sp in a.spins):
+                    for suffix, more, loop in variants(a, io):
                         q = w if io == "xdp" and w <= a.queues else 1
                         if a.queues > 1:
                             t.set_queues(q)
                         if a.rps:
                             spread_rps(t)
-                        col = (f"{io}-w{w}" + (f"-r{ring}" if ring else "") + (f"-bp{busy}" if busy else "")
-                               + (f"-{mode}" if mode != "auto" else "") + ("-py" if loop == "python" else "")
-                               + (f"-spin{spin}" if spin else ""))
-                        more = (("--xdp-ring-size", str(ring)) if ring else ()) + (
-                            ("--xdp-busy-poll", str(busy)) if busy else ()) + (
-                            ("--xdp-mode", mode) if mode != "auto" else ()) + (
-                            ("--spin-us", str(spin)) if spin else ())
                         print(f"-- round {rnd + 1}: fastvs forward --io {io} --workers {w} {' '.join(more)} "
                               + ("(FASTVS_LIVE_LOOP=python) " if loop == "python" else "")
                               + f"({q} queue{'s' if q > 1 else ''})", file=sys.stderr)
-                        results[col] = run_fastvs(t, rules, w, a.seconds, a.conns, io, extra + more,
-                                                  tuple(a.tests), loop)
+                        results[f"{io}-w{w}{suffix}"] = run_fastvs(t, rules, w, a.seconds, a.conns, io,
+                                                                   extra + more, tuple(a.tests), loop)
             if a.queues > 1:
                 t.set_queues(1)
             if a.rps:
