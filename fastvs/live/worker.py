@@ -196,30 +196,26 @@ class Worker:
         next_poll = t_start
         try:
             while not self.stop:
-                if run is not None and self.role == "master":
+                master = self.role == "master"
+                if master and run is not None:
                     n = run(100, RUN_BUDGET_NS)
-                    if n:
-                        if director.first_ts is None:
-                            director.first_ts = monotonic_ns()
-                        director.packets += n
-                    n = 0
                 else:
                     n = receive(100)
-                if n:
-                    if self.role == "master":
+                    if n and master:
                         try:
                             process(buf, off[:n], caplen[:n], wirelen[:n], ts[:n], linktype[:n], verdict)
                         except BaseException:
                             io.release()
                             raise
                         transmit(n)
-                        if director.first_ts is None:
-                            director.first_ts = monotonic_ns()
-                        director.packets += n
-                    else:  # a backup forwards nothing (fastvs/live/sync.py)
+                    elif n:  # a backup forwards nothing (fastvs/live/sync.py)
                         io.release()
                         if sync is not None:
                             sync.counts["backup_dropped"] += n
+                if n and master:
+                    if director.first_ts is None:
+                        director.first_ts = monotonic_ns()
+                    director.packets += n
                 aux = io.aux_ready
                 if aux:
                     neigh.handle(aux)
