@@ -41,7 +41,7 @@ from typing import Any
 from fastvs.live import afpacket
 from fastvs.live._afxdp import XdpPump
 from fastvs.live._l2 import L2Stage
-from fastvs.live.config import ForwardConfig
+from fastvs.live.config import ForwardConfig, ForwardError
 from fastvs.live.iface import Iface
 
 FALLBACK = "ring-v2"
@@ -92,6 +92,26 @@ def unavailable(cfg: ForwardConfig, ifaces: Sequence[Iface]) -> str | None:
                     f"without a worker would pass to the stack (ethtool -L {n} combined {cfg.workers})")
     if max(i.mtu for i in ifaces) + 14 + 4 + 256 > FRAME:
         return f"MTU above {FRAME - 274} does not fit a {FRAME}-byte UMEM frame"
+    if cfg.xdp_copy == "zerocopy":
+        return no_zerocopy(names)
+    return None
+
+
+def no_zerocopy(names: Sequence[str]) -> str | None:
+    """Which interface's driver has no AF_XDP zero-copy (its XDP features, netlink), or
+    None: all have it, or the kernel cannot say (before 6.3; the bind will tell)."""
+    from fastvs.live.xdp.netlink import XDP_ACT_XSK_ZEROCOPY, xdp_features
+
+    for n in names:
+        try:
+            feats = xdp_features(socket.if_nametoindex(n))
+        except OSError:
+            continue
+        if feats is not None and not feats & XDP_ACT_XSK_ZEROCOPY:
+            drv = f"/sys/class/net/{n}/device/driver"  # none for virtual devices (veth)
+            drv = f" ({os.path.basename(os.path.realpath(drv))})" if os.path.exists(drv) else ""
+            return (f"--xdp-copy zerocopy: {n}'s driver{drv} has no AF_XDP zero-copy "
+                    "(--xdp-copy auto takes copy mode there)")
     return None
 
 
@@ -349,6 +369,9 @@ class XdpBackend:
             return afpacket.BACKEND.open(handle, dataclasses.replace(cfg, io=FALLBACK), ifaces, l2)
         try:
             return XdpIO(handle, cfg, ifaces, l2)
+        except OSError as e:  # a socket the kernel would not bind: one line, never a traceback
+            handle.close()
+            raise ForwardError(f"--io xdp: {e}") from None
         except BaseException:
             handle.close()
             raise

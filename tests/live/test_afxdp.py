@@ -66,6 +66,21 @@ def test_unavailable_falls_back_with_one_line(monkeypatch: pytest.MonkeyPatch,
                                 "AF_XDP); using AF_PACKET ring-v2"]
 
 
+def test_zerocopy_on_a_driver_without_it_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--xdp-copy zerocopy`` where the driver's XDP features lack zero-copy (lo has
+    none at all): one line naming the interface, before anything is attached."""
+    from fastvs.live.xdp import netlink, probe
+
+    if netlink.xdp_features(1) is None:
+        pytest.fail("the kernel has no netdev generic netlink family (Linux < 6.3)")
+    why = afxdp.no_zerocopy(["lo"])
+    assert why == ("--xdp-copy zerocopy: lo's driver has no AF_XDP zero-copy "
+                   "(--xdp-copy auto takes copy mode there)"), why
+    monkeypatch.setattr(probe, "unavailable", lambda names=(): None)
+    assert afxdp.unavailable(cfg(xdp_copy="zerocopy"), IFACES) == why
+    assert afxdp.unavailable(cfg(xdp_copy="auto"), IFACES) is None
+
+
 def test_refused_attach_falls_back(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from fastvs.live.xdp.attach import XdpError
 
@@ -110,15 +125,19 @@ def test_handle_close_detaches_everything_once() -> None:
 
 
 def test_failed_open_detaches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bind the kernel refuses in a worker (after the programs were attached): the
+    programs are detached and released, and the worker says why in one line."""
     log: list[str] = []
     h = afxdp.XdpHandle([_Prog(log)], [_Att(log, "a")])
 
     def boom(*a: Any) -> Any:
-        raise OSError(22, "AF_XDP bind: Invalid argument")
+        raise OSError(95, "AF_XDP bind to ifindex 2 queue 0 (zerocopy mode): Operation not supported")
 
     monkeypatch.setattr(afxdp, "XdpIO", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(C.ForwardError) as e:
         afxdp.BACKEND.open(h, cfg(), IFACES, None)  # type: ignore[arg-type]
+    assert str(e.value) == ("--io xdp: [Errno 95] AF_XDP bind to ifindex 2 queue 0 (zerocopy mode): "
+                            "Operation not supported")
     assert log == ["detach a", "close"]
 
 

@@ -440,3 +440,22 @@ def test_e2e_xdp_sigkill_leftovers_removed_at_next_start(topo: Topology) -> None
     assert Counter(got) == {"rs1": 2, "rs2": 2}, (got, err)
     assert rc == 0, err
     assert not any("xdp" in s for s in after), after
+
+
+def test_e2e_xdp_zerocopy_on_veth_falls_back_in_one_line(topo: Topology) -> None:
+    """``--xdp-copy zerocopy`` on veth (no AF_XDP zero-copy in its XDP features): one
+    line naming the interface, the AF_PACKET path, nothing left attached, traffic
+    carried. Zero-copy itself: tests/live/test_e2e_zerocopy.py (virtio_net in a guest)."""
+    fwd = Forwarder(topo, write_rules(topo, name="xdp-zc.txt"), "--io", "xdp", "--xdp-copy", "zerocopy")
+    try:
+        got = curl(topo, 4)
+        attached = topo.nsx(topo.director, "ip", "link", "show", topo.client_if).stdout
+    finally:
+        rc, out, err = fwd.stop()
+    line = [s for s in err.splitlines() if "AF_XDP unavailable" in s]
+    assert line == [f"fastvs forward: --io xdp: AF_XDP unavailable (--xdp-copy zerocopy: {topo.client_if}'s "
+                    "driver has no AF_XDP zero-copy (--xdp-copy auto takes copy mode there)); using AF_PACKET "
+                    "ring-v2"], err
+    assert "xdp" not in attached, attached
+    assert Counter(got) == {"rs1": 2, "rs2": 2}, (got, err)
+    assert rc == 0, err

@@ -1,6 +1,8 @@
 """rtnetlink for XDP: attach / detach a program on an interface (IFLA_XDP) and ask which
 program is attached (RTM_GETLINK). Extended acks are on, so a refusal carries the
 kernel's own one-line reason (e.g. "Native and generic XDP can't be active at the same time").
+And generic netlink's ``netdev`` family (Linux 6.3+): what a driver's XDP can do
+(:func:`xdp_features`, e.g. whether it has AF_XDP zero-copy).
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ XDP_FLAGS_REPLACE = 16
 XDP_ATTACHED_NONE, XDP_ATTACHED_DRV, XDP_ATTACHED_SKB, XDP_ATTACHED_HW, XDP_ATTACHED_MULTI = range(5)
 MODE_NAMES = {XDP_ATTACHED_DRV: "native", XDP_ATTACHED_SKB: "generic", XDP_ATTACHED_HW: "offload",
               XDP_ATTACHED_MULTI: "multi"}
+# generic netlink: the controller (family ids by name) and the netdev family (netdev.yaml)
+NETLINK_GENERIC = 16
+GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME = 0x10, 3, 1, 2
+NETDEV_CMD_DEV_GET, NETDEV_A_DEV_IFINDEX, NETDEV_A_DEV_XDP_FEATURES = 1, 1, 3
+# NETDEV_A_DEV_XDP_FEATURES bits (enum netdev_xdp_act)
+XDP_ACT = {"basic": 1, "redirect": 2, "ndo-xmit": 4, "xsk-zerocopy": 8, "hw-offload": 16, "rx-sg": 32,
+           "ndo-xmit-sg": 64}
+XDP_ACT_XSK_ZEROCOPY = XDP_ACT["xsk-zerocopy"]
 MODE_FLAGS = {"skb": XDP_FLAGS_SKB_MODE, "generic": XDP_FLAGS_SKB_MODE,
               "drv": XDP_FLAGS_DRV_MODE, "native": XDP_FLAGS_DRV_MODE}
 
@@ -79,10 +89,11 @@ def _attrs(data: bytes) -> dict[int, bytes]:
     return out
 
 
-def _request(msg_type: int, flags: int, body: bytes, what: str) -> list[bytes]:
+def _request(msg_type: int, flags: int, body: bytes, what: str,
+             protocol: int = socket.NETLINK_ROUTE) -> list[bytes]:
     """Send one request; returns the payloads of the replies (after the nlmsghdr).
     An error reply raises NetlinkError with the extended-ack message if there is one."""
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as s:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol) as s:
         try:
             s.setsockopt(270, NETLINK_EXT_ACK, 1)  # SOL_NETLINK
         except OSError:
@@ -152,3 +163,31 @@ def set_xdp(ifindex: int, prog_fd: int, flags: int, expected_fd: int | None = No
     body = _ifinfo(ifindex) + _nla(IFLA_XDP | NLA_F_NESTED, nested)
     what = "attach XDP program" if prog_fd >= 0 else "detach XDP program"
     _request(RTM_SETLINK, NLM_F_ACK, body, f"{what} on ifindex {ifindex}")
+
+
+def _genl(family: int, cmd: int, attrs: bytes, what: str) -> dict[int, bytes]:
+    """One generic netlink request; the first reply's attributes."""
+    body = struct.pack("=BBH", cmd, 1, 0) + attrs
+    for payload in _request(family, 0, body, what, NETLINK_GENERIC):
+        return _attrs(payload[4:])
+    raise NetlinkError(errno.ENOMSG, what, "no reply")
+
+
+def xdp_features(ifindex: int) -> int | None:
+    """What the interface's driver can do with XDP (NETDEV_A_DEV_XDP_FEATURES: the bits
+    of :data:`XDP_ACT`), or None where the kernel cannot say (before Linux 6.3: no
+    ``netdev`` family)."""
+    try:
+        ctrl = _genl(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, _nla(CTRL_ATTR_FAMILY_NAME, b"netdev\0"),
+                     "generic netlink family netdev")
+    except NetlinkError:
+        return None
+    if CTRL_ATTR_FAMILY_ID not in ctrl:
+        return None
+    (family,) = struct.unpack("=H", ctrl[CTRL_ATTR_FAMILY_ID][:2])
+    dev = _genl(family, NETDEV_CMD_DEV_GET, _nla(NETDEV_A_DEV_IFINDEX, struct.pack("=I", ifindex)),
+                f"netdev get {ifindex}")
+    if NETDEV_A_DEV_XDP_FEATURES not in dev:
+        return None
+    (bits,) = struct.unpack("=Q", dev[NETDEV_A_DEV_XDP_FEATURES][:8])
+    return int(bits)

@@ -140,3 +140,16 @@ def test_unprivileged_gets_one_line() -> None:
     line = r.stdout.strip()
     assert r.returncode == 0 and "\n" not in line and line != "None", (r.stdout, r.stderr)
     assert "CAP_" in line or "root" in line, line
+
+
+def test_xdp_features_of_a_veth(lab: Lab) -> None:
+    """The netdev family's XDP features (Linux 6.3+): veth redirects, has no AF_XDP
+    zero-copy; an interface that is not there is an OSError."""
+    with inside(lab.director):
+        feats = netlink.xdp_features(ifindex_of("d0"))
+        if feats is None:
+            pytest.fail("the kernel has no netdev generic netlink family (Linux < 6.3)")
+        assert feats & netlink.XDP_ACT["basic"] and feats & netlink.XDP_ACT["redirect"], feats
+        assert not feats & netlink.XDP_ACT_XSK_ZEROCOPY, feats
+        with pytest.raises(OSError):
+            netlink.xdp_features(0x7FFFFFF0)
