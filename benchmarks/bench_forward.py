@@ -318,9 +318,10 @@ def fmt(v: float | None, unit: str = "") -> str:
     return f"{v:,.0f}"
 
 
-def table(results: dict[str, dict[str, Any]]) -> str:
+def table(results: dict[str, dict[str, Any]], base: str = "kernel") -> str:
+    """The figures of every column, and each column's ratio to the ``base`` column."""
     cols = list(results)
-    kern = results.get("kernel")
+    kern = results.get(base)
     def cpu(test: str, per: str) -> list[tuple[str, Any, str]]:
         return [("  host CPU busy %", lambda r: r[test].get("host_busy"), ""),
                 ("    of it softirq %", lambda r: r[test].get("host_softirq"), ""),
@@ -345,8 +346,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         ("  errors", lambda r: r["tcp"]["errors"], ""),
         *cpu("tcp", "MB"),
     ]
-    fast = [c for c in cols if c != "kernel"]
-    head = f"{'':36}" + "".join(f"{c:>14}" for c in cols) + "".join(f"{c + '/kernel':>20}" for c in fast)
+    fast = [c for c in cols if c != base]
+    head = f"{'':36}" + "".join(f"{c:>14}" for c in cols) + "".join(f"{c + '/' + base:>20}" for c in fast)
     out = [head, "-" * len(head)]
     first = next(iter(results.values()))
     for name, get, unit in rows:

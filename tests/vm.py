@@ -109,7 +109,7 @@ def unavailable() -> str | None:
 
 
 class VmLab(Topology):
-    """The lab of :class:`netns.Topology` with the director in a KVM guest (see the
+    """The lab of :class:`netns.Topology` with the director in a qemu guest (see the
     module's docstring). :meth:`boot` starts a forwarder there; :meth:`halt` stops it
     and returns what it printed."""
 
