@@ -185,20 +185,25 @@ class Topology:
             self.client_if, self.server_if = "d0", "d0"
             self._veth(self.director, "d0", sw, "p0", self.queues)
             self._veth(self.client, "eth0", sw, "pc")
-            ports = ["p0", "pc"]
+            ports = [("p0", "br0"), ("pc", "br0")]
         else:
             self.client_if, self.server_if = "dc", "ds"
             self._veth(self.client, "eth0", self.director, "dc", self.queues)
             self._veth(self.director, "ds", sw, "p0", self.queues)
-            ports = ["p0"]
-        for i, r in enumerate(self.rs):
-            self._veth(r, "eth0", sw, f"p{i + 1}")
-            ports.append(f"p{i + 1}")
-        for p in ports:
-            self.nsx(sw, "ip", "link", "set", p, "master", "br0")
-            self.nsx(sw, "ip", "link", "set", p, "up")
+            ports = [("p0", "br0")]
+        self._switch_ports(ports)
         self.nft = self._director_setup(self.director)
         self._peers()
+
+    def _switch_ports(self, ports: list[tuple[str, str]]) -> None:
+        """The real servers' veths (``p1``, ``p2`` on br0), then every (port, bridge) of
+        the switch enslaved and up."""
+        for i, r in enumerate(self.rs):
+            self._veth(r, "eth0", self.switch, f"p{i + 1}")
+            ports.append((f"p{i + 1}", "br0"))
+        for p, br in ports:
+            self.nsx(self.switch, "ip", "link", "set", p, "master", br)
+            self.nsx(self.switch, "ip", "link", "set", p, "up")
 
     def _director_setup(self, d: str) -> bool:
         """A director namespace: no addresses, no forwarding, no IPv6, the stack kept
@@ -383,12 +388,7 @@ class FailoverTopology(Topology):
             self._veth(d, "ds", sw, f"p{i}s")
             self._veth(d, "dh", sw, f"p{i}h")
             ports += [(f"p{i}c", "brc"), (f"p{i}s", "br0"), (f"p{i}h", "brh")]
-        for i, r in enumerate(self.rs):
-            self._veth(r, "eth0", sw, f"p{i + 1}")
-            ports.append((f"p{i + 1}", "br0"))
-        for p, br in ports:
-            self.nsx(sw, "ip", "link", "set", p, "master", br)
-            self.nsx(sw, "ip", "link", "set", p, "up")
+        self._switch_ports(ports)
         self.nft = all([self._director_setup(d) for d in self.directors])
         for d, ip in zip(self.directors, self.HB_IPS, strict=True):
             self.nsx(d, "ip", "addr", "add", f"{ip}/24", "dev", "dh")

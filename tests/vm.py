@@ -132,12 +132,7 @@ class VmLab(Topology):
         self._veth(self.client, "eth0", sw, "pc")
         for tap in ("tc", "ts"):
             self.nsx(sw, "ip", "tuntap", "add", "dev", tap, "mode", "tap")
-        for i, r in enumerate(self.rs):
-            self._veth(r, "eth0", sw, f"p{i + 1}")
-            ports.append((f"p{i + 1}", "br0"))
-        for p, br in ports:
-            self.nsx(sw, "ip", "link", "set", p, "master", br)
-            self.nsx(sw, "ip", "link", "set", p, "up")
+        self._switch_ports(ports)
         self.nft = False
         self._peers()
 

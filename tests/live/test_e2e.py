@@ -64,6 +64,20 @@ def pcap_frames(path: Path, family: type) -> list:
     return out
 
 
+def vip_only_valid_checksums(pcap: Path) -> int:
+    """The client's capture holds IPv4 only to and from the VIP, and every datagram it
+    received has valid IP and TCP/UDP checksums; returns how many it received."""
+    peers, checked = set(), 0
+    for ip in pcap_frames(pcap, dpkt.ip.IP):
+        src, dst = socket.inet_ntoa(ip.src), socket.inet_ntoa(ip.dst)
+        peers.add(dst if src == CLIENT_IP else src)
+        if dst == CLIENT_IP:
+            assert ip_checksum_ok(ip) and l4_checksum_ok(ip), (src, dst, ip.p)
+            checked += 1
+    assert peers == {VIP}, peers
+    return checked
+
+
 def start_tcpdump(topo: Topology, pcap: Path, expr: str) -> subprocess.Popen[bytes]:
     dump = topo.spawn(topo.client, "tcpdump", "-Z", "root", "--immediate-mode", "-i", "eth0", "-n", "-U",
                       "-w", str(pcap), expr, stderr=subprocess.PIPE)
@@ -193,15 +207,7 @@ def test_e2e_http_rr_alternates_and_client_sees_only_the_vip(topo: Topology, io:
     # (d) the client only ever talks to the VIP, and what it receives has valid checksums
     if dump is None:
         pytest.skip("tcpdump not installed: capture check skipped")
-    peers, checked = set(), 0
-    for ip in pcap_frames(pcap, dpkt.ip.IP):
-        src, dst = socket.inet_ntoa(ip.src), socket.inet_ntoa(ip.dst)
-        peers.add(dst if src == CLIENT_IP else src)
-        if dst == CLIENT_IP:
-            assert ip_checksum_ok(ip) and l4_checksum_ok(ip), (src, dst, ip.p)
-            checked += 1
-    assert peers == {VIP}, peers
-    assert checked >= 20 * 3
+    assert vip_only_valid_checksums(pcap) >= 20 * 3
 
 
 def test_e2e_wrk_without_errors(topo: Topology, io: str) -> None:
