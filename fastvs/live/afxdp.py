@@ -17,7 +17,8 @@ worker exits.
 
 When AF_XDP cannot be used -- no AF_XDP or BPF in the kernel, missing privileges, an
 interface whose queue count is not ``--workers`` (each queue needs its worker's socket,
-or its frames would pass to the stack), a program already attached -- one line says why
+or its frames would pass to the stack), a program already attached, ``--xdp-copy
+zerocopy`` on a driver whose XDP features lack AF_XDP zero-copy -- one line says why
 and the forwarder runs the AF_PACKET ``ring-v2`` backend instead.
 
 The attach mode is ``--xdp-mode`` (``auto``: native, else generic), the socket mode
