@@ -38,7 +38,7 @@ def one(seconds: float, conns: int, tests: tuple[str, ...], mode: str) -> dict[s
         try:
             return measure(lab, seconds, conns, tests)
         finally:
-            rc, stats, text = lab.halt()
+            rc, _, text = lab.halt()
             if rc != 0:
                 print(text[-2000:], file=sys.stderr)
 

@@ -146,8 +146,8 @@ class VmLab(Topology):
         self.console = self.tmp / f"console-{time.monotonic_ns()}.log"
         sock = self.tmp / "virtiofs.sock"
         sock.unlink(missing_ok=True)
-        fsd = self.spawn(self.switch, VIRTIOFSD, f"--socket-path={sock}", "-o", "source=/",
-                         "-o", "cache=auto", "-o", "sandbox=chroot")
+        self.spawn(self.switch, VIRTIOFSD, f"--socket-path={sock}", "-o", "source=/",
+                   "-o", "cache=auto", "-o", "sandbox=chroot")  # stopped with the lab
         wait_for(sock.exists, 10, "virtiofsd's socket")
         # TCG unless FASTVS_VM_ACCEL=kvm: where this was written /dev/kvm is PVM (kvm_pvm,
         # nested paging in software), which runs only PVM-built guest kernels
@@ -167,7 +167,6 @@ class VmLab(Topology):
             cmd += ["-netdev", f"tap,id=n{i},ifname={tap},script=no,downscript=no,vnet_hdr=off",
                     "-device", NIC.format(id=f"n{i}", mac=mac)]
         self.qemu = self.spawn(self.switch, *cmd, stderr=open(self.tmp / "qemu.err", "wb"))  # noqa: SIM115
-        self._fsd = fsd
 
         def up() -> bool:
             text = self.log()
