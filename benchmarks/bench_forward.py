@@ -255,24 +255,31 @@ def spread_rps(t: Topology) -> None:
               check=False)
 
 
-def kernel_mode(t: Topology, on: bool) -> None:
-    d = t.director
-    if on:
-        t.nsx(d, "nft", "delete", "table", "netdev", "fvt", check=False)
-        t.nsx(d, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        t.nsx(d, "ip", "addr", "add", "10.0.0.1/24", "dev", t.client_if)
-        t.nsx(d, "ip", "addr", "add", f"{VIP}/32", "dev", t.client_if)
-        t.nsx(d, "ip", "addr", "add", f"{GW_IP}/24", "dev", t.server_if)
-        conf = t.tmp / "lb.nft"
-        m = f"{{ 0 : {RS_IPS[0]}, 1 : {RS_IPS[1]} }}"
-        conf.write_text(
-            "table ip fvtlb {\n"
+# the kernel's NAT director: its addresses on the client and server sides, its rules
+KERNEL_ADDRS = (["10.0.0.1/24", f"{VIP}/32"], [f"{GW_IP}/24"])
+
+
+def kernel_nat_rules() -> str:
+    m = f"{{ 0 : {RS_IPS[0]}, 1 : {RS_IPS[1]} }}"
+    return ("table ip fvtlb {\n"
             "  chain pre { type nat hook prerouting priority -100;\n"
             f"    ip daddr {VIP} tcp dport 80 dnat to numgen inc mod 2 map {m}\n"
             f"    ip daddr {VIP} udp dport {BLAST_PORT} dnat to numgen inc mod 2 map {m}\n"
             "  }\n"
             "  chain post { type nat hook postrouting priority 100; }\n"
             "}\n")
+
+
+def kernel_mode(t: Topology, on: bool) -> None:
+    d = t.director
+    if on:
+        t.nsx(d, "nft", "delete", "table", "netdev", "fvt", check=False)
+        t.nsx(d, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for dev, addrs in zip((t.client_if, t.server_if), KERNEL_ADDRS, strict=True):
+            for a in addrs:
+                t.nsx(d, "ip", "addr", "add", a, "dev", dev)
+        conf = t.tmp / "lb.nft"
+        conf.write_text(kernel_nat_rules())
         t.nsx(d, "nft", "-f", str(conf))
     else:
         t.nsx(d, "nft", "delete", "table", "ip", "fvtlb", check=False)

@@ -147,15 +147,26 @@ class VmLab(Topology):
 
     def boot(self, rules: Path, *args: str, ready: str = "fastvs forward: ready", timeout: float = 120) -> str:
         """Boot the guest running ``python -m fastvs.live -r RULES --addr GW ARGS`` on its
-        two NICs; returns once the forwarder printed ``ready`` (its console so far).
+        two NICs; returns once the forwarder printed ``ready`` (its console so far)."""
+        return self._start(["-r", str(rules), "--addr", GW_IP, *args], ready, timeout)
 
-        A guest kernel that dies before it runs tests/vm_guest.py (before ``vm: up``: the
-        emulator's fault, not the forwarder's) is booted once more, with its console kept
-        beside the new one and a line on stderr; after ``vm: up`` any failure is the test's."""
+    def boot_kernel_nat(self, conf: Path, client_addrs: list[str], server_addrs: list[str],
+                        timeout: float = 120) -> str:
+        """Boot the guest as a director by the kernel's NAT (nftables CONF, the addresses
+        with their prefixes on the client and server NICs, forwarding on), no forwarder."""
+        args = ["--kernel-nat", str(conf), ",".join(client_addrs), ",".join(server_addrs)]
+        return self._start(args, "vm: kernel NAT ready", timeout)
+
+    def _start(self, args: list[str], ready: str, timeout: float) -> str:
+        """Boot with tests/vm_guest.py's ARGS (after the MACs) until ``ready`` is on the
+        console. A guest kernel that dies before it runs tests/vm_guest.py (before
+        ``vm: up``: the emulator's fault, not the forwarder's) is booted once more, with
+        its console kept beside the new one and a line on stderr; after ``vm: up`` any
+        failure is the test's."""
         assert self.qemu is None, "one guest at a time"
         for attempt in (1, 2):
             try:
-                return self._boot(rules, args, ready, timeout)
+                return self._boot(args, ready, timeout)
             except GuestKernelDied as e:
                 if attempt == 2:
                     raise
@@ -164,7 +175,7 @@ class VmLab(Topology):
                 self.qemu = None
         raise AssertionError("unreachable")
 
-    def _boot(self, rules: Path, args: tuple[str, ...], ready: str, timeout: float) -> str:
+    def _boot(self, args: list[str], ready: str, timeout: float) -> str:
         control = self.tmp / "control"
         control.mkdir(exist_ok=True)
         (control / "stop").unlink(missing_ok=True)
@@ -182,7 +193,7 @@ class VmLab(Topology):
         # 1 boot in 40 on a loaded host; none in 60 with one thread
         kvm = os.environ.get("FASTVS_VM_ACCEL", "tcg") == "kvm"
         guest = [sys.executable, str(Path(__file__).with_name("vm_guest.py")), str(self.kernel / "modules"),
-                 str(control), MAC_CLIENT, MAC_SERVER, "-r", str(rules), "--addr", GW_IP, *args]
+                 str(control), MAC_CLIENT, MAC_SERVER, *args]
         cmdline = ("console=ttyS0 loglevel=4 panic=-1 rootfstype=virtiofs root=hostroot ro "
                    f"init={guest[0]} -- " + " ".join(guest[1:]))
         mem = f"{self.memory_mb}M"

@@ -1,4 +1,4 @@
-"""PID 1 of the virtual director of tests/vm.py: a KVM guest whose root file system is
+"""PID 1 of the virtual director of tests/vm.py: a qemu guest whose root file system is
 the host's own (virtiofs, read-only), so the guest runs the host's Python and this
 checkout's compiled fastvs without an image of its own.
 
@@ -13,6 +13,12 @@ forwarding, no IPv6), then runs ``python -m fastvs.live -r ... --client-if ...
 host, prints ``vm: stats {json}`` (the forwarder's last statistics) and ``vm: exit N``,
 and powers the guest off. Anything unexpected is one ``vm: error ...`` line, then the
 power-off: the host reads the console, never a hung guest.
+
+    vm_guest.py MODULES_DIR CONTROL_DIR MAC_CLIENT MAC_SERVER --kernel-nat NFT_FILE CLIENT_ADDRS SERVER_ADDRS
+
+runs the kernel's NAT in place of the forwarder (the kernel column of
+benchmarks/bench_zerocopy.py): the nftables modules loaded from MODULES_DIR, the
+addresses on the NICs, forwarding on, NFT_FILE loaded, ``vm: kernel NAT ready``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import ctypes
 import json
 import lzma
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -32,9 +39,8 @@ from pathlib import Path
 libc = ctypes.CDLL(None, use_errno=True)
 RB_POWER_OFF = 0x4321FEDC
 SYS_INIT_MODULE = 175  # x86_64
-# the modules virtio_net needs, in load order (the guest kernel has the rest built in)
-MODULES = ("kernel/net/core/failover.ko", "kernel/drivers/net/net_failover.ko",
-           "kernel/drivers/net/virtio_net.ko")
+# the kernel's NAT (the kernel column of benchmarks/bench_zerocopy.py): what its rules use
+NAT_MODULES = ("nf_tables", "nft_chain_nat", "nft_nat", "nft_numgen")
 
 
 def say(line: str) -> None:
@@ -52,15 +58,25 @@ def mounts() -> None:
         run("mount", "-n", "-t", fstype, fstype, where)
 
 
-def load_modules(root: Path) -> None:
-    for rel in MODULES:
-        path = root / rel
-        data = path.read_bytes() if path.exists() else lzma.decompress((root / (rel + ".xz")).read_bytes())
-        buf = ctypes.create_string_buffer(data, len(data))
-        if libc.syscall(SYS_INIT_MODULE, buf, ctypes.c_ulong(len(data)), b"") != 0:
-            err = ctypes.get_errno()
-            if err != 17:  # EEXIST: built in or loaded already
-                raise OSError(err, f"init_module {rel}: {os.strerror(err)}")
+def module_index(root: Path) -> dict[str, Path]:
+    """Module name -> its file, under the guest kernel's modules directory."""
+    return {f.name.split(".ko")[0].replace("-", "_"): f for f in root.rglob("*.ko*")}
+
+
+def load_module(name: str, index: dict[str, Path]) -> None:
+    """init_module ``name`` after the modules it depends on (its ``depends=`` in
+    .modinfo: no modprobe, whose depmod files the unpacked package has not)."""
+    path = index[name]
+    data = lzma.decompress(path.read_bytes()) if path.suffix == ".xz" else path.read_bytes()
+    deps = re.search(rb"\0depends=([^\0]*)\0", data)
+    for dep in deps.group(1).decode().split(",") if deps else ():
+        if dep:
+            load_module(dep, index)
+    buf = ctypes.create_string_buffer(data, len(data))
+    if libc.syscall(SYS_INIT_MODULE, buf, ctypes.c_ulong(len(data)), b"") != 0:
+        err = ctypes.get_errno()
+        if err != 17:  # EEXIST: loaded already
+            raise OSError(err, f"init_module {name}: {os.strerror(err)}")
 
 
 def iface_by_mac(mac: str, timeout: float = 10) -> str:
@@ -92,8 +108,7 @@ def forward(control: Path, client_if: str, server_if: str, args: list[str]) -> i
 
     t = threading.Thread(target=copy, daemon=True)
     t.start()
-    stop = control / "stop"
-    while p.poll() is None and not stop.exists():
+    while p.poll() is None and not (control / "stop").exists():
         time.sleep(0.1)
     if p.poll() is None:
         p.terminate()
@@ -108,6 +123,27 @@ def forward(control: Path, client_if: str, server_if: str, args: list[str]) -> i
     return p.returncode
 
 
+def wait_stop(control: Path) -> None:
+    while not (control / "stop").exists():
+        time.sleep(0.1)
+
+
+def kernel_nat(control: Path, index: dict[str, Path], ifaces: tuple[str, str], args: list[str]) -> int:
+    """The kernel's NAT in place of the forwarder: ``--kernel-nat NFT_FILE CLIENT_ADDRS
+    SERVER_ADDRS`` (addresses comma-separated, with their prefixes), forwarding on."""
+    conf, *addrs = args[1:]
+    for name in NAT_MODULES:
+        load_module(name, index)
+    sysctl("net.ipv4.ip_forward", "1")
+    for dev, these in zip(ifaces, addrs, strict=True):
+        for a in these.split(","):
+            run("ip", "addr", "add", a, "dev", dev)
+    run("nft", "-f", conf)
+    say("vm: kernel NAT ready")
+    wait_stop(control)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     modules, control, mac_c, mac_s = argv[:4]
     args = argv[4:]
@@ -115,7 +151,8 @@ def main(argv: list[str]) -> int:
                       PYTHONDONTWRITEBYTECODE="1", TMPDIR="/run", HOME="/run")
     mounts()
     say(f"vm: up, kernel {os.uname().release}")
-    load_modules(Path(modules))
+    index = module_index(Path(modules))
+    load_module("virtio_net", index)
     client_if, server_if = iface_by_mac(mac_c), iface_by_mac(mac_s)
     run("ip", "link", "set", "lo", "up")
     sysctl("net.ipv4.ip_forward", "0")
@@ -126,6 +163,8 @@ def main(argv: list[str]) -> int:
         say(f"vm: {dev} virtio features {feats} xdp features {xdp_features(socket.if_nametoindex(dev))}")
         sysctl(f"net.ipv6.conf.{dev}.disable_ipv6", "1")
         run("ip", "link", "set", dev, "up")
+    if args[:1] == ["--kernel-nat"]:
+        return kernel_nat(Path(control), index, (client_if, server_if), args)
     rc = forward(Path(control), client_if, server_if, args)
     if rc != 0:
         kmsg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()
