@@ -37,6 +37,12 @@ KERNEL_DIR = ROOT / "build" / "vm-kernel"
 KERNEL_PACKAGE = "linux-image-cloud-amd64"  # its dependency is the versioned image
 SUITE = "deb http://deb.debian.org/debian trixie-backports main"
 VIRTIOFSD = "/usr/lib/qemu/virtiofsd"  # Debian's qemu-system-common (qemu 7.2)
+# TCG with one host thread for both vCPUs: with a thread per vCPU (thread=multi) the guest
+# kernel sometimes died at boot on a breakpoint it had already patched away ("Oops: int3"
+# while flipping a static key: qemu 7.2 let the other vCPU run the stale code), 1 boot in
+# 40 on a loaded host, none in 127 with one thread. The price: one vCPU runs while the
+# other waits its turn
+TCG_ACCEL = "tcg,thread=single"
 MAC_CLIENT, MAC_SERVER = "52:54:00:fa:00:01", "52:54:00:fa:00:02"
 # zero-copy needs the ring reset (rebinding a queue to the socket's buffers) and the DMA
 # API (ACCESS_PLATFORM); XDP on virtio_net needs the guest offloads off
@@ -185,13 +191,11 @@ class VmLab(Topology):
         self.spawn(self.switch, VIRTIOFSD, f"--socket-path={sock}", "-o", "source=/",
                    "-o", "cache=auto", "-o", "sandbox=chroot")  # stopped with the lab
         wait_for(sock.exists, 10, "virtiofsd's socket")
-        # TCG unless FASTVS_VM_ACCEL=kvm: where this was written /dev/kvm is PVM (kvm_pvm,
-        # nested paging in software), which runs only PVM-built guest kernels. TCG with
-        # one thread for both vCPUs: with a thread per vCPU (thread=multi) the guest kernel
-        # sometimes died at boot on a breakpoint it had already patched away ("Oops: int3"
-        # while flipping a static key: qemu 7.2 let the other vCPU run the stale code),
-        # 1 boot in 40 on a loaded host; none in 60 with one thread
-        kvm = os.environ.get("FASTVS_VM_ACCEL", "tcg") == "kvm"
+        # FASTVS_VM_ACCEL: kvm, or qemu's -accel for TCG (TCG_ACCEL by default: where this
+        # was written /dev/kvm is PVM, kvm_pvm, nested paging in software, which runs only
+        # PVM-built guest kernels)
+        accel = os.environ.get("FASTVS_VM_ACCEL", TCG_ACCEL)
+        kvm = accel == "kvm"
         guest = [sys.executable, str(Path(__file__).with_name("vm_guest.py")), str(self.kernel / "modules"),
                  str(control), MAC_CLIENT, MAC_SERVER, *args]
         cmdline = ("console=ttyS0 loglevel=4 panic=-1 rootfstype=virtiofs root=hostroot ro "
@@ -199,7 +203,7 @@ class VmLab(Topology):
         mem = f"{self.memory_mb}M"
         cmd = ["qemu-system-x86_64", "-nodefaults", "-display", "none", "-no-reboot",
                *(["-enable-kvm", "-cpu", "host,-arch-capabilities"] if kvm
-                 else ["-accel", "tcg,thread=single", "-cpu", "Haswell-v4"]),
+                 else ["-accel", accel, "-cpu", "Haswell-v4"]),
                "-smp", "2", "-m", mem, "-kernel", str(self.kernel / "vmlinuz"), "-append", cmdline,
                "-object", f"memory-backend-memfd,id=mem,size={mem},share=on", "-numa", "node,memdev=mem",
                "-chardev", f"socket,id=fs,path={sock}", "-device", "vhost-user-fs-pci,chardev=fs,tag=hostroot",
