@@ -88,18 +88,28 @@ print(blast(s.fileno(), frames, 60, secs))
 """
 
 
+def run_wrk(t: Topology, args: list[str], seconds: float) -> tuple[str, str]:
+    """wrk's output and errors; a wrk that has not finished a minute after its duration
+    is stopped and said in one line (its column then reads 0, not the run lost)."""
+    try:
+        r = t.nsx(t.client, *args, timeout=seconds + 60, check=False)
+    except subprocess.TimeoutExpired:
+        print(f"{' '.join(args)}: did not finish within {seconds + 60:g} s; stopped, counted as 0", file=sys.stderr)
+        return "", "timed out"
+    return r.stdout, r.stderr
+
+
 def wrk(t: Topology, seconds: float, conns: int, close: bool) -> dict[str, float]:
     args = ["wrk", "-t2", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency"]
     if close:
         args += ["-H", "Connection: close"]
-    r = t.nsx(t.client, *args, f"http://{VIP}/", timeout=seconds + 60, check=False)
-    out = r.stdout
+    out, err = run_wrk(t, [*args, f"http://{VIP}/"], seconds)
     res: dict[str, float] = {"rps": 0.0, "errors": 0.0}
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if m:
         res["rps"] = float(m.group(1))
     else:
-        print(f"wrk failed: {out.strip()} {r.stderr.strip()}", file=sys.stderr)
+        print(f"wrk failed: {out.strip()} {err.strip()}", file=sys.stderr)
     for pct in ("50", "90", "99"):
         m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)", out, re.M)
         if m:
@@ -231,15 +241,15 @@ def tcp_bulk(t: Topology, seconds: float, conns: int = 4) -> dict[str, float]:
             with big.open("wb") as f:
                 f.truncate(BIG_MIB << 20)
     args = ["wrk", "-t2", f"-c{conns}", f"-d{max(1, round(seconds))}s", f"http://{VIP}/big.bin"]
-    r = t.nsx(t.client, *args, timeout=seconds + 60, check=False)
+    out, err = run_wrk(t, args, seconds)
     res = {"gbps": 0.0, "errors": 0.0}
-    m = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?)B", r.stdout)
+    m = re.search(r"Transfer/sec:\s+([\d.]+)([KMG]?)B", out)
     if m:
         scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)]
         res["gbps"] = float(m.group(1)) * scale * 8 / 1e9
     else:
-        print(f"wrk failed: {r.stdout.strip()} {r.stderr.strip()}", file=sys.stderr)
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", r.stdout)
+        print(f"wrk failed: {out.strip()} {err.strip()}", file=sys.stderr)
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
         res["errors"] = float(sum(int(x) for x in m.groups()))
     return res
