@@ -128,12 +128,15 @@ class VmLab(Topology):
     module's docstring). :meth:`boot` starts a forwarder there; :meth:`halt` stops it
     and returns what it printed."""
 
-    def __init__(self, *, server: str = "busybox", prefix: str | None = None, memory_mb: int = 1024) -> None:
+    def __init__(self, *, server: str = "busybox", prefix: str | None = None, memory_mb: int = 1024,
+                 queues: int = 1) -> None:
+        """``queues``: queue pairs of each of the guest's NICs (multi-queue virtio-net on
+        multi-queue taps when more than one; tests/vm_guest.py uses one per vCPU)."""
         self.kernel = guest_kernel()
         self.memory_mb = memory_mb
         self.qemu: subprocess.Popen[bytes] | None = None
         self.console: Path | None = None
-        super().__init__(server=server, prefix=prefix)
+        super().__init__(server=server, prefix=prefix, queues=queues)
 
     def _build(self) -> None:
         for n in (self.client, self.switch, *self.rs):
@@ -146,7 +149,7 @@ class VmLab(Topology):
         ports = [("pc", "brc"), ("tc", "brc"), ("ts", "br0")]
         self._veth(self.client, "eth0", sw, "pc")
         for tap in ("tc", "ts"):
-            self.nsx(sw, "ip", "tuntap", "add", "dev", tap, "mode", "tap")
+            self.nsx(sw, "ip", "tuntap", "add", "dev", tap, "mode", "tap", *(["multi_queue"] if self.queues > 1 else []))
         self._switch_ports(ports)
         self.nft = False
         self._peers()
@@ -209,8 +212,10 @@ class VmLab(Topology):
                "-chardev", f"socket,id=fs,path={sock}", "-device", "vhost-user-fs-pci,chardev=fs,tag=hostroot",
                "-serial", f"file:{self.console}"]
         for i, (tap, mac) in enumerate((("tc", MAC_CLIENT), ("ts", MAC_SERVER))):
-            cmd += ["-netdev", f"tap,id=n{i},ifname={tap},script=no,downscript=no,vnet_hdr=off",
-                    "-device", NIC.format(id=f"n{i}", mac=mac)]
+            mq = f",queues={self.queues}" if self.queues > 1 else ""
+            cmd += ["-netdev", f"tap,id=n{i},ifname={tap},script=no,downscript=no,vnet_hdr=off{mq}",
+                    "-device", NIC.format(id=f"n{i}", mac=mac)
+                    + (f",mq=on,vectors={2 * self.queues + 2}" if self.queues > 1 else "")]
         self.qemu = self.spawn(self.switch, *cmd, stderr=open(self.tmp / "qemu.err", "wb"))  # noqa: SIM115
 
         def up() -> bool:

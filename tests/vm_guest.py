@@ -89,6 +89,15 @@ def iface_by_mac(mac: str, timeout: float = 10) -> str:
     raise RuntimeError(f"no interface with MAC {mac}")
 
 
+def channels(dev: str) -> None:
+    """A multi-queue NIC uses a queue pair per vCPU (virtio_net starts with one)."""
+    out = subprocess.run(["ethtool", "-l", dev], capture_output=True, text=True).stdout
+    most = re.search(r"maximums:.*?Combined:\s+(\d+)", out, re.S)
+    want = min(int(most.group(1)), os.cpu_count() or 1) if most else 1
+    if want > 1:
+        run("ethtool", "-L", dev, "combined", str(want))
+
+
 def sysctl(key: str, value: str) -> None:
     Path("/proc/sys/" + key.replace(".", "/")).write_text(value)
 
@@ -160,7 +169,10 @@ def main(argv: list[str]) -> int:
         feats = Path(f"/sys/class/net/{dev}/device/features").read_text().strip()
         from fastvs.live.xdp.netlink import xdp_features
 
-        say(f"vm: {dev} virtio features {feats} xdp features {xdp_features(socket.if_nametoindex(dev))}")
+        channels(dev)
+        rxq = sum(1 for q in os.listdir(f"/sys/class/net/{dev}/queues") if q.startswith("rx-"))
+        say(f"vm: {dev} virtio features {feats} xdp features {xdp_features(socket.if_nametoindex(dev))} "
+            f"rx queues {rxq}")
         sysctl(f"net.ipv6.conf.{dev}.disable_ipv6", "1")
         run("ip", "link", "set", dev, "up")
     if args[:1] == ["--kernel-nat"]:

@@ -17,7 +17,8 @@ worker exits.
 
 When AF_XDP cannot be used -- no AF_XDP or BPF in the kernel, missing privileges, an
 interface whose queue count is not ``--workers`` (each queue needs its worker's socket,
-or its frames would pass to the stack), a program already attached, ``--xdp-copy
+or its frames would pass to the stack; checked again once the programs are attached, as
+a driver may add queues for XDP), a program already attached, ``--xdp-copy
 zerocopy`` on a driver whose XDP features lack AF_XDP zero-copy -- one line says why
 and the forwarder runs the AF_PACKET ``ring-v2`` backend instead.
 
@@ -204,6 +205,20 @@ class XdpHandle:
             self.programs.pop().close()
 
 
+def queues_grown(cfg: ForwardConfig, ifaces: Sequence[Iface]) -> str | None:
+    """Why the attached programs cannot stay (one line), or None: a driver may add
+    receive queues when an XDP program is attached (virtio_net turns on the queue pairs
+    it has to spare, for XDP transmit, and the device then delivers on them too), and
+    frames on a queue without a worker's socket would pass to the stack."""
+    for i in ifaces:
+        rq = rx_queues(i.name)
+        if rq > cfg.workers:
+            return (f"{i.name} has {rq} receive queues once the XDP program is attached (its driver "
+                    f"added queues for XDP) for --workers {cfg.workers}: frames on a queue without a "
+                    "worker would pass to the stack")
+    return None
+
+
 def attach_all(cfg: ForwardConfig, ifaces: Sequence[Iface], vips: Iterable[str]) -> XdpHandle:
     """Load one program per interface over one set of address maps and attach each
     (with several workers through a bpf_link); on any failure nothing stays attached
@@ -353,6 +368,10 @@ class XdpBackend:
             except (XdpError, BpfError, OSError) as e:
                 why = str(e)
             else:
+                why = queues_grown(cfg, ifaces)
+                if why is not None:
+                    h.close()
+            if why is None:
                 if cfg.workers == 1:
                     return [h]
                 ho = Handoff.make(cfg.workers, vips)
@@ -404,4 +423,4 @@ def busy_poll(socks: Sequence[Any], usecs: int, budget: int) -> str:
 
 
 __all__ = ["BACKEND", "FALLBACK", "Handoff", "XdpBackend", "XdpHandle", "XdpIO", "attach_all", "busy_poll",
-           "queues", "rx_queues", "unavailable"]
+           "queues", "queues_grown", "rx_queues", "unavailable"]
