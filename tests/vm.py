@@ -173,16 +173,13 @@ class VmLab(Topology):
         its console kept beside the new one and a line on stderr; after ``vm: up`` any
         failure is the test's."""
         assert self.qemu is None, "one guest at a time"
-        for attempt in (1, 2):
-            try:
-                return self._boot(args, ready, timeout)
-            except GuestKernelDied as e:
-                if attempt == 2:
-                    raise
-                print(f"tests/vm.py: the guest kernel died before its init ran; booting again ({e.console})",
-                      file=sys.stderr)
-                self.qemu = None
-        raise AssertionError("unreachable")
+        try:
+            return self._boot(args, ready, timeout)
+        except GuestKernelDied as e:
+            print(f"tests/vm.py: the guest kernel died before its init ran; booting again ({e.console})",
+                  file=sys.stderr)
+            self.qemu = None
+        return self._boot(args, ready, timeout)
 
     def _boot(self, args: list[str], ready: str, timeout: float) -> str:
         control = self.tmp / "control"

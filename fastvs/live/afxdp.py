@@ -84,14 +84,14 @@ def unavailable(cfg: ForwardConfig, ifaces: Sequence[Iface]) -> str | None:
     if why is not None:
         return why
     for n in names:
-        q, rq = queues(n), rx_queues(n)
+        q = queues(n)
         if q < cfg.workers:
             return (f"{n} has {q} queue{'s' if q > 1 else ''} for --workers {cfg.workers}: worker k "
                     f"binds queue k (ethtool -L {n} combined {cfg.workers}, or veth numrxqueues/"
                     "numtxqueues)")
-        if rq > cfg.workers:
-            return (f"{n} has {rq} receive queues for --workers {cfg.workers}: frames on a queue "
-                    f"without a worker would pass to the stack (ethtool -L {n} combined {cfg.workers})")
+    why = extra_queues(cfg, names, attached=False)
+    if why is not None:
+        return why
     if max(i.mtu for i in ifaces) + 14 + 4 + 256 > FRAME:
         return f"MTU above {FRAME - 274} does not fit a {FRAME}-byte UMEM frame"
     if cfg.xdp_copy == "zerocopy":
@@ -205,17 +205,19 @@ class XdpHandle:
             self.programs.pop().close()
 
 
-def queues_grown(cfg: ForwardConfig, ifaces: Sequence[Iface]) -> str | None:
-    """Why the attached programs cannot stay (one line), or None: a driver may add
-    receive queues when an XDP program is attached (virtio_net turns on the queue pairs
-    it has to spare, for XDP transmit, and the device then delivers on them too), and
-    frames on a queue without a worker's socket would pass to the stack."""
-    for i in ifaces:
-        rq = rx_queues(i.name)
+def extra_queues(cfg: ForwardConfig, names: Sequence[str], *, attached: bool) -> str | None:
+    """More receive queues than workers on an interface (one line), or None: frames on
+    a queue without a worker's socket would pass to the stack. Checked before the
+    programs are attached and again after (``attached``): a driver may add receive
+    queues then (virtio_net turns on the queue pairs it has to spare, for XDP transmit,
+    and the device delivers on them too)."""
+    for n in names:
+        rq = rx_queues(n)
         if rq > cfg.workers:
-            return (f"{i.name} has {rq} receive queues once the XDP program is attached (its driver "
-                    f"added queues for XDP) for --workers {cfg.workers}: frames on a queue without a "
-                    "worker would pass to the stack")
+            when = " once the XDP program is attached (its driver added queues for XDP)" if attached else ""
+            fix = "" if attached else f" (ethtool -L {n} combined {cfg.workers})"
+            return (f"{n} has {rq} receive queues{when} for --workers {cfg.workers}: frames on a queue "
+                    f"without a worker would pass to the stack{fix}")
     return None
 
 
@@ -368,7 +370,7 @@ class XdpBackend:
             except (XdpError, BpfError, OSError) as e:
                 why = str(e)
             else:
-                why = queues_grown(cfg, ifaces)
+                why = extra_queues(cfg, [i.name for i in ifaces], attached=True)
                 if why is not None:
                     h.close()
             if why is None:
@@ -423,4 +425,4 @@ def busy_poll(socks: Sequence[Any], usecs: int, budget: int) -> str:
 
 
 __all__ = ["BACKEND", "FALLBACK", "Handoff", "XdpBackend", "XdpHandle", "XdpIO", "attach_all", "busy_poll",
-           "queues", "queues_grown", "rx_queues", "unavailable"]
+           "extra_queues", "queues", "rx_queues", "unavailable"]
